@@ -1,0 +1,191 @@
+"""Bundles: a directory holding a model, ``manifest.json`` and reference inputs/outputs that prove it.
+
+Layout of a bundle directory::
+
+    manifest.json                 this module's schema (``SCHEMA_VERSION``); see README "Bundle format"
+    model.onnx | model.tflite     the model the device runs
+    reference/inputs.npz          arrays ``i0, i1, ...`` in the order of ``manifest["io"]["inputs"]``
+    reference/outputs.npz         arrays ``o0, o1, ...`` the model produced for them on the compiling machine
+    logs/compile.log              third-party console output of the compile (not hashed, not part of the proof)
+
+``manifest["files"]`` maps every file but the manifest and ``logs/`` to its sha256 and size. The bundle's
+identity (``bundle_id``) is the sha256 of the manifest bytes, so it changes when any hashed file changes.
+
+This module is shipped to devices inside the agent: standard library only (numpy imported lazily), and
+Python 3.9 syntax.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgec.errors import BundleError, UsageError
+
+__all__ = [
+    "MANIFEST_NAME",
+    "SCHEMA_VERSION",
+    "Bundle",
+    "check_reference",
+    "sha256_bytes",
+    "sha256_file",
+    "write_atomically",
+]
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+UNHASHED_PREFIXES = ("logs/",)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(chunk)
+            if not block:
+                break
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def manifest_bytes(manifest: dict) -> bytes:
+    """The canonical serialisation: sorted keys, so the same content always gives the same bytes."""
+    return (json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+
+
+class Bundle:
+    """A bundle directory on disk. Opening it reads and checks the manifest, not the files."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        manifest_path = self.path / MANIFEST_NAME
+        if not self.path.is_dir():
+            raise BundleError(f"{self.path}: not a bundle directory (make one with `edgec compile`)")
+        if not manifest_path.is_file():
+            raise BundleError(f"{self.path}: no {MANIFEST_NAME}; this is not an edgec bundle or it is incomplete")
+        raw = manifest_path.read_bytes()
+        try:
+            manifest = json.loads(raw)
+        except ValueError as exc:
+            raise BundleError(f"{manifest_path}: not valid JSON ({exc}); recompile the bundle") from None
+        if not isinstance(manifest, dict):
+            raise BundleError(f"{manifest_path}: expected a JSON object; recompile the bundle")
+        version = manifest.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise BundleError(
+                f"{manifest_path}: schema_version {version!r}, this edgec reads {SCHEMA_VERSION}; "
+                "recompile the bundle with this edgec or upgrade edgec"
+            )
+        for key in ("format", "model_file", "io", "files", "reference"):
+            if key not in manifest:
+                raise BundleError(f"{manifest_path}: missing key {key!r}; recompile the bundle")
+        self.manifest: dict[str, Any] = manifest
+        self.bundle_id = sha256_bytes(raw)
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.manifest["model_file"]
+
+    @property
+    def format(self) -> str:
+        return self.manifest["format"]
+
+    @property
+    def inputs(self) -> list[dict]:
+        return self.manifest["io"]["inputs"]
+
+    @property
+    def outputs(self) -> list[dict]:
+        return self.manifest["io"]["outputs"]
+
+    def check_files(self) -> None:
+        """Raise BundleError naming the first file that is missing, altered, or not in the manifest."""
+        files = self.manifest["files"]
+        for rel, meta in sorted(files.items()):
+            path = self.path / rel
+            if not path.is_file():
+                raise BundleError(f"{path}: listed in the manifest but missing; recompile or re-push the bundle")
+            if path.stat().st_size != meta["size"] or sha256_file(path) != meta["sha256"]:
+                raise BundleError(
+                    f"{path}: sha256 does not match the manifest (file altered or truncated); "
+                    "recompile or re-push the bundle"
+                )
+        for path in sorted(self.path.rglob("*")):
+            rel = path.relative_to(self.path).as_posix()
+            if path.is_file() and rel != MANIFEST_NAME and rel not in files and not rel.startswith(UNHASHED_PREFIXES):
+                raise BundleError(f"{path}: not listed in the manifest; remove it or recompile the bundle")
+
+    def reference(self) -> tuple[list, list]:
+        """The stored reference inputs and outputs, in io order."""
+        import numpy as np
+
+        ref = self.manifest["reference"]
+        with np.load(self.path / ref["inputs"], allow_pickle=False) as data:
+            inputs = [data[f"i{k}"] for k in range(len(self.inputs))]
+        with np.load(self.path / ref["outputs"], allow_pickle=False) as data:
+            outputs = [data[f"o{k}"] for k in range(len(self.outputs))]
+        return inputs, outputs
+
+
+def check_reference(bundle: Bundle, produced: list) -> list[dict]:
+    """Compare outputs a runtime produced for the reference inputs with the stored ones.
+
+    Returns one record per output (name, max_abs_diff, rel_diff, ok). An output passes when
+    ``max|a-b| <= atol + rtol * max|ref|``, with tolerances from the manifest (quantized bundles carry wider
+    ones: kernels differ between machines).
+    """
+    import numpy as np
+
+    _, expected = bundle.reference()
+    ref = bundle.manifest["reference"]
+    rtol, atol = float(ref["rtol"]), float(ref["atol"])
+    records = []
+    for meta, want, got in zip(bundle.outputs, expected, produced):
+        got = np.asarray(got)
+        if got.shape != want.shape:
+            records.append({"name": meta["name"], "ok": False, "max_abs_diff": None, "rel_diff": None,
+                            "detail": f"shape {list(got.shape)} != reference {list(want.shape)}"})
+            continue
+        want64, got64 = want.astype(np.float64), got.astype(np.float64)
+        diff = float(np.max(np.abs(want64 - got64))) if want.size else 0.0
+        scale = float(np.max(np.abs(want64))) if want.size else 0.0
+        rel = diff / scale if scale > 0 else diff
+        records.append({"name": meta["name"], "ok": bool(diff <= atol + rtol * scale),
+                        "max_abs_diff": diff, "rel_diff": rel})
+    return records
+
+
+def write_atomically(out_dir: str | os.PathLike, fill, force: bool = False) -> Path:
+    """Build a directory in a temporary sibling, then rename it into place.
+
+    ``fill(tmp_dir)`` writes the contents. An interrupted build leaves only a ``.tmp-*`` directory that is
+    removed on the way out; an existing ``out_dir`` is refused unless ``force``, and then replaced only once the
+    new one is complete.
+    """
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise UsageError(f"{out}: already exists; choose another -o or pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        fill(tmp)
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.rename(out, trash / "old")
+            os.rename(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

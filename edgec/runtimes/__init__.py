@@ -1,0 +1,34 @@
+"""Runtimes behind one protocol: ``load(model_path, threads) -> Session``; ``Session.run(feeds) -> outputs``.
+
+Importable on the device: these modules never import edgec.compiler, torch or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from edgec.errors import UsageError
+
+__all__ = ["RUNTIMES", "load_runtime", "runtime_for_format"]
+
+# name -> module implementing ``available()``, ``version()``, ``load(path, threads)``
+RUNTIMES = {
+    "onnxruntime": "edgec.runtimes.onnxruntime",
+    "litert": "edgec.runtimes.litert",
+}
+
+_FORMAT_RUNTIME = {"onnx": "onnxruntime", "tflite": "litert"}
+
+
+def runtime_for_format(fmt: str) -> str:
+    try:
+        return _FORMAT_RUNTIME[fmt]
+    except KeyError:
+        raise UsageError(f"no runtime runs format {fmt!r}; known formats: {', '.join(sorted(_FORMAT_RUNTIME))}") from None
+
+
+def load_runtime(name: str):
+    """The runtime module called ``name``."""
+    if name not in RUNTIMES:
+        raise UsageError(f"unknown runtime {name!r}; known: {', '.join(sorted(RUNTIMES))}")
+    return importlib.import_module(RUNTIMES[name])

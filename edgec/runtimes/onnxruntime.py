@@ -1,0 +1,55 @@
+"""onnxruntime behind the Runtime protocol."""
+
+from __future__ import annotations
+
+from edgec.errors import BundleError, RuntimeMissingError
+
+__all__ = ["OnnxSession", "available", "load", "version"]
+
+INSTALL_HINT = "python3 -m pip install onnxruntime numpy"
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise RuntimeMissingError(f"onnxruntime is not installed here; install it with: {INSTALL_HINT}") from None
+    return onnxruntime
+
+
+def available() -> bool:
+    try:
+        _ort()
+    except RuntimeMissingError:
+        return False
+    return True
+
+
+def version() -> str:
+    return _ort().__version__
+
+
+class OnnxSession:
+    """One loaded model. ``run`` takes a list of arrays in input order and returns a list in output order."""
+
+    def __init__(self, path, threads: int | None = None):
+        ort = _ort()
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors; name the file and its reason
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BundleError(f"{path}: onnxruntime cannot load this model: {first}") from exc
+        self.input_names = [i.name for i in self._session.get_inputs()]
+        self.output_names = [o.name for o in self._session.get_outputs()]
+
+    def run(self, inputs: list) -> list:
+        return self._session.run(None, dict(zip(self.input_names, inputs)))
+
+
+def load(path, threads: int | None = None) -> OnnxSession:
+    return OnnxSession(path, threads)
