@@ -1,0 +1,261 @@
+"""Target profiles: TOML data about a device, loaded into frozen dataclasses.
+
+Every target-specific decision in edgec reads a ``TargetProfile``; nothing branches on a target's name.
+Loading rejects unknown keys and wrong types, naming the file and the key. A profile may extend another with
+``base = "rpi4"`` (a built-in name or a path); tables merge key by key, the extending file winning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from edgec.errors import TargetError
+
+__all__ = [
+    "CpuSpec",
+    "MemorySpec",
+    "OpsSpec",
+    "PerformanceFigure",
+    "PerformanceSpec",
+    "PowerSpec",
+    "QuantizationSpec",
+    "RuntimeSpec",
+    "TargetProfile",
+    "profile_from_dict",
+]
+
+Format = Literal["onnx", "tflite"]
+Runtime = Literal["onnxruntime", "litert"]
+Precision = Literal["none", "fp16", "int8", "int4", "auto"]
+IntDtype = Literal["int8", "uint8"]
+CalibrationMethod = Literal["minmax", "entropy", "percentile", "mse"]
+ISA_FEATURES = frozenset(
+    {"neon", "asimd", "dotprod", "fp16", "i8mm", "bf16", "sve", "crc32", "sse4_2", "avx", "avx2", "fma",
+     "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx"}
+)
+
+
+@dataclass(frozen=True)
+class CpuSpec:
+    arch: Literal["aarch64", "armv7l", "x86_64"]
+    model: str
+    cores: int
+    isa_features: tuple[str, ...] = ()
+    freq_mhz: int = 0
+    # Peak fp32 GFLOP/s of all cores together (0 = unknown); used by roofline estimates.
+    peak_gflops_fp32: float = 0.0
+
+    def __post_init__(self):
+        _positive("cpu.cores", self.cores)
+        unknown = sorted(set(self.isa_features) - ISA_FEATURES)
+        if unknown:
+            raise ValueError(f"cpu.isa_features: unknown feature(s) {unknown}; known: {sorted(ISA_FEATURES)}")
+
+    def has(self, feature: str) -> bool:
+        return feature in self.isa_features
+
+
+@dataclass(frozen=True)
+class MemorySpec:
+    ram_mb: int
+    storage_mb: int
+    bandwidth_gbps: float = 0.0
+
+    def __post_init__(self):
+        _positive("memory.ram_mb", self.ram_mb)
+        _positive("memory.storage_mb", self.storage_mb)
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    preferred: Runtime
+    format: Format
+    available: tuple[str, ...] = ("onnxruntime",)
+    threads: int = 0  # 0 = all cores
+
+    def __post_init__(self):
+        for name in self.available:
+            if name not in get_args(Runtime):
+                raise ValueError(f"runtime.available: unknown runtime {name!r}; known: {list(get_args(Runtime))}")
+        if self.preferred not in self.available:
+            raise ValueError(f"runtime.preferred {self.preferred!r} is not in runtime.available {list(self.available)}")
+
+
+@dataclass(frozen=True)
+class QuantizationSpec:
+    default: Precision = "none"
+    supported: tuple[str, ...] = ("none", "int8")
+    activation_dtype: IntDtype = "uint8"
+    weight_dtype: IntDtype = "int8"
+    per_channel: bool = True
+    symmetric_weights: bool = True
+    symmetric_activations: bool = False
+    reduce_range: bool = False
+    calibration_method: CalibrationMethod = "minmax"
+    int4_block_size: int = 32
+    int4_accuracy_level: int = 4
+    fp16_arithmetic: bool = False
+    max_accuracy_drop: float = 1.0
+    # Ops the target's runtime runs slower quantized than in float: they stay float, with this reason.
+    float_ops: tuple[str, ...] = ()
+    tflite_io_dtype: Literal["int8", "uint8", "float32"] = "int8"
+    dynamic_range_ok: bool = False
+
+    def __post_init__(self):
+        for name in self.supported:
+            if name not in get_args(Precision):
+                raise ValueError(f"quantization.supported: unknown precision {name!r}")
+        if self.int4_block_size < 16 or self.int4_block_size & (self.int4_block_size - 1):
+            raise ValueError(f"quantization.int4_block_size: {self.int4_block_size} is not a power of two >= 16")
+        if not 0 <= self.max_accuracy_drop <= 100:
+            raise ValueError(f"quantization.max_accuracy_drop: {self.max_accuracy_drop} is not within 0..100 points")
+
+
+@dataclass(frozen=True)
+class OpsSpec:
+    min_opset: int = 13
+    max_opset: int = 21
+    unsupported: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PowerSpec:
+    # Sensor sources to try, in order, by the agent's names ("hwmon", "rapl", "jetson", "battery", "command").
+    sensors: tuple[str, ...] = ()
+    idle_watts: float = 0.0
+    active_watts: float = 0.0
+    source: str = ""  # where the model's figures come from
+
+    def __post_init__(self):
+        if self.idle_watts < 0 or self.active_watts < 0:
+            raise ValueError("power: idle_watts and active_watts must be >= 0")
+        if self.active_watts and self.active_watts < self.idle_watts:
+            raise ValueError(f"power.active_watts {self.active_watts} is below idle_watts {self.idle_watts}")
+
+
+@dataclass(frozen=True)
+class PerformanceFigure:
+    model: str
+    runtime: str
+    precision: str
+    latency_ms: float
+    threads: int = 0
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class PerformanceSpec:
+    figures: tuple[PerformanceFigure, ...] = ()
+    # Measured micro-benchmark tables written by `edgec targets calibrate` (free-form, versioned by its module).
+    measured: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    name: str
+    description: str
+    cpu: CpuSpec
+    memory: MemorySpec
+    runtime: RuntimeSpec
+    quantization: QuantizationSpec = QuantizationSpec()
+    ops: OpsSpec = OpsSpec()
+    power: PowerSpec = PowerSpec()
+    performance: PerformanceSpec = PerformanceSpec()
+    base: str = ""
+    source_file: str = field(default="", compare=False)
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data.pop("source_file")
+        return data
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    @property
+    def threads(self) -> int:
+        return self.runtime.threads or self.cpu.cores
+
+
+def _positive(key: str, value) -> None:
+    if value <= 0:
+        raise ValueError(f"{key}: must be > 0, got {value}")
+
+
+def profile_from_dict(data: dict, source: str) -> TargetProfile:
+    """Build a profile from merged TOML data; errors name ``source`` and the offending key."""
+    try:
+        profile = _build(TargetProfile, {**data, "source_file": source}, "")
+    except _KeyProblem as exc:
+        raise TargetError(f"{source}: {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise TargetError(f"{source}: {exc}") from None
+    return profile
+
+
+class _KeyProblem(Exception):
+    pass
+
+
+def _build(cls, data: Any, prefix: str):
+    if not isinstance(data, dict):
+        raise _KeyProblem(f"{prefix.rstrip('.') or 'profile'}: expected a table, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise _KeyProblem(f"unknown key {prefix}{unknown[0]!r}; known keys here: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(hints[name], value, f"{prefix}{name}")
+    missing = [
+        n for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise _KeyProblem(f"missing key {prefix}{missing[0]!r}")
+    return cls(**kwargs)
+
+
+def _convert(hint, value, key: str):
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".")
+    if origin is Literal:
+        if value not in get_args(hint):
+            raise _KeyProblem(f"{key} = {value!r} is not one of {list(get_args(hint))}")
+        return value
+    if origin is tuple:
+        item = get_args(hint)[0]
+        if not isinstance(value, list):
+            raise _KeyProblem(f"{key}: expected an array, got {type(value).__name__}")
+        return tuple(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is Union:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _KeyProblem(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _KeyProblem(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _KeyProblem(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise _KeyProblem(f"{key}: expected a string, got {value!r}")
+        return value
+    if hint is dict:
+        if not isinstance(value, dict):
+            raise _KeyProblem(f"{key}: expected a table, got {type(value).__name__}")
+        return value
+    raise _KeyProblem(f"{key}: unsupported type {hint}")
