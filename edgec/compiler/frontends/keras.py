@@ -1,0 +1,152 @@
+"""Keras front-end: ``.keras`` (Keras 3), legacy ``.h5`` (tf.keras 2 via tf_keras, or Keras 3) and SavedModel.
+
+Lowering traces the model as a ``tf.function`` and converts it with tf2onnx (its ``from_keras`` does not accept
+Keras 3 models). ``.h5`` files are loaded with ``compile=False``: Keras 3 cannot deserialise the compiled
+losses and metrics of its own ``.h5`` files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgec import ir as edgec_ir
+from edgec.compiler.frontends import SourceModel
+from edgec.errors import SourceModelError, UsageError
+
+__all__ = ["lower_keras"]
+
+
+def _tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return tf
+
+
+def _h5_keras_version(path: Path) -> str:
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        version = handle.attrs.get("keras_version", "")
+        if "model_config" not in handle.attrs:
+            raise SourceModelError(f"{path}: an HDF5 file holding weights only (no model_config); save the whole "
+                                   "model (model.save('model.h5') or model.save('model.keras'))")
+    return version.decode() if isinstance(version, bytes) else str(version)
+
+
+def _load_keras(path: Path, kind: str):
+    _tensorflow()
+    try:
+        if kind == "keras-h5" and _h5_keras_version(path).startswith("2."):
+            import tf_keras
+
+            return tf_keras.models.load_model(path, compile=False)
+        import keras
+
+        return keras.models.load_model(path, compile=False)
+    except SourceModelError:
+        raise
+    except Exception as exc:  # Keras raises many kinds of errors for unreadable files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceModelError(f"{path}: Keras cannot load this model: {first}") from None
+
+
+def _specs(names, shapes, dtypes, input_shapes: dict[str, list[int]], path: Path):
+    tf = _tensorflow()
+    specs, example = [], {}
+    for name, shape, dtype in zip(names, shapes, dtypes):
+        shape = list(shape)
+        given = input_shapes.get(name)
+        if given is not None and len(given) != len(shape):
+            raise UsageError(f"{path}: --input-shape {name} has {len(given)} dimensions, the model's input has "
+                             f"{len(shape)}")
+        if any(d is None for d in shape[1:]) and given is None:
+            raise UsageError(f"{path}: input {name!r} has unknown dimensions {shape}; give --input-shape {name}="
+                             + "x".join(str(d or 1) for d in shape))
+        fixed = [None, *[given[i] if given else d for i, d in enumerate(shape)][1:]]
+        specs.append(tf.TensorSpec(fixed, dtype, name=name))
+        example[name] = [given[0] if given else 1, *fixed[1:]]
+    return specs, example
+
+
+def _convert(function, specs, path: Path):
+    import tf2onnx
+
+    try:
+        proto, _ = tf2onnx.convert.from_function(function, input_signature=specs, opset=edgec_ir.IR_OPSET)
+    except Exception as exc:  # tf2onnx raises assorted errors; name the model and the first line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceModelError(f"{path}: tf2onnx could not convert the model: {first}") from None
+    return proto
+
+
+def _rename_outputs(model, names: list[str]) -> None:
+    used = {v.name for v in model.graph.inputs}
+    for value, name in zip(model.graph.outputs, names):
+        clean = name if name not in used else f"{name}_out"
+        value.name = clean
+        used.add(clean)
+
+
+def lower_keras(path: Path, kind: str, input_shapes: dict[str, list[int]]) -> SourceModel:
+    tf = _tensorflow()
+    if kind == "savedmodel":
+        return _lower_savedmodel(path, input_shapes)
+    model = _load_keras(path, kind)
+    names = [t.name.split(":")[0] for t in model.inputs]
+    specs, example = _specs(names, [t.shape for t in model.inputs], [t.dtype for t in model.inputs],
+                            input_shapes, path)
+
+    def call(*args):
+        out = model(list(args) if len(args) > 1 else args[0], training=False)
+        return out if isinstance(out, (list, tuple)) else [out]
+
+    proto = _convert(tf.function(call, input_signature=specs), specs, path)
+    ir_model = edgec_ir.from_proto(proto)
+    output_names = list(getattr(model, "output_names", None) or [])
+    if len(output_names) != len(ir_model.graph.outputs):
+        output_names = [f"output_{k}" for k in range(len(ir_model.graph.outputs))]
+    _rename_outputs(ir_model, output_names)
+
+    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.asarray(o) for o in call(*[tf.constant(x) for x in inputs])]
+
+    layouts = {v.name: "NHWC" for v in ir_model.graph.inputs if v.shape is not None and len(v.shape) == 4}
+    source_kind = kind if kind != "keras-h5" else "keras-h5"
+    return SourceModel(path=str(path), kind=source_kind, model=ir_model, reference=run, layouts=layouts,
+                       framework_model=model, example_shapes=example)
+
+
+def _lower_savedmodel(path: Path, input_shapes: dict[str, list[int]]) -> SourceModel:
+    tf = _tensorflow()
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as exc:  # TF raises many error types for bad SavedModels
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceModelError(f"{path}: TensorFlow cannot load this SavedModel: {first}") from None
+    signature = loaded.signatures.get("serving_default")
+    if signature is None:
+        raise SourceModelError(f"{path}: the SavedModel has no 'serving_default' signature; export it with one")
+    in_specs = signature.structured_input_signature[1]
+    names = sorted(in_specs)
+    outs = sorted(signature.structured_outputs)
+    specs, example = _specs(names, [in_specs[n].shape for n in names], [in_specs[n].dtype for n in names],
+                            input_shapes, path)
+
+    def call(*args):
+        result = signature(**dict(zip(names, args)))
+        return [result[o] for o in outs]
+
+    proto = _convert(tf.function(call, input_signature=specs), specs, path)
+    ir_model = edgec_ir.from_proto(proto)
+    _rename_outputs(ir_model, outs)
+
+    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.asarray(o) for o in call(*[tf.constant(x) for x in inputs])]
+
+    layouts = {v.name: "NHWC" for v in ir_model.graph.inputs if v.shape is not None and len(v.shape) == 4}
+    return SourceModel(path=str(path), kind="savedmodel", model=ir_model, reference=run, layouts=layouts,
+                       framework_model=loaded, example_shapes=example)

@@ -1,0 +1,92 @@
+"""ONNX front-end: load (with external data), check, normalise the opset, fix requested input shapes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import version_converter
+
+from edgec import ir as edgec_ir
+from edgec.compiler.frontends import SourceModel
+from edgec.errors import SourceModelError
+
+__all__ = ["lower_onnx", "ort_runner", "unsupported_nodes"]
+
+
+def unsupported_nodes(proto: onnx.ModelProto) -> list[str]:
+    """Nodes of the standard domains whose op has no ONNX schema at the model's opset."""
+    opsets = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
+    problems = []
+    for node in proto.graph.node:
+        domain = node.domain or "ai.onnx"
+        if domain not in ("ai.onnx", "ai.onnx.ml"):
+            continue
+        try:
+            onnx.defs.get_schema(node.op_type, opsets.get(domain, 1), "" if domain == "ai.onnx" else domain)
+        except onnx.defs.SchemaError:
+            problems.append(f"node {node.name or '(unnamed)'!r} op {node.op_type!r}")
+    return problems
+
+
+def ort_runner(model_bytes: bytes, where: str):
+    """A function running the model with onnxruntime; errors name ``where`` and the runtime's reason."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's errors have no useful common base class
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceModelError(f"{where}: onnxruntime cannot run this model: {reason}") from None
+    names = [i.name for i in session.get_inputs()]
+
+    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return session.run(None, dict(zip(names, inputs)))
+
+    return run
+
+
+def _fix_shapes(proto: onnx.ModelProto, input_shapes: dict[str, list[int]], path: Path) -> None:
+    graph_inputs = {i.name: i for i in proto.graph.input}
+    for name, dims in input_shapes.items():
+        if name not in graph_inputs:
+            raise SourceModelError(f"{path}: --input-shape names {name!r}, but the model's inputs are "
+                                   f"{', '.join(graph_inputs)}")
+        shape = graph_inputs[name].type.tensor_type.shape
+        if len(shape.dim) != len(dims):
+            raise SourceModelError(f"{path}: --input-shape {name} has {len(dims)} dimensions, the model's "
+                                   f"input has {len(shape.dim)}")
+        for dim, value in zip(shape.dim, dims):
+            if dim.HasField("dim_value") and dim.dim_value != value:
+                raise SourceModelError(f"{path}: --input-shape {name} dimension {value} conflicts with the "
+                                       f"model's fixed {dim.dim_value}")
+
+
+def lower_onnx(path: Path, input_shapes: dict[str, list[int]]) -> SourceModel:
+    proto = edgec_ir.load_proto(path)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise SourceModelError(f"{path}: invalid ONNX model: {first}") from None
+    bad = unsupported_nodes(proto)
+    if bad:
+        raise SourceModelError(f"{path}: {bad[0]} is not a known ONNX operator at this opset"
+                               f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}; "
+                               "replace it or export with standard ops")
+    _fix_shapes(proto, input_shapes, path)
+    reference = ort_runner(proto.SerializeToString(), str(path))
+    notes = []
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < edgec_ir.IR_OPSET:
+        try:
+            proto = version_converter.convert_version(proto, edgec_ir.IR_OPSET)
+        except Exception as exc:  # the converter raises bare RuntimeErrors; name the step
+            raise SourceModelError(f"{path}: cannot upgrade opset {opset} to {edgec_ir.IR_OPSET}: "
+                                   f"{str(exc).splitlines()[0]}") from None
+        notes.append(f"opset upgraded from {opset} to {edgec_ir.IR_OPSET}")
+    return SourceModel(path=str(path), kind="onnx", model=edgec_ir.from_proto(proto), reference=reference,
+                       notes=notes, example_shapes=dict(input_shapes))

@@ -1,0 +1,59 @@
+"""Typed compile options: what the user asked for, validated once, before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional, get_args
+
+from edgec.errors import UsageError
+
+__all__ = ["CompileOptions"]
+
+Format = Literal["onnx", "tflite"]
+Quantize = Literal["none", "fp16", "int8", "int4", "auto"]
+CalibrationMethod = Literal["minmax", "entropy", "percentile", "mse"]
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Everything ``edgec compile`` takes besides the source and the output path.
+
+    ``None`` means "the target profile decides" (format, quantization, calibration method, accuracy budget).
+    """
+
+    target: str = "host"
+    format: Optional[Format] = None
+    quantize: Optional[Quantize] = None
+    input_shapes: dict = field(default_factory=dict)
+    calibration: Optional[str] = None
+    calibration_method: Optional[CalibrationMethod] = None
+    preprocess: Optional[str] = None
+    eval_data: Optional[str] = None
+    max_accuracy_drop: Optional[float] = None
+    prune: Optional[float] = None
+    prune_rules: Optional[str] = None
+    sparsity: Optional[float] = None
+    low_rank: Optional[float] = None
+    # Relative error (max |a-b| / max |ref|) beyond which a float stage fails verification.
+    tolerance: float = 1e-4
+    seed: int = 0
+    force: bool = False
+
+    def __post_init__(self):
+        _choice("--format", self.format, Format)
+        _choice("--quantize", self.quantize, Quantize)
+        _choice("--calibration-method", self.calibration_method, CalibrationMethod)
+        for flag, value in (("--prune", self.prune), ("--sparsity", self.sparsity)):
+            if value is not None and not 0.0 <= value < 1.0:
+                raise UsageError(f"{flag} {value}: must be a fraction in [0, 1), e.g. 0.3")
+        if self.low_rank is not None and not 0.0 < self.low_rank <= 1.0:
+            raise UsageError(f"--low-rank {self.low_rank}: retained energy must be in (0, 1], e.g. 0.95")
+        if self.max_accuracy_drop is not None and not 0.0 <= self.max_accuracy_drop <= 100.0:
+            raise UsageError(f"--max-accuracy-drop {self.max_accuracy_drop}: must be within 0..100 points")
+        if not 0.0 < self.tolerance < 1.0:
+            raise UsageError(f"--tolerance {self.tolerance}: must be in (0, 1)")
+
+
+def _choice(flag: str, value, kind) -> None:
+    if value is not None and value not in get_args(kind):
+        raise UsageError(f"{flag} {value!r}: choose one of {', '.join(get_args(kind))}")
