@@ -1,0 +1,86 @@
+"""``edgec compile``: source model -> verified bundle for a target."""
+
+from __future__ import annotations
+
+import click
+
+from edgec.commands._output import echo_json, human_bytes
+
+__all__ = ["compile_cmd", "print_summary"]
+
+
+@click.command("compile")
+@click.argument("source")
+@click.option("-t", "--target", default="host", show_default=True, help="Profile name (see `edgec targets list`) or a .toml file.")
+@click.option("-o", "--output", "out", type=click.Path(), help="Bundle directory to write [default: <stem>-<target>.bundle].")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "tflite"]), help="Model format [default: the profile's].")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224", help="Shape of an input (repeatable); needed for factories and TorchScript.")
+@click.option("--quantize", type=click.Choice(["none", "fp16", "int8", "int4", "auto"]), help="Precision [default: the profile's].")
+@click.option("--calibration", type=click.Path(), help="Calibration data: .npz, an image directory, or file.py:function.")
+@click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile", "mse"]), help="Activation range method [default: the profile's].")
+@click.option("--preprocess", help="Image preprocessing, e.g. resize=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225,layout=nchw.")
+@click.option("--eval-data", type=click.Path(), help="Labelled .npz (inputs + labels) to measure accuracy.")
+@click.option("--max-accuracy-drop", type=float, help="Accuracy budget in points [default: the profile's].")
+@click.option("--prune", type=float, help="Fraction of filters to remove (structured pruning), e.g. 0.3.")
+@click.option("--prune-rules", type=click.Path(), help="TOML file of per-layer pruning ratios.")
+@click.option("--sparsity", type=float, help="Fraction of weights to zero (unstructured), compressed bundle.")
+@click.option("--low-rank", type=float, help="Factorise large Gemm/MatMul weights keeping this fraction of energy.")
+@click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max relative error of float stages vs the source.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of generated inputs and sampling.")
+@click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@click.option("--explain", is_flag=True, help="Print every pass's decisions and reasons.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON (no progress).")
+@click.pass_context
+def compile_cmd(ctx, source, target, out, fmt, input_shapes, quantize, calibration, calibration_method, preprocess,
+                eval_data, max_accuracy_drop, prune, prune_rules, sparsity, low_rank, tolerance, seed, force,
+                explain, as_json):
+    """Compile SOURCE (.onnx, .keras, .h5, SavedModel dir, .pt2, TorchScript, file.py:factory) for a target.
+
+    \b
+    Example:
+      edgec compile model.keras --target rpi4 -o build/model-rpi4
+      edgec compile nets.py:mobilenet --input-shape x=1x3x224x224 --target x86-avx2 --format onnx
+    """
+    from edgec import api
+    from edgec._progress import Progress
+    from edgec.compiler.frontends import parse_input_shapes
+
+    debug = ctx.obj.get("debug", False)
+    bundle = api.compile(
+        source, out, progress=Progress(enabled=None if not as_json else False, total=0), debug=debug,
+        target=target, format=fmt, quantize=quantize, input_shapes=parse_input_shapes(input_shapes),
+        calibration=calibration, calibration_method=calibration_method, preprocess=preprocess, eval_data=eval_data,
+        max_accuracy_drop=max_accuracy_drop, prune=prune, prune_rules=prune_rules, sparsity=sparsity,
+        low_rank=low_rank, tolerance=tolerance, seed=seed, force=force,
+    )
+    if as_json:
+        echo_json({"bundle_id": bundle.bundle_id, "path": str(bundle.path), **bundle.manifest})
+        return
+    print_summary(bundle, explain)
+
+
+def print_summary(bundle, explain: bool = False) -> None:
+    m = bundle.manifest
+    size = m["report"]["size"]
+    click.echo(f"bundle   {bundle.path}  ({m['format']}, {m['runtime']['name']}, target {m['target']['name']})")
+    click.echo(f"id       {bundle.bundle_id[:16]}")
+    ratio = size["model_bytes"] / size["float_model_bytes"] if size.get("float_model_bytes") else 1.0
+    click.echo(f"model    {m['model_file']}  {human_bytes(size['model_bytes'])}  ({ratio:.2f}x the float model)")
+    for io_kind in ("inputs", "outputs"):
+        for item in m["io"][io_kind]:
+            shape = "x".join("?" if d is None else str(d) for d in item["shape"] or [])
+            click.echo(f"{io_kind[:-1]:<8} {item['name']}  {item['dtype']}[{shape}]  {item['layout']}")
+    for check in m["report"]["verification"]:
+        click.echo(f"verify   {check['stage']:<16} max rel diff {check['max_rel_diff']:.2e}  "
+                   f"max abs diff {check['max_abs_diff']:.2e}  ({check['samples']} samples)")
+    for key, value in sorted(m["report"].items()):
+        if key in ("accuracy",) and isinstance(value, dict):
+            click.echo(f"accuracy {value.get('summary', value)}")
+    click.echo(f"passes   {', '.join(p['name'] for p in m['passes'])}")
+    if explain:
+        for record in m["passes"]:
+            click.echo(f"\n[{record['name']}] {record.get('settings') or ''}")
+            for note in record.get("notes", []):
+                click.echo(f"  - {note}")
+        for note in m["report"].get("source_notes", []):
+            click.echo(f"  - source: {note}")
