@@ -1,0 +1,225 @@
+"""Benchmark one bundle on many devices at once, recording each outcome the moment it is known.
+
+Guarantees:
+- never hangs: each device has an overall deadline (``device_timeout``); at the deadline its connection is
+  closed from here, which frees whatever paramiko call it was blocked in, and a DeviceTimeoutError is recorded;
+- never loses results: a worker stores its device's result or error in the results database as soon as it has
+  it, before the next device's outcome is known;
+- Ctrl-C closes every open connection, waits for the workers to notice, keeps (and returns) what finished and
+  records nothing for devices that were stopped half way;
+- connection setup is retried (in ``ssh.connect``); a benchmark that broke off is never re-run.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from edgec.bundle import Bundle
+from edgec.deploy.inventory import Device
+from edgec.deploy.remote import BenchOptions, agent_zipapp, bench_on_device, check_runtime, device_info
+from edgec.deploy.results import ResultsStore, latency_figures
+from edgec.deploy.ssh import SshOptions, connect
+from edgec.errors import DeviceTimeoutError, EdgecError
+
+__all__ = ["DeviceOutcome", "FarmProgress", "FarmRun", "check_devices", "farm_bench"]
+
+
+@dataclass
+class DeviceOutcome:
+    """One device's result or error (``{"type", "message"}``)."""
+
+    device: Device
+    result: dict | None = None
+    error: dict | None = None
+    seconds: float = 0.0
+    pushed_bytes: int | None = None
+    run_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+    def to_dict(self) -> dict:
+        return {"device": self.device.name, "address": self.device.address, "target": self.device.target,
+                "ok": self.ok, "seconds": round(self.seconds, 3), "pushed_bytes": self.pushed_bytes,
+                "run_id": self.run_id, "result": self.result, "error": self.error}
+
+
+@dataclass
+class FarmRun:
+    """All outcomes of one farm bench; ``interrupted`` when Ctrl-C stopped it."""
+
+    farm_run: str
+    bundle_id: str
+    outcomes: list[DeviceOutcome] = field(default_factory=list)
+    interrupted: bool = False
+
+    def to_dict(self) -> dict:
+        return {"farm_run": self.farm_run, "bundle_id": self.bundle_id, "interrupted": self.interrupted,
+                "devices": [o.to_dict() for o in self.outcomes]}
+
+
+class FarmProgress:
+    """A live table on a terminal (one line per device, redrawn in place); silent when disabled."""
+
+    def __init__(self, devices: list[Device], enabled: bool, stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.state = {d.name: ("queued", "") for d in devices}
+        self.start = {d.name: None for d in devices}
+        self._drawn = 0
+        self._lock = threading.Lock()
+
+    def stage(self, name: str, stage: str, detail: str = "") -> None:
+        with self._lock:
+            self.state[name] = (stage, detail)
+            if self.start[name] is None and stage != "queued":
+                self.start[name] = time.monotonic()
+
+    def draw(self) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            lines = []
+            width = max(len(n) for n in self.state)
+            for name, (stage, detail) in self.state.items():
+                begun = self.start[name]
+                elapsed = f"{time.monotonic() - begun:6.1f}s" if begun and stage not in ("ok", "failed") else ""
+                lines.append(f"  {name:<{width}}  {stage:<13} {detail[:70]:<70} {elapsed}")
+        up = f"\x1b[{self._drawn}F" if self._drawn else ""
+        self.stream.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
+        self.stream.flush()
+        self._drawn = len(lines)
+
+
+def _short(error: dict) -> str:
+    return f"{error['type']}: {error['message']}"
+
+
+def farm_bench(devices: list[Device], bundle: Bundle, *, store: ResultsStore | None, options: BenchOptions,
+               ssh: SshOptions, parallel: int = 8, device_timeout: float = 600.0,
+               progress: FarmProgress | None = None) -> FarmRun:
+    """Benchmark ``bundle`` on every device, ``parallel`` at a time; see the module docstring for guarantees."""
+    run = FarmRun(farm_run=secrets.token_hex(6), bundle_id=bundle.bundle_id)
+    progress = progress or FarmProgress(devices, enabled=False)
+    agent_zipapp()  # build once, before the threads need it
+    cancel = threading.Event()
+    live: dict[str, object] = {}
+    deadlines: dict[str, float] = {}
+    timed_out: set[str] = set()
+    lock = threading.Lock()
+
+    def work(device: Device) -> DeviceOutcome:
+        started = time.monotonic()
+        with lock:
+            deadlines[device.name] = started + device_timeout
+        outcome = DeviceOutcome(device)
+
+        def on_connect(conn):
+            with lock:
+                live[device.name] = conn
+            if cancel.is_set() or device.name in timed_out:
+                conn.close()
+
+        try:
+            if cancel.is_set():
+                raise KeyboardInterrupt
+            done = bench_on_device(device, bundle, options, ssh, timeout=device_timeout, on_connect=on_connect,
+                                   on_stage=lambda s, d: progress.stage(device.name, s, d))
+            outcome.result, outcome.pushed_bytes = done.result, done.pushed_bytes
+        except (EdgecError, OSError, EOFError) as exc:
+            error = exc
+            if device.name in timed_out:
+                error = DeviceTimeoutError(f"{device.name}: no outcome within the device timeout of "
+                                           f"{device_timeout:g} s; stopped (last step: {progress.state[device.name][0]})")
+            outcome.error = {"type": type(error).__name__, "message": str(error)}
+        finally:
+            with lock:
+                live.pop(device.name, None)
+                deadlines.pop(device.name, None)
+        outcome.seconds = time.monotonic() - started
+        if cancel.is_set() and outcome.error:
+            return outcome  # stopped by Ctrl-C half way: not a device failure, not recorded
+        if store is not None:
+            outcome.run_id = store.record(bundle_id=bundle.bundle_id, device=device.name, address=device.address,
+                                          profile=device.target, result=outcome.result, error=outcome.error,
+                                          farm_run=run.farm_run)
+        progress.stage(device.name, "ok" if outcome.ok else "failed",
+                       _latency_text(outcome.result) if outcome.ok else _short(outcome.error))
+        return outcome
+
+    pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="edgec-farm")
+    futures = {pool.submit(work, d): d for d in devices}
+    try:
+        pending = set(futures)
+        while pending:
+            _, pending = wait(pending, timeout=0.2)
+            _enforce_deadlines(deadlines, live, timed_out, lock)
+            progress.draw()
+    except KeyboardInterrupt:
+        run.interrupted = True
+        cancel.set()
+        for future in futures:
+            future.cancel()
+        with lock:
+            for conn in list(live.values()):
+                conn.close()
+    finally:
+        pool.shutdown(wait=True)
+        progress.draw()
+    for future in futures:
+        if future.cancelled():
+            continue
+        outcome = future.result()
+        if not (run.interrupted and outcome.error and outcome.run_id is None):
+            run.outcomes.append(outcome)
+    return run
+
+
+def _enforce_deadlines(deadlines: dict, live: dict, timed_out: set, lock) -> None:
+    now = time.monotonic()
+    with lock:
+        for name, deadline in deadlines.items():
+            if now > deadline and name not in timed_out:
+                timed_out.add(name)
+                if name in live:
+                    live[name].close()
+
+
+def _latency_text(result: dict) -> str:
+    figures = latency_figures(result)
+    mean, p90 = figures["latency_ms_mean"], figures["latency_ms_p90"]
+    if mean is None:
+        return "done"
+    return f"mean {mean:.3f} ms" + (f", p90 {p90:.3f} ms" if p90 is not None else "")
+
+
+def check_devices(devices: list[Device], ssh: SshOptions, parallel: int = 8, bundle: Bundle | None = None) -> list[dict]:
+    """Reachability, Python, runtimes, free disk and agent version of each device (errors per device)."""
+    from edgec.deploy.push import install_agent
+
+    agent = agent_zipapp()
+
+    def one(device: Device) -> dict:
+        row = {"device": device.name, "address": device.address, "ok": False}
+        started = time.monotonic()
+        try:
+            with connect(device.ssh_target(), ssh) as conn:
+                row["connect_seconds"] = round(time.monotonic() - started, 3)
+                info = device_info(conn, device, install_agent(conn, agent))
+                row.update(ok=True, python=info.get("python"), runtimes=info.get("runtimes"),
+                           free_disk_bytes=info.get("free_disk_bytes"), agent_version=info.get("agent_version"),
+                           platform=info.get("platform"))
+                if bundle is not None:
+                    row["runtime"] = check_runtime(info, bundle, device, conn.target.label)
+        except (EdgecError, OSError, EOFError) as exc:
+            row["error"] = {"type": type(exc).__name__, "message": str(exc)}
+        return row
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        return list(pool.map(one, devices))

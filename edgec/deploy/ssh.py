@@ -1,0 +1,356 @@
+"""SSH to a device: the only module of edgec that imports paramiko.
+
+Every network step has a timeout. Connection setup is retried with exponential backoff (a device that is
+booting or a flaky Wi-Fi link); nothing after it is ever retried here. Two watchdogs guard what paramiko cannot
+time out by itself: a *stall* watchdog closes the transport when a transfer makes no progress for
+``stall_timeout`` seconds (a dropped link makes ``sftp.put`` hang forever otherwise, even with channel timeouts
+and keepalives), and every remote command has a deadline after which the transport is closed as well.
+
+Host keys are checked against ``known_hosts``; an unknown or changed key is refused with a message saying how to
+trust it. ``~/.ssh/config`` (HostName, Port, User, IdentityFile), private keys and ssh-agent are honoured.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+
+from edgec.errors import DeviceError, DeviceTimeoutError, HostKeyError, TransferError
+
+__all__ = ["CommandResult", "Connection", "SftpWriteError", "SshOptions", "SshTarget", "connect", "host_key_name"]
+
+log = logging.getLogger(__name__)
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)  # its tracebacks duplicate our one-line errors
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where to connect: what the user or the inventory said; blanks are filled from ~/.ssh/config."""
+
+    host: str
+    port: int | None = None
+    user: str | None = None
+    key: str | None = None
+    name: str | None = None  # the inventory name, used in messages
+
+    @property
+    def label(self) -> str:
+        address = f"{self.user + '@' if self.user else ''}{self.host}{':' + str(self.port) if self.port else ''}"
+        return f"{self.name} ({address})" if self.name and self.name != self.host else address
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    """Timeouts (seconds), retry policy and trust settings for every connection."""
+
+    connect_timeout: float = 10.0
+    command_timeout: float = 600.0
+    stall_timeout: float = 20.0
+    retries: int = 3
+    backoff: float = 0.5
+    known_hosts: str = "~/.ssh/known_hosts"
+    ssh_config: str = "~/.ssh/config"
+    trust_new_host: bool = False
+    keepalive: int = 5
+
+    def __post_init__(self):
+        for name in ("connect_timeout", "command_timeout", "stall_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"SshOptions.{name} must be > 0")
+
+
+@dataclass
+class CommandResult:
+    exit_code: int
+    stdout: str
+    stderr: str = ""
+
+
+def host_key_name(host: str, port: int) -> str:
+    """How known_hosts names a host: ``[host]:port`` unless the port is 22."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def _resolve(target: SshTarget, options: SshOptions) -> dict:
+    """Fill the target's blanks from ~/.ssh/config like OpenSSH does: explicit values win."""
+    config = paramiko.SSHConfig()
+    config_path = Path(os.path.expanduser(options.ssh_config))
+    if config_path.is_file():
+        try:
+            config = paramiko.SSHConfig.from_path(str(config_path))
+        except Exception as exc:  # paramiko raises several kinds for a malformed file
+            raise DeviceError(f"{config_path}: cannot parse SSH config ({exc}); fix the file") from None
+    found = config.lookup(target.host)
+    if target.key:
+        keys = [os.path.expanduser(target.key)]
+        if not os.path.isfile(keys[0]):
+            raise DeviceError(f"{target.label}: private key {keys[0]} not found; fix `key` or --device")
+    else:
+        keys = [k for k in (os.path.expanduser(k) for k in found.get("identityfile", [])) if os.path.isfile(k)]
+    return {
+        "hostname": found.get("hostname", target.host),
+        "port": int(target.port or found.get("port", 22)),
+        "username": target.user or found.get("user") or getpass.getuser(),
+        "key_filename": keys or None,
+    }
+
+
+class _TrustOnFirstUse(paramiko.MissingHostKeyPolicy):
+    """Record an unknown key in known_hosts (only with --trust-new-host, explicitly)."""
+
+    def __init__(self, known_hosts: Path):
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client, hostname, key):
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.known_hosts, "a") as handle:
+            handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        log.warning("recorded host key %s %s for %s in %s", key.get_name(), _fingerprint(key), hostname,
+                    self.known_hosts)
+
+
+class _Refuse(paramiko.MissingHostKeyPolicy):
+    def __init__(self, known_hosts: Path, label: str):
+        self.known_hosts, self.label = known_hosts, label
+
+    def missing_host_key(self, client, hostname, key):
+        raise HostKeyError(
+            f"{self.label}: unknown host key ({key.get_name()} {_fingerprint(key)}), not in {self.known_hosts}; "
+            f"if that fingerprint is the device's, rerun with --trust-new-host to record it"
+        )
+
+
+def _fingerprint(key) -> str:
+    import base64
+    import hashlib
+
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying: the device may be booting or the link flaky. Never auth or host-key errors."""
+    if isinstance(exc, (paramiko.AuthenticationException, paramiko.BadHostKeyException, HostKeyError)):
+        return False
+    return isinstance(exc, (OSError, EOFError, paramiko.SSHException, socket.timeout))
+
+
+def connect(target: SshTarget, options: SshOptions | None = None) -> Connection:
+    """Open an authenticated connection, retrying setup with exponential backoff.
+
+    Raises:
+        HostKeyError: the host key is unknown (without ``trust_new_host``) or changed.
+        DeviceError: unreachable after all retries, or authentication refused.
+    """
+    options = options or SshOptions()
+    params = _resolve(target, options)
+    delay, last = options.backoff, None
+    for attempt in range(options.retries + 1):
+        try:
+            return Connection(target, options, _open_client(target, options, params))
+        except HostKeyError:
+            raise
+        except paramiko.BadHostKeyException as exc:
+            name = host_key_name(params["hostname"], params["port"])
+            raise HostKeyError(
+                f"{target.label}: host key CHANGED (now {exc.key.get_name()} {_fingerprint(exc.key)}, "
+                f"{options.known_hosts} has {_fingerprint(exc.expected_key)}); if the device was reinstalled, "
+                f"remove the old key with `ssh-keygen -R '{name}' -f {options.known_hosts}` and rerun with "
+                "--trust-new-host; otherwise someone may be intercepting the connection"
+            ) from None
+        except paramiko.AuthenticationException as exc:
+            raise DeviceError(
+                f"{target.label}: authentication as {params['username']!r} refused ({exc}); set `key` in the "
+                "inventory, add the key to ssh-agent, or check the user"
+            ) from None
+        except BaseException as exc:
+            if not _is_transient(exc):
+                raise
+            last = exc
+            if attempt < options.retries:
+                log.info("%s: connect failed (%s), retrying in %.1fs", target.label, exc, delay)
+                time.sleep(delay)
+                delay *= 2
+    raise DeviceError(
+        f"{target.label}: cannot connect after {options.retries + 1} attempts "
+        f"({type(last).__name__}: {last or 'no detail'}); check that the device is on and sshd is running"
+    )
+
+
+def _open_client(target: SshTarget, options: SshOptions, params: dict) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    known_hosts = Path(os.path.expanduser(options.known_hosts))
+    if known_hosts.is_file():
+        client.load_host_keys(str(known_hosts))
+    policy = _TrustOnFirstUse(known_hosts) if options.trust_new_host else _Refuse(known_hosts, target.label)
+    client.set_missing_host_key_policy(policy)
+    timeout = options.connect_timeout
+    try:
+        client.connect(
+            params["hostname"], port=params["port"], username=params["username"],
+            key_filename=params["key_filename"], timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+            channel_timeout=timeout, allow_agent=True, look_for_keys=params["key_filename"] is None,
+        )
+    except BaseException:
+        client.close()
+        raise
+    client.get_transport().set_keepalive(options.keepalive)
+    return client
+
+
+class _Watchdog:
+    """Closes a transport when ``tick()`` was not called for ``stall`` seconds or ``deadline`` passed.
+
+    Closing the transport is the only thing that frees a thread blocked in paramiko on a dead link.
+    """
+
+    def __init__(self, transport, stall: float | None, deadline: float | None = None):
+        self.transport, self.stall, self.deadline = transport, stall, deadline
+        self.fired: str | None = None
+        self._last = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="edgec-ssh-watchdog")
+
+    def tick(self, *_):
+        self._last = time.monotonic()
+
+    def _watch(self):
+        while not self._stop.wait(0.1):
+            now = time.monotonic()
+            if self.stall is not None and now - self._last > self.stall:
+                self.fired = "stall"
+            elif self.deadline is not None and now > self.deadline:
+                self.fired = "deadline"
+            if self.fired:
+                self.transport.close()
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Connection:
+    """An open SSH connection to one device; use as a context manager."""
+
+    target: SshTarget
+    options: SshOptions
+    client: paramiko.SSHClient
+    bytes_sent: int = 0
+    _sftp: paramiko.SFTPClient | None = field(default=None, repr=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection; safe from another thread (frees a blocked transfer or command)."""
+        self.client.close()
+
+    @property
+    def alive(self) -> bool:
+        transport = self.client.get_transport()
+        return bool(transport and transport.is_active())
+
+    def sftp(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            try:
+                self._sftp = self.client.open_sftp()
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise DeviceError(f"{self.target.label}: cannot open SFTP ({exc}); is the sftp subsystem on?") from None
+            self._sftp.get_channel().settimeout(self.options.stall_timeout)
+        return self._sftp
+
+    def run(self, command: str, timeout: float | None = None, what: str | None = None) -> CommandResult:
+        """Run ``command`` on the device and collect its output; the transport is closed at the deadline.
+
+        Raises:
+            DeviceTimeoutError: it did not finish within ``timeout`` (default ``command_timeout``).
+            DeviceError: the connection broke off while it ran (never retried: it may be half done).
+        """
+        timeout = timeout or self.options.command_timeout
+        what = what or command.split()[0]
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise DeviceError(f"{self.target.label}: connection closed before `{what}`")
+        out, err = bytearray(), bytearray()
+        with _Watchdog(transport, None, time.monotonic() + timeout) as dog:
+            try:
+                channel = transport.open_session(timeout=self.options.connect_timeout)
+                channel.exec_command(command)
+                channel.shutdown_write()
+                code = self._drain(channel, out, err)
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                code, lost = None, exc
+        if dog.fired:
+            raise DeviceTimeoutError(f"{self.target.label}: `{what}` did not finish within {timeout:g} s; stopped")
+        if code is None or code == -1:
+            detail = lost if code is None else "no exit status"
+            raise DeviceError(f"{self.target.label}: connection lost during `{what}` ({detail or 'closed'}); "
+                              "not retried")
+        return CommandResult(code, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    @staticmethod
+    def _drain(channel, out: bytearray, err: bytearray) -> int:
+        """Read stdout and stderr as they come (either may fill its window) until EOF; the exit code."""
+        while True:
+            if channel.recv_ready():
+                out.extend(channel.recv(65536))
+            elif channel.recv_stderr_ready():
+                err.extend(channel.recv_stderr(65536))
+            elif channel.eof_received or channel.closed:
+                return channel.recv_exit_status()  # -1 when the connection died; the watchdog bounds the wait
+            else:
+                select.select([channel], [], [], 0.5)
+
+    def put(self, local: str | os.PathLike, remote: str, progress=None) -> int:
+        """Upload one file with the stall watchdog; returns the bytes sent.
+
+        ``progress(sent, total)`` is called as bytes go out. A stall longer than ``stall_timeout`` closes the
+        connection and raises TransferError; so does a device that vanishes.
+        """
+        total = os.path.getsize(local)
+        sent = [0]
+        sftp = self.sftp()
+
+        def on_progress(done, size):
+            self.bytes_sent += done - sent[0]
+            sent[0] = done
+            dog.tick()
+            if progress:
+                progress(done, size)
+
+        with _Watchdog(self.client.get_transport(), self.options.stall_timeout) as dog:
+            try:
+                sftp.put(str(local), remote, callback=on_progress, confirm=True)
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                if dog.fired:
+                    raise TransferError(
+                        f"{self.target.label}: upload of {Path(local).name} stalled ({sent[0]} of {total} bytes, "
+                        f"no progress for {self.options.stall_timeout:g} s); link down or device hung; closed"
+                    ) from None
+                raise SftpWriteError(exc, sent[0], total) from None
+        return total
+
+
+class SftpWriteError(Exception):
+    """An SFTP write failed for a reason the caller must diagnose (disk full reports only ``Failure``)."""
+
+    def __init__(self, cause: BaseException, sent: int, total: int):
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause, self.sent, self.total = cause, sent, total

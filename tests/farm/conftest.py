@@ -1,0 +1,102 @@
+"""Fixtures of the test farm: real sshd servers (loopback and network namespaces) and test bundles."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from farm_testbed import NetnsFarm, SshServer, have_root_tools, make_key  # noqa: E402
+
+from edgec.deploy.ssh import SshOptions  # noqa: E402
+
+# The device Python for loopback/namespace devices: they share this machine's file system, so the venv's
+# interpreter (numpy + onnxruntime) is "a device with the runtime"; /usr/bin/python3 has neither.
+DEVICE_PYTHON = sys.executable
+BARE_PYTHON = "/usr/bin/python3"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/farm/" in str(item.fspath):
+            item.add_marker(pytest.mark.farm)
+
+
+@pytest.fixture(scope="session")
+def farm_ok():
+    reason = have_root_tools()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def client_key(tmp_path_factory, farm_ok) -> Path:
+    return make_key(tmp_path_factory.mktemp("client") / "id_ed25519")
+
+
+@pytest.fixture
+def ssh_opts(tmp_path) -> SshOptions:
+    return SshOptions(known_hosts=str(tmp_path / "known_hosts"), ssh_config=str(tmp_path / "ssh_config"),
+                      connect_timeout=5, stall_timeout=3, retries=1, backoff=0.2, command_timeout=60)
+
+
+@pytest.fixture
+def sshd(tmp_path, client_key):
+    """Factory: ``sshd(name, **kw) -> SshServer`` on a loopback port; stopped by PID on teardown."""
+    servers = []
+
+    def start(name: str = "dev", **kw) -> SshServer:
+        server = SshServer(root=tmp_path / name, client_pub=Path(f"{client_key}.pub").read_text(), **kw).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def netns_farm(tmp_path, client_key):
+    farm = NetnsFarm(tmp_path, Path(f"{client_key}.pub").read_text())
+    try:
+        yield farm
+    finally:
+        farm.close()
+
+
+def trust(server: SshServer, opts: SshOptions) -> None:
+    with open(opts.known_hosts, "a") as handle:
+        handle.write(server.host_key_line())
+
+
+def tiny_onnx(path: Path, n: int, seed: int) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weight = numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory):
+    """Three real bundles (edgec.api.compile): small, another small, and a ~1 MB one."""
+    from edgec import api
+
+    root = tmp_path_factory.mktemp("bundles")
+    out = {}
+    for name, n, seed in (("small", 64, 0), ("small2", 64, 1), ("big", 512, 2)):
+        source = tiny_onnx(root / f"{name}.onnx", n, seed)
+        out[name] = api.compile(str(source), root / f"{name}.bundle", target="rpi4", format="onnx")
+    return out

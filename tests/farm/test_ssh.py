@@ -1,0 +1,144 @@
+"""edgec.deploy.ssh against real sshd servers: host keys, ssh config, agent, retries, timeouts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import trust
+from farm_testbed import free_port, make_key
+
+from edgec.deploy.ssh import SshTarget, connect
+from edgec.errors import DeviceError, DeviceTimeoutError, HostKeyError
+
+
+def test_run_returns_output_exit_code_and_device_home(sshd, client_key, ssh_opts):
+    server = sshd()
+    trust(server, ssh_opts)
+    with connect(server.device(client_key, "d1").ssh_target(), ssh_opts) as conn:
+        result = conn.run("echo out; echo err >&2; echo $HOME; exit 3")
+        assert result.exit_code == 3
+        assert result.stdout.splitlines() == ["out", str(server.home)]
+        assert result.stderr == "err\n"
+        assert conn.sftp().normalize(".") == str(server.home)
+
+
+def test_unknown_host_is_refused_with_how_to_trust_it(sshd, client_key, ssh_opts):
+    server = sshd()
+    with pytest.raises(HostKeyError, match="unknown host key .*SHA256:.*--trust-new-host"):
+        connect(server.device(client_key, "d1").ssh_target(), ssh_opts)
+    assert not Path(ssh_opts.known_hosts).exists()
+
+
+def test_trust_new_host_records_the_key_then_plain_connect_works(sshd, client_key, ssh_opts):
+    server = sshd()
+    target = server.device(client_key, "d1").ssh_target()
+    with connect(target, replace(ssh_opts, trust_new_host=True)):
+        pass
+    line = Path(ssh_opts.known_hosts).read_text()
+    assert line.split()[:3] == server.host_key_line().split()[:3]
+    with connect(target, ssh_opts) as conn:  # now known, without the flag
+        assert conn.run("true").exit_code == 0
+
+
+def test_changed_host_key_is_refused_even_with_trust_new_host(sshd, client_key, ssh_opts):
+    server = sshd()
+    trust(server, ssh_opts)
+    server.stop()
+    (server.root / "host_ed25519").unlink()
+    (server.root / "host_ed25519.pub").unlink()
+    server.start()  # same address and port, new key: a reinstalled device (or an impostor)
+    for opts in (ssh_opts, replace(ssh_opts, trust_new_host=True)):
+        with pytest.raises(HostKeyError, match=r"CHANGED.*ssh-keygen -R '\[127.0.0.1\]:\d+'"):
+            connect(server.device(client_key, "d1").ssh_target(), opts)
+
+
+def test_ssh_config_alias_supplies_hostname_port_user_and_key(sshd, client_key, ssh_opts):
+    server = sshd()
+    trust(server, ssh_opts)
+    Path(ssh_opts.ssh_config).write_text(
+        f"Host pi-bench\n  HostName 127.0.0.1\n  Port {server.port}\n  User root\n  IdentityFile {client_key}\n")
+    with connect(SshTarget(host="pi-bench"), ssh_opts) as conn:
+        assert conn.run("id -u").stdout.strip() == "0"
+
+
+def test_ssh_agent_key_is_used_when_no_key_is_given(sshd, client_key, ssh_opts, tmp_path, monkeypatch):
+    server = sshd()
+    trust(server, ssh_opts)
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(["ssh-add", str(client_key)], env=env, check=True, capture_output=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* to fall back on
+        with connect(SshTarget(host="127.0.0.1", port=server.port, user="root"), ssh_opts) as conn:
+            assert conn.run("true").exit_code == 0
+    finally:
+        agent.kill()
+        agent.wait()
+
+
+def test_wrong_key_is_refused_without_retrying(sshd, ssh_opts, tmp_path):
+    server = sshd()
+    trust(server, ssh_opts)
+    other = make_key(tmp_path / "other_key")
+    start = time.monotonic()
+    with pytest.raises(DeviceError, match="authentication as 'root' refused"):
+        connect(SshTarget(host="127.0.0.1", port=server.port, user="root", key=str(other)),
+                replace(ssh_opts, retries=3, backoff=2))
+    assert time.monotonic() - start < 2  # a retry would have slept 2 s first
+
+
+def test_connection_setup_is_retried_with_backoff(sshd, client_key, ssh_opts):
+    port = free_port()
+    server_box = {}
+
+    def start_late():
+        time.sleep(0.8)  # the device is still booting when we first try
+        server_box["s"] = sshd("late", port=port)
+
+    thread = threading.Thread(target=start_late)
+    thread.start()
+    try:
+        opts = replace(ssh_opts, retries=5, backoff=0.3, trust_new_host=True)
+        with connect(SshTarget(host="127.0.0.1", port=port, user="root", key=str(client_key)), opts) as conn:
+            assert conn.run("true").exit_code == 0
+    finally:
+        thread.join()
+
+
+def test_unreachable_device_fails_after_the_configured_attempts(client_key, ssh_opts):
+    port = free_port()  # nothing listens there
+    with pytest.raises(DeviceError, match=r"cannot connect after 3 attempts"):
+        connect(SshTarget(host="127.0.0.1", port=port, user="root", key=str(client_key), name="ghost"),
+                replace(ssh_opts, retries=2, backoff=0.05))
+
+
+def test_command_deadline_closes_the_connection(sshd, client_key, ssh_opts):
+    server = sshd()
+    trust(server, ssh_opts)
+    with connect(server.device(client_key, "d1").ssh_target(), ssh_opts) as conn:
+        start = time.monotonic()
+        with pytest.raises(DeviceTimeoutError, match="`sleep` did not finish within 1 s"):
+            conn.run("sleep 30", timeout=1)
+        assert time.monotonic() - start < 5
+        assert not conn.alive
+
+
+def test_device_killed_during_a_command_is_reported_not_hung(sshd, client_key, ssh_opts):
+    server = sshd()
+    trust(server, ssh_opts)
+    with connect(server.device(client_key, "d1").ssh_target(), ssh_opts) as conn:
+        threading.Timer(0.5, server.kill).start()
+        with pytest.raises(DeviceError, match="connection lost during `sleep`"):
+            conn.run("sleep 30", timeout=20)
