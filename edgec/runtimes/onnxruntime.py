@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edgec.errors import BundleError, RuntimeMissingError
 
-__all__ = ["OnnxSession", "available", "load", "version"]
+__all__ = ["INSTALL_HINT", "OnnxSession", "available", "load", "package", "version"]
 
 INSTALL_HINT = "python3 -m pip install onnxruntime numpy"
 
@@ -27,6 +27,11 @@ def available() -> bool:
 
 def version() -> str:
     return _ort().__version__
+
+
+def package() -> str:
+    """The pip package that provides this runtime."""
+    return "onnxruntime"
 
 
 class OnnxSession:

@@ -1,0 +1,81 @@
+"""JSON-lines request/response on stdin/stdout, for a long-lived SSH session: load once, benchmark many times.
+
+Each request is one line ``{"id": 1, "op": "info|check|load|bench|quit", ...}``; each response one line
+``{"id": 1, "ok": true, "result": {...}}`` or ``{"id": 1, "ok": false, "error": {...}}``.
+``check``/``load`` take ``bundle`` and ``threads``; ``bench`` takes ``bundle`` and the BenchOptions fields
+(``runs``, ``warmup``, ``threads``, ``duration_s``, ``power``, ...) and reuses a model ``load`` kept.
+"""
+
+from __future__ import annotations
+
+import json
+
+from edgec.errors import UsageError
+
+__all__ = ["Server", "serve"]
+
+
+class Server:
+    """The state of one session: models kept loaded, by (bundle path, threads)."""
+
+    def __init__(self):
+        self.loaded = {}
+
+    def _key(self, request: dict) -> tuple:
+        bundle = request.get("bundle")
+        if not isinstance(bundle, str) or not bundle:
+            raise UsageError(f"op {request.get('op')!r}: needs \"bundle\": a bundle directory path")
+        return bundle, request.get("threads")
+
+    def handle(self, request: dict) -> dict:
+        from edgec.device_agent import bench, cli
+
+        op = request.get("op")
+        if op == "info":
+            return cli.info()
+        if op == "check":
+            return bench.check_bundle(*self._key(request))
+        if op == "load":
+            key = self._key(request)
+            model = self.loaded[key] = bench.load_model(*key)
+            return {"bundle_id": model.bundle.bundle_id, "load_s": model.load_s,
+                    "first_inference_s": model.first_inference_s, "runtime": model.runtime_doc()}
+        if op == "bench":
+            key = self._key(request)
+            options = {k: v for k, v in request.items() if k not in ("id", "op", "bundle")}
+            model = self.loaded.get(key)
+            if model is not None:
+                model.bundle.check_files()  # the files may have changed since it was loaded
+            return bench.run_bench(key[0], options, loaded=model)
+        raise UsageError(f"unknown op {op!r}; known: info, check, load, bench, quit")
+
+
+def _respond(out, doc: dict) -> None:
+    out.write(json.dumps(doc, sort_keys=True) + "\n")
+    out.flush()
+
+
+def serve(stdin, stdout) -> None:
+    """Answer requests until ``quit`` or end of input."""
+    from edgec.device_agent.cli import error_doc
+
+    server = Server()
+    for line in stdin:
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+        except ValueError as exc:
+            _respond(stdout, {"id": None, "ok": False,
+                              "error": error_doc(UsageError(f"request is not valid JSON: {exc}"))})
+            continue
+        request_id = request.get("id") if isinstance(request, dict) else None
+        if isinstance(request, dict) and request.get("op") == "quit":
+            _respond(stdout, {"id": request_id, "ok": True, "result": {}})
+            return
+        try:
+            if not isinstance(request, dict):
+                raise UsageError("each request must be a JSON object with \"op\"")
+            _respond(stdout, {"id": request_id, "ok": True, "result": server.handle(request)})
+        except Exception as exc:  # a failed request must not end the session
+            _respond(stdout, {"id": request_id, "ok": False, "error": error_doc(exc)})

@@ -1,0 +1,112 @@
+"""LiteRT (TensorFlow Lite) behind the Runtime protocol: ``load(path, threads) -> LiteRTSession``.
+
+The interpreter comes from the first package that imports: ``ai_edge_litert`` (the maintained one),
+``tflite_runtime`` (older boards), then ``tensorflow.lite`` (only when TensorFlow is all a device has; it is the
+one case where this module imports TensorFlow). XNNPACK stays on: the interpreter's default op resolver applies
+it to the float and int8 operators it supports.
+
+Importable on the device: Python 3.9 syntax, no edgec.compiler, torch or TensorFlow at import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from edgec.errors import BundleError, RuntimeMissingError
+
+__all__ = ["INSTALL_HINT", "LiteRTSession", "available", "load", "package", "version"]
+
+INSTALL_HINT = "python3 -m pip install ai-edge-litert numpy"
+
+# (import name, how to get the Interpreter class from it), in order of preference.
+_PROVIDERS = (
+    ("ai_edge_litert.interpreter", "ai-edge-litert"),
+    ("tflite_runtime.interpreter", "tflite-runtime"),
+    ("tensorflow.lite", "tensorflow"),
+)
+_found: tuple | None = None
+
+
+def _interpreter_module():
+    """(module holding ``Interpreter``, its pip package name), cached."""
+    global _found
+    if _found is not None:
+        return _found
+    reasons = []
+    for module_name, pip_name in _PROVIDERS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            reasons.append(f"{pip_name}: {exc}")
+            continue
+        # tensorflow.lite exposes Interpreter directly; the others in their interpreter module.
+        if hasattr(module, "Interpreter"):
+            _found = (module, pip_name)
+            return _found
+    raise RuntimeMissingError(
+        f"no TFLite runtime is installed here (tried ai-edge-litert, tflite-runtime, tensorflow); "
+        f"install one with: {INSTALL_HINT}"
+    )
+
+
+def available() -> bool:
+    try:
+        _interpreter_module()
+    except RuntimeMissingError:
+        return False
+    return True
+
+
+def package() -> str:
+    """The pip package that provides the interpreter here (``ai-edge-litert``, ``tflite-runtime`` or ``tensorflow``)."""
+    return _interpreter_module()[1]
+
+
+def version() -> str:
+    module = _interpreter_module()[0]
+    top = importlib.import_module(module.__name__.split(".")[0])
+    return str(getattr(top, "__version__", "unknown"))
+
+
+class LiteRTSession:
+    """One loaded .tflite model. ``run`` takes arrays in input order and returns arrays in output order."""
+
+    def __init__(self, path, threads: int | None = None):
+        module, pip_name = _interpreter_module()
+        self.package = pip_name
+        try:
+            self._interp = module.Interpreter(model_path=str(path), num_threads=int(threads) if threads else None)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:  # the interpreter's own errors for unreadable models / ops
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BundleError(f"{path}: {pip_name} cannot load this model: {first}") from exc
+        self._inputs = self._interp.get_input_details()
+        self._outputs = self._interp.get_output_details()
+        self.input_names = [d["name"] for d in self._inputs]
+        self.output_names = [d["name"] for d in self._outputs]
+        self._shapes = [tuple(int(n) for n in d["shape"]) for d in self._inputs]
+        # The default op resolver applies XNNPACK; BUILTIN_WITHOUT_DEFAULT_DELEGATES is never used here.
+        self.xnnpack = True
+
+    def run(self, inputs: list) -> list:
+        interp = self._interp
+        if [a.shape for a in inputs] != self._shapes:
+            self._resize(inputs)
+        for detail, array in zip(self._inputs, inputs):
+            interp.set_tensor(detail["index"], array)
+        interp.invoke()
+        return [interp.get_tensor(d["index"]) for d in self._outputs]
+
+    def _resize(self, inputs: list) -> None:
+        """A dynamic dimension: resize every input, then allocate once (allocation clears set tensors)."""
+        interp = self._interp
+        for detail, array in zip(self._inputs, inputs):
+            interp.resize_tensor_input(detail["index"], list(array.shape))
+        interp.allocate_tensors()
+        self._inputs = interp.get_input_details()
+        self._outputs = interp.get_output_details()
+        self._shapes = [tuple(int(n) for n in d["shape"]) for d in self._inputs]
+
+
+def load(path, threads: int | None = None) -> LiteRTSession:
+    return LiteRTSession(path, threads)
