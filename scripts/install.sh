@@ -11,7 +11,16 @@ want=$(cat setup.cfg pyproject.toml scripts/install.sh scripts/requirements-node
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c "import edgec" 2>/dev/null; then
   exit 0
 fi
-pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "is ignored: it is neither" || true; }
+log="$VENV/install.log"
+: > "$log"
+# pip's and setuptools' console noise goes to a log, shown only when a step fails.
+pip() {
+  if ! "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" >>"$log" 2>&1; then
+    grep -v "is ignored: it is neither" "$log" | tail -n 40 >&2
+    echo "edgec: pip install $* failed; full log: $log" >&2
+    exit 1
+  fi
+}
 echo "edgec: installing into $VENV (torch CPU, TensorFlow CPU, onnxruntime, LiteRT, onnx2tf) ..." >&2
 "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 # torch is pinned to the CPU wheel: an unpinned torch pulls a multi-GB CUDA build.

@@ -92,8 +92,9 @@ def _load_data(name_or_path: str, seen: tuple[str, ...]) -> tuple[dict, str]:
             base = str(path.parent / base)
         base_data, _ = _load_data(base, (*seen, name_or_path))
         base_data.pop("name", None)
-        base_data.pop("description", None)
+        base_description = base_data.pop("description", "")
         data = _merge(base_data, data)
+        data.setdefault("description", f"extends {base}: {base_description}")
     return data, str(path)
 
 

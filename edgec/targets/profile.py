@@ -209,7 +209,7 @@ def _build(cls, data: Any, prefix: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise _KeyProblem(f"unknown key {prefix}{unknown[0]!r}; known keys here: {', '.join(sorted(fields))}")
+        raise _KeyProblem(f"unknown key '{prefix}{unknown[0]}'; known keys here: {', '.join(sorted(fields))}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _convert(hints[name], value, f"{prefix}{name}")
@@ -218,7 +218,7 @@ def _build(cls, data: Any, prefix: str):
         if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise _KeyProblem(f"missing key {prefix}{missing[0]!r}")
+        raise _KeyProblem(f"missing key '{prefix}{missing[0]}'")
     return cls(**kwargs)
 
 

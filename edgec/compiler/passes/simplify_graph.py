@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 
 import onnx_ir as ir
+import onnx_ir.passes.common
 
 from edgec import ir as edgec_ir
 from edgec.compiler.passes import FunctionalEdgecPass
