@@ -35,7 +35,7 @@ def test_written_bundle_checks_clean(tmp_path):
 
 def test_existing_output_is_refused_unless_forced(tmp_path):
     write_atomically(tmp_path / "b", _fill)
-    with pytest.raises(UsageError, match="already exists.*--force"):
+    with pytest.raises(UsageError, match=r"already exists.*--force"):
         write_atomically(tmp_path / "b", _fill)
     write_atomically(tmp_path / "b", _fill, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
