@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -228,10 +229,15 @@ class NetnsFarm:
         sh("ip", "link", "set", self.veths[server.netns], "up" if up else "down")
 
     def packet_loss(self, server: SshServer, percent: int) -> None:
-        rules = (f"table inet edgecloss {{ chain i {{ type filter hook input priority 0; numgen random mod 100 < {percent} drop; }}\n"
-                 f"chain o {{ type filter hook output priority 0; numgen random mod 100 < {percent} drop; }} }}\n")
+        drop = f"numgen random mod 100 < {percent} counter drop"
+        rules = (f"table inet edgecloss {{\n chain i {{ type filter hook input priority 0; {drop}; }}\n"
+                 f" chain o {{ type filter hook output priority 0; {drop}; }}\n}}\n")
         subprocess.run(["ip", "netns", "exec", server.netns, "nft", "-f", "-"], input=rules, text=True, check=True,
                        capture_output=True, timeout=30)
+
+    def dropped_packets(self, server: SshServer) -> int:
+        out = sh("ip", "netns", "exec", server.netns, "nft", "list", "table", "inet", "edgecloss").stdout
+        return sum(int(m) for m in re.findall(r"counter packets (\d+)", out))
 
     def rate_limit(self, server: SshServer, rate: str = "4mbit") -> None:
         sh("tc", "qdisc", "add", "dev", self.veths[server.netns], "root", "tbf", "rate", rate, "burst", "32kbit",

@@ -1,0 +1,166 @@
+"""Content-addressed, verified, atomic push against real sshd servers, with injected faults."""
+
+from __future__ import annotations
+
+import random
+import shlex
+import time
+
+import pytest
+from conftest import DEVICE_PYTHON, trust
+
+from edgec.deploy import push as push_module
+from edgec.deploy.push import push_bundle
+from edgec.deploy.ssh import connect
+from edgec.errors import DeviceError, TransferError
+
+REPO = str(__import__("pathlib").Path(__file__).resolve().parents[2])
+
+
+def store_listing(conn) -> list[str]:
+    out = conn.run("ls -A ~/.edgec/bundles 2>/dev/null || true").stdout
+    return sorted(out.split())
+
+
+def bundle_runs_on_device(conn, remote_dir: str) -> bool:
+    """Check hashes and run the reference inputs on the device with onnxruntime (a real run)."""
+    code = f"from edgec.api import verify_bundle; verify_bundle({remote_dir!r})"
+    result = conn.run(f"PYTHONPATH={REPO} {DEVICE_PYTHON} -c {shlex.quote(code)}", timeout=120)
+    return result.exit_code == 0
+
+
+def test_push_then_repeat_push_sends_no_bytes(sshd, client_key, ssh_opts, bundles):
+    server = sshd()
+    trust(server, ssh_opts)
+    bundle = bundles["big"]
+    with connect(server.device(client_key, "d1").ssh_target(), ssh_opts) as conn:
+        first = push_bundle(conn, bundle)
+        assert not first.already_there and first.bytes_sent > bundle.model_path.stat().st_size
+        assert first.remote_dir == f"{server.home}/.edgec/bundles/{bundle.bundle_id}"
+        assert bundle_runs_on_device(conn, first.remote_dir)
+        again = push_bundle(conn, bundle)
+        assert again.already_there and again.bytes_sent == 0
+        assert store_listing(conn) == [bundle.bundle_id]
+
+
+def test_interrupting_a_push_at_20_random_offsets_never_leaves_a_corrupt_bundle(sshd, client_key, ssh_opts,
+                                                                                 bundles):
+    server = sshd()
+    trust(server, ssh_opts)
+    old, new = bundles["small"], bundles["big"]
+    target = server.device(client_key, "d1").ssh_target()
+    with connect(target, ssh_opts) as conn:
+        old_dir = push_bundle(conn, old).remote_dir
+    total = sum(m["size"] for m in new.manifest["files"].values()) + (new.path / "manifest.json").stat().st_size
+    offsets = sorted(random.Random(7).sample(range(1, total), 20))
+    corrupt, interrupted = 0, 0
+    for offset in offsets:
+        with connect(target, ssh_opts) as conn:
+
+            killed = []
+
+            def kill_at(sent, _total, offset=offset, killed=killed):
+                if sent >= offset and not killed:
+                    killed.append(sent)
+                    server.kill()  # the device dies: sshd and its session, mid-transfer
+
+            try:
+                push_bundle(conn, new, progress=kill_at)
+            except (TransferError, DeviceError):
+                interrupted += 1
+        if killed:
+            server.start()
+        with connect(target, ssh_opts) as conn:
+            names = store_listing(conn)
+            complete = [n for n in names if not n.startswith(".tmp-")]
+            for name in complete:
+                check = conn.run(f"cd ~/.edgec/bundles/{name} && test -f manifest.json && "
+                                 f"test \"$(sha256sum manifest.json | cut -c1-64)\" = {name}")
+                corrupt += check.exit_code != 0
+            assert new.bundle_id not in complete or interrupted < len(offsets)
+            assert bundle_runs_on_device(conn, old_dir)
+    assert interrupted >= 18  # the last offsets can fall after the final byte was already queued
+    assert corrupt == 0
+    with connect(target, ssh_opts) as conn:  # and a clean push afterwards completes
+        assert bundle_runs_on_device(conn, push_bundle(conn, new).remote_dir)
+
+
+def test_previous_bundle_stays_usable_after_pushing_another(sshd, client_key, ssh_opts, bundles):
+    server = sshd()
+    trust(server, ssh_opts)
+    with connect(server.device(client_key, "d1").ssh_target(), ssh_opts) as conn:
+        a = push_bundle(conn, bundles["small"])
+        b = push_bundle(conn, bundles["small2"])
+        assert store_listing(conn) == sorted([bundles["small"].bundle_id, bundles["small2"].bundle_id])
+        assert bundle_runs_on_device(conn, a.remote_dir) and bundle_runs_on_device(conn, b.remote_dir)
+
+
+def test_link_down_mid_transfer_is_freed_by_the_stall_watchdog(netns_farm, client_key, ssh_opts, bundles):
+    server = netns_farm.add(1)
+    trust(server, ssh_opts)
+    with connect(server.device(client_key, "d1").ssh_target(), ssh_opts) as conn:
+        netns_farm.rate_limit(server, "8mbit")  # so the link goes down while bytes are still flowing
+        state = {}
+
+        def cut(sent, total):
+            if sent > 200_000 and "t" not in state:
+                state["t"] = time.monotonic()
+                netns_farm.link(server, up=False)
+
+        with pytest.raises(TransferError, match=r"stalled .*no progress for 3 s"):
+            push_bundle(conn, bundles["big"], progress=cut)
+        assert time.monotonic() - state["t"] < ssh_opts.stall_timeout + 5
+    netns_farm.link(server, up=True)
+    with connect(server.device(client_key, "d1").ssh_target(), ssh_opts) as conn:
+        assert bundles["big"].bundle_id not in store_listing(conn)
+
+
+def test_full_disk_is_refused_up_front_naming_device_and_space(netns_farm, client_key, ssh_opts, bundles):
+    server = netns_farm.add(1, disk_mb=1)
+    trust(server, ssh_opts)
+    with connect(server.device(client_key, "tiny-disk").ssh_target(), ssh_opts) as conn:
+        with pytest.raises(TransferError, match=r"tiny-disk .*not enough disk space .*need 1\.\d MB, [01]\.\d MB free"):
+            push_bundle(conn, bundles["big"])
+        assert store_listing(conn) == []
+
+
+def test_disk_filling_up_during_upload_removes_the_partial_files(netns_farm, client_key, ssh_opts, bundles,
+                                                                 monkeypatch):
+    server = netns_farm.add(1, disk_mb=1)
+    trust(server, ssh_opts)
+    real_free = push_module._free_bytes
+    calls = []
+
+    def free_lies_once(conn, directory):
+        calls.append(directory)  # the up-front check sees plenty; the disk fills while writing
+        return 10**9 if len(calls) == 1 else real_free(conn, directory)
+
+    monkeypatch.setattr(push_module, "_free_bytes", free_lies_once)
+    with connect(server.device(client_key, "tiny-disk").ssh_target(), ssh_opts) as conn:
+        with pytest.raises(TransferError, match=r"tiny-disk .*not enough disk space .*need"):
+            push_bundle(conn, bundles["big"])
+        assert store_listing(conn) == []  # the partial upload is gone
+        assert int(conn.run(f"du -sk {server.home}").stdout.split()[0]) < 100
+
+
+def test_push_survives_20_percent_packet_loss(netns_farm, client_key, ssh_opts, bundles):
+    server = netns_farm.add(1)
+    trust(server, ssh_opts)
+    netns_farm.packet_loss(server, 20)
+    opts = type(ssh_opts)(**{**ssh_opts.__dict__, "stall_timeout": 15, "connect_timeout": 15, "retries": 3})
+    with connect(server.device(client_key, "lossy").ssh_target(), opts) as conn:
+        report = push_bundle(conn, bundles["big"])
+        assert bundle_runs_on_device(conn, report.remote_dir)
+    assert netns_farm.dropped_packets(server) > 20  # the loss was real
+
+
+def test_push_over_a_slow_link_reports_progress(netns_farm, client_key, ssh_opts, bundles):
+    server = netns_farm.add(1)
+    trust(server, ssh_opts)
+    netns_farm.rate_limit(server, "16mbit")
+    seen = []
+    with connect(server.device(client_key, "slow").ssh_target(), ssh_opts) as conn:
+        report = push_bundle(conn, bundles["big"], progress=lambda sent, total: seen.append((sent, total)))
+        assert bundle_runs_on_device(conn, report.remote_dir)
+    assert len(seen) > 10 and seen == sorted(seen)
+    assert seen[-1][0] == seen[-1][1] == report.bytes_sent
