@@ -90,14 +90,26 @@ def _options(runs, warmup, threads, duration, power, power_command, power_model,
 @click.option("--power-model", default=None, help="IDLE_W,ACTIVE_W for --power estimated (default: the profile's).")
 @click.option("--idle", type=float, default=1.0, show_default=True, help="Seconds of idle power sampling first.")
 @click.option("--sysfs-root", default="/sys", show_default=True, help="Where the sensors are (tests: a fake tree).")
+@click.option("--inventory", type=click.Path(dir_okay=False), default=None,
+              help="Device inventory for --device NAME (default ./devices.toml, then ~/.edgec/devices.toml).")
+@click.option("--trust-new-host", is_flag=True, help="Record an unknown SSH host key on first use.")
+@click.option("--results", type=click.Path(dir_okay=False), default=None,
+              help="Results database; remote runs are stored by default in ~/.edgec/results.db, local runs only "
+                   "when this is given.")
 @click.option("--json", "as_json", is_flag=True, help="Print the BenchResult JSON document.")
 def bench_cmd(bundle, device, runs, warmup, threads, duration, power, power_command, power_model, idle, sysfs_root,
-              as_json):
+              inventory, trust_new_host, results, as_json):
     """Benchmark BUNDLE with the device agent: latency, throughput, memory, power and energy, and the
     conditions it ran under."""
     options = _options(runs, warmup, threads, duration, power, power_command, power_model, idle, sysfs_root)
-    if device != LOCAL:
-        raise UsageError(f"--device {device}: only 'local' is supported by this edgec; remote devices need the "
-                         "SSH deploy layer")
-    doc = run_local(bundle, options, quiet=as_json)
+    if device != LOCAL:  # user@host[:port] or an inventory NAME: the SSH deploy layer
+        from edgec.commands.farm import run_remote
+
+        doc = run_remote(bundle, device, options, inventory=inventory, trust_new_host=trust_new_host, results=results)
+    else:
+        doc = run_local(bundle, options, quiet=as_json)
+        if results:
+            from edgec.commands.farm import store_local
+
+            store_local(results, doc)
     print_result(doc, as_json)

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 
 from edgec.bundle import Bundle
 from edgec.deploy.inventory import Device
-from edgec.deploy.remote import BenchOptions, agent_zipapp, bench_on_device, check_runtime, device_info
+from edgec.deploy.remote import agent_zipapp, bench_on_device, check_runtime, device_info
 from edgec.deploy.results import ResultsStore, latency_figures
 from edgec.deploy.ssh import SshOptions, connect
+from edgec.device_agent.options import BenchOptions
 from edgec.errors import DeviceTimeoutError, EdgecError
 
 __all__ = ["DeviceOutcome", "FarmProgress", "FarmRun", "check_devices", "farm_bench"]

@@ -9,43 +9,24 @@ device. A benchmark is never retried: a connection lost half way is reported as 
 from __future__ import annotations
 
 import functools
-import json
 import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgec import errors
 from edgec.bundle import Bundle
 from edgec.deploy.inventory import Device, edgec_home
 from edgec.deploy.push import install_agent, push_bundle
 from edgec.deploy.ssh import Connection, SshOptions, connect
-from edgec.errors import DeviceError, EdgecError, RuntimeMissingError
+from edgec.device_agent.client import bench_argv, parse_output
+from edgec.device_agent.options import BenchOptions
+from edgec.errors import DeviceError, RuntimeMissingError
 
-__all__ = ["BenchOptions", "RemoteBench", "agent_call", "agent_zipapp", "bench_on_device", "check_runtime",
+__all__ = ["RemoteBench", "agent_call", "agent_zipapp", "bench_on_device", "check_runtime",
            "device_info", "install_command"]
 
 # What to pip-install on a device for each runtime (the agent also needs numpy).
 _PIP = {"onnxruntime": "numpy onnxruntime", "litert": "numpy ai-edge-litert"}
-
-
-@dataclass(frozen=True)
-class BenchOptions:
-    """Agent ``bench`` options; None means the agent's default."""
-
-    runs: int | None = None
-    warmup: int | None = None
-    threads: int | None = None
-    duration: float | None = None
-    power: str | None = None
-
-    def agent_args(self) -> list[str]:
-        args = []
-        for name in ("runs", "warmup", "threads", "duration", "power"):
-            value = getattr(self, name)
-            if value is not None:
-                args += [f"--{name}", str(value)]
-        return args
 
 
 @functools.lru_cache(maxsize=1)
@@ -55,7 +36,7 @@ def agent_zipapp() -> Path:
         from edgec.device_agent import build_zipapp
     except ImportError as exc:
         raise DeviceError(f"the device agent is not part of this edgec install ({exc}); reinstall edgec") from None
-    cache = edgec_home() / "cache" / "agent"
+    cache = edgec_home() / "agent"  # the same place `edgec bench --device local` builds it
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError:
@@ -67,46 +48,25 @@ def install_command(device: Device, runtime: str) -> str:
     return f"{device.python} -m pip install {_PIP.get(runtime, runtime)}"
 
 
-def agent_call(conn: Connection, device: Device, agent: str, args: list[str], timeout: float | None = None,
+def agent_call(conn: Connection, device: Device, argv: list[str], timeout: float | None = None,
                what: str = "agent") -> dict:
-    """Run ``python AGENT args...`` on the device and return its JSON document.
+    """Run the agent argv (``[python, agent, command, ...]``) on the device and return its JSON document.
 
     Raises:
         RuntimeMissingError: the device has no such Python.
         EdgecError subclass: what the agent reported (``{"error": {"type", "message"}}``).
         DeviceError: no JSON came back.
     """
-    command = " ".join(shlex.quote(a) for a in [device.python, agent, *args])
-    result = conn.run(command, timeout=timeout, what=what)
-    label = conn.target.label
+    result = conn.run(" ".join(shlex.quote(a) for a in argv), timeout=timeout, what=what)
     if result.exit_code == 127:
         raise RuntimeMissingError(
-            f"{label}: `{device.python}` not found on the device; install Python 3.9+ there "
+            f"{conn.target.label}: `{device.python}` not found on the device; install Python 3.9+ there "
             "(Debian/Raspberry Pi OS: `sudo apt-get install -y python3 python3-numpy`) or set `python` in the inventory")
-    try:
-        doc = json.loads(result.stdout.strip().splitlines()[-1]) if result.stdout.strip() else None
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict):
-        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DeviceError(f"{label}: agent `{args[0] if args else ''}` exited {result.exit_code} without a JSON "
-                          f"answer ({tail})")
-    if "error" in doc and isinstance(doc["error"], dict):
-        raise _agent_error(label, doc["error"])
-    if result.exit_code != 0:
-        raise DeviceError(f"{label}: agent exited {result.exit_code}: {result.stderr.strip()[-300:]}")
-    return doc
-
-
-def _agent_error(label: str, error: dict) -> EdgecError:
-    cls = getattr(errors, str(error.get("type")), None)
-    if not (isinstance(cls, type) and issubclass(cls, EdgecError)):
-        cls = DeviceError
-    return cls(f"{label}: {error.get('message', 'agent error')}")
+    return parse_output(result.stdout, result.exit_code, result.stderr, where=conn.target.label)
 
 
 def device_info(conn: Connection, device: Device, agent: str, timeout: float = 120) -> dict:
-    return agent_call(conn, device, agent, ["info"], timeout=timeout, what="agent info")
+    return agent_call(conn, device, [device.python, agent, "info"], timeout=timeout, what="agent info")
 
 
 def check_runtime(info: dict, bundle: Bundle, device: Device, label: str) -> str:
@@ -152,6 +112,6 @@ def bench_on_device(device: Device, bundle: Bundle, options: BenchOptions, ssh: 
         stage("pushing", "")
         report = push_bundle(conn, bundle, progress=lambda sent, total: stage("pushing", f"{100 * sent // total}%"))
         stage("benchmarking", "")
-        args = ["bench", report.remote_dir, *options.agent_args()]
-        result = agent_call(conn, device, agent, args, timeout=timeout, what="agent bench")
+        argv = bench_argv(agent, report.remote_dir, options, python=device.python)
+        result = agent_call(conn, device, argv, timeout=timeout, what="agent bench")
         return RemoteBench(result, report.bytes_sent, report.remote_dir, info.get("agent_version"))

@@ -1,0 +1,219 @@
+"""``edgec push`` and ``edgec farm list|check|bench``: bundles on devices over SSH.
+
+Every device command takes ``--inventory`` (default ``./devices.toml``, then ``~/.edgec/devices.toml``) and
+``--trust-new-host`` (record an unknown host key on first use; a changed key is always refused). Results of
+``farm bench`` go to the SQLite store (``--results PATH``, default ``~/.edgec/results.db``) as each device
+finishes. Exit codes of ``farm bench``: 0 all devices ok, 8 one or more failed, 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from edgec.commands._output import echo_json, human_bytes, table
+
+__all__ = ["device_options", "farm_group", "push_cmd", "run_remote", "ssh_options", "store_local"]
+
+
+def ssh_options(trust_new_host: bool, connect_timeout: float = 10.0, stall_timeout: float = 20.0):
+    from edgec.deploy.ssh import SshOptions
+
+    return SshOptions(trust_new_host=trust_new_host, connect_timeout=connect_timeout, stall_timeout=stall_timeout)
+
+
+def device_options(func):
+    """--inventory, --trust-new-host, --connect-timeout, --stall-timeout."""
+    func = click.option("--stall-timeout", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
+                        help="Seconds without transfer progress before a push is abandoned.")(func)
+    func = click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+                        help="Seconds for each connection attempt (3 retries with backoff).")(func)
+    func = click.option("--trust-new-host", is_flag=True,
+                        help="Record an unknown host key in ~/.ssh/known_hosts (a changed key is still refused).")(func)
+    return click.option("--inventory", type=click.Path(dir_okay=False), default=None,
+                        help="Device inventory TOML (default ./devices.toml, then ~/.edgec/devices.toml).")(func)
+
+
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+@click.command("push")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@click.option("--device", "device_spec", required=True, help="user@host[:port] or a device NAME from the inventory.")
+@device_options
+@click.option("--json", "as_json", is_flag=True, help="Print the push report as JSON.")
+def push_cmd(bundle, device_spec, inventory, trust_new_host, connect_timeout, stall_timeout, as_json):
+    """Copy BUNDLE to a device's bundle store (~/.edgec/bundles/<bundle_id>); unchanged bundles send nothing."""
+    from edgec.bundle import Bundle
+    from edgec.deploy.inventory import resolve_device
+    from edgec.deploy.push import push_bundle
+    from edgec.deploy.ssh import connect
+
+    device = resolve_device(device_spec, inventory)
+    opened = Bundle(bundle)
+    show = _stderr_is_terminal() and not as_json
+
+    def progress(sent, total):
+        if show:
+            click.echo(f"\r  pushing {human_bytes(sent)} / {human_bytes(total)}", err=True, nl=False)
+
+    with connect(device.ssh_target(), ssh_options(trust_new_host, connect_timeout, stall_timeout)) as conn:
+        report = push_bundle(conn, opened, progress=progress)
+    if show and report.bytes_sent:
+        click.echo("", err=True)
+    if as_json:
+        echo_json(report.to_dict())
+    elif report.already_there:
+        click.echo(f"{device.name}: bundle {report.bundle_id[:16]} already on the device ({report.remote_dir}); "
+                   "nothing sent")
+    else:
+        click.echo(f"{device.name}: pushed bundle {report.bundle_id[:16]} to {report.remote_dir} "
+                   f"({human_bytes(report.bytes_sent)}, {report.seconds:.2f} s, sha256 checked on the device)")
+
+
+def run_remote(bundle, device_spec: str, options, inventory=None, trust_new_host: bool = False,
+               results=None, store_results: bool = True, timeout: float = 600.0) -> dict:
+    """``edgec bench --device``: push if needed, run the agent on the device, store and return its result."""
+    from edgec.bundle import Bundle
+    from edgec.deploy.inventory import resolve_device
+    from edgec.deploy.remote import bench_on_device
+    from edgec.deploy.results import ResultsStore
+
+    device = resolve_device(device_spec, inventory)
+    opened = Bundle(bundle)
+    store = ResultsStore(results) if store_results else None
+    try:
+        done = bench_on_device(device, opened, options, ssh_options(trust_new_host), timeout=timeout)
+    except Exception as exc:
+        if store is not None and not isinstance(exc, KeyboardInterrupt):
+            store.record(bundle_id=opened.bundle_id, device=device.name, address=device.address,
+                         profile=device.target, error=exc)
+        raise
+    if store is not None:
+        store.record(bundle_id=opened.bundle_id, device=device.name, address=device.address, profile=device.target,
+                     result=done.result)
+    return done.result
+
+
+def store_local(results, doc: dict) -> int:
+    """Store a local ``edgec bench`` result (device ``local``)."""
+    import platform
+
+    from edgec.deploy.results import ResultsStore
+
+    with ResultsStore(results) as store:
+        return store.record(bundle_id=doc.get("bundle_id", "?"), device="local", address=platform.node(),
+                            profile=(doc.get("bundle") or {}).get("target"), result=doc)
+
+
+@click.group("farm")
+def farm_group():
+    """Work with a farm of SSH devices listed in an inventory file."""
+
+
+@farm_group.command("list")
+@click.option("--inventory", type=click.Path(dir_okay=False), default=None, help="Inventory TOML.")
+@click.option("--tag", "tags", multiple=True, help="Only devices with this tag (repeatable: all must match).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_cmd(inventory, tags, as_json):
+    """List the devices of the inventory."""
+    from edgec.deploy.inventory import load_inventory, select_devices
+
+    devices = select_devices(load_inventory(inventory), tuple(tags))
+    if as_json:
+        echo_json([{"name": d.name, "host": d.host, "port": d.port, "user": d.user, "key": d.key,
+                    "target": d.target, "tags": list(d.tags), "python": d.python} for d in devices])
+        return
+    rows = [[d.name, d.address, d.target or "", ",".join(d.tags), d.python] for d in devices]
+    click.echo(table(rows, ["name", "address", "target", "tags", "python"]))
+
+
+@farm_group.command("check")
+@device_options
+@click.option("--tag", "tags", multiple=True, help="Only devices with this tag.")
+@click.option("--parallel", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def check_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, tags, parallel, as_json):
+    """Is each device reachable? Its Python, runtimes, free disk and agent version (installs the agent)."""
+    from edgec.deploy.farm import check_devices
+    from edgec.deploy.inventory import load_inventory, select_devices
+
+    devices = select_devices(load_inventory(inventory), tuple(tags))
+    rows = check_devices(devices, ssh_options(trust_new_host, connect_timeout, stall_timeout), parallel)
+    if as_json:
+        echo_json(rows)
+    else:
+        click.echo(table([_check_row(r) for r in rows], ["device", "address", "ok", "python", "runtimes",
+                                                          "free disk", "agent / error"]))
+    if not all(r["ok"] for r in rows):
+        sys.exit(8)
+
+
+def _check_row(row: dict) -> list:
+    if not row["ok"]:
+        return [row["device"], row["address"], "no", "", "", "", row["error"]["message"]]
+    runtimes = ", ".join(f"{k} {v}" for k, v in sorted((row.get("runtimes") or {}).items()) if v) or "none"
+    free = sum((row.get("free_disk_bytes") or {}).values())
+    return [row["device"], row["address"], "yes", row.get("python"), runtimes, human_bytes(free),
+            row.get("agent_version")]
+
+
+@farm_group.command("bench")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@device_options
+@click.option("--tag", "tags", multiple=True, help="Only devices with this tag (repeatable: all must match).")
+@click.option("--device", "names", multiple=True, help="Only this inventory device (repeatable).")
+@click.option("--parallel", type=click.IntRange(min=1), default=8, show_default=True, help="Devices at once.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=600.0, show_default=True,
+              help="Seconds per device for everything (connect, push, benchmark) before it is stopped.")
+@click.option("--results", type=click.Path(dir_okay=False), default=None,
+              help="Results database (default ~/.edgec/results.db).")
+@click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--idle", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds of idle power sampling before timing.")
+@click.option("--power", default="auto", show_default=True, help="Power source on the devices (see edgec bench).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document with a result or error per device.")
+def bench_cmd(bundle, inventory, trust_new_host, connect_timeout, stall_timeout, tags, names, parallel, timeout,
+              results, runs, warmup, threads, idle, power, as_json):
+    """Benchmark BUNDLE on every selected device in parallel, with a live display, storing each outcome."""
+    from edgec.bundle import Bundle
+    from edgec.deploy.farm import FarmProgress, farm_bench
+    from edgec.deploy.inventory import load_inventory, select_devices
+    from edgec.deploy.results import ResultsStore
+    from edgec.device_agent.options import BenchOptions
+
+    devices = select_devices(load_inventory(inventory), tuple(tags), tuple(names))
+    opened = Bundle(bundle)
+    store = ResultsStore(results)
+    progress = FarmProgress(devices, enabled=_stderr_is_terminal() and not as_json)
+    run = farm_bench(devices, opened, store=store, options=BenchOptions(runs=runs, warmup=warmup, threads=threads,
+                                                                        idle_s=idle, power=power),
+                     ssh=ssh_options(trust_new_host, connect_timeout, stall_timeout), parallel=parallel,
+                     device_timeout=timeout, progress=progress)
+    if as_json:
+        echo_json({**run.to_dict(), "results_db": str(store.path)})
+    else:
+        click.echo(table([_bench_row(o) for o in run.outcomes], ["device", "status", "mean ms", "p50 ms", "p90 ms",
+                                                                 "run id", "error"]))
+        click.echo(f"farm run {run.farm_run}: {sum(o.ok for o in run.outcomes)} ok, "
+                   f"{sum(not o.ok for o in run.outcomes)} failed; stored in {store.path}")
+    if run.interrupted:
+        click.echo("edgec: interrupted; finished devices were kept", err=True)
+        sys.exit(130)
+    if not all(o.ok for o in run.outcomes):
+        sys.exit(8)
+
+
+def _bench_row(outcome) -> list:
+    from edgec.deploy.results import latency_figures
+
+    if not outcome.ok:
+        return [outcome.device.name, "failed", "", "", "", outcome.run_id, f"{outcome.error['type']}: "
+                f"{outcome.error['message']}"]
+    fig = latency_figures(outcome.result)
+    fmt = [f"{fig[k]:.3f}" if fig[k] is not None else "" for k in ("latency_ms_mean", "latency_ms_p50", "latency_ms_p90")]
+    return [outcome.device.name, "ok", *fmt, outcome.run_id, ""]

@@ -1,0 +1,89 @@
+"""``edgec results list|show|compare``: the benchmark results stored by ``edgec bench`` and ``edgec farm bench``."""
+
+from __future__ import annotations
+
+import click
+
+from edgec.commands._output import echo_json, table
+
+__all__ = ["results_group"]
+
+_RESULTS = click.option("--results", type=click.Path(dir_okay=False), default=None,
+                        help="Results database (default ~/.edgec/results.db).")
+
+
+def _fmt(value) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _store(results):
+    from edgec.deploy.results import ResultsStore
+
+    return ResultsStore(results)
+
+
+@click.group("results")
+def results_group():
+    """List, show and compare stored benchmark results."""
+
+
+@results_group.command("list")
+@_RESULTS
+@click.option("--device", default=None, help="Only this device.")
+@click.option("--bundle", default=None, help="Only this bundle id (a prefix is enough).")
+@click.option("--farm-run", default=None, help="Only the devices of this farm run.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_cmd(results, device, bundle, farm_run, limit, as_json):
+    """Newest results first: one row per device outcome (result or error)."""
+    with _store(results) as store:
+        rows = store.list(limit=limit, device=device, bundle=bundle, farm_run=farm_run)
+    if as_json:
+        echo_json(rows)
+        return
+    click.echo(table([[r["id"], r["created_at"], r["bundle_id"][:12], r["device"], r["profile"] or "", r["status"],
+                       _fmt(r["latency_ms_mean"]), _fmt(r["latency_ms_p90"]),
+                       f"{r['error_type']}: {r['error_message']}" if r["status"] == "error" else ""] for r in rows],
+                     ["id", "when (UTC)", "bundle", "device", "profile", "status", "mean ms", "p90 ms", "error"]))
+
+
+@results_group.command("show")
+@_RESULTS
+@click.argument("run_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the stored row and BenchResult document.")
+def show_cmd(results, run_id, as_json):
+    """Everything stored for one result."""
+    with _store(results) as store:
+        run = store.get(run_id)
+    if as_json:
+        echo_json(run)
+        return
+    for key in ("id", "created_at", "bundle_id", "device", "address", "profile", "status", "farm_run",
+                "agent_version", "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "error_type", "error_message"):
+        if run.get(key) is not None:
+            click.echo(f"{key:16} {run[key]}")
+    if run.get("result"):
+        from edgec.device_agent.table import format_result
+
+        click.echo(format_result(run["result"]))
+
+
+@results_group.command("compare")
+@_RESULTS
+@click.argument("base_id", type=int)
+@click.argument("other_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def compare_cmd(results, base_id, other_id, as_json):
+    """Latency of OTHER_ID against BASE_ID (ratio > 1: slower)."""
+    with _store(results) as store:
+        doc = store.compare(base_id, other_id)
+    if as_json:
+        echo_json(doc)
+        return
+    base, other = doc["base"], doc["other"]
+    click.echo(f"base  #{base['id']} {base['device']} bundle {base['bundle_id'][:12]} ({base['status']})")
+    click.echo(f"other #{other['id']} {other['device']} bundle {other['bundle_id'][:12]} ({other['status']})"
+               + ("" if doc["same_bundle"] else "  [different bundle]"))
+    click.echo(table([[m["metric"], _fmt(m["base"]), _fmt(m["other"]),
+                       "" if m["ratio"] is None else f"{m['ratio']:.2f}x"] for m in doc["metrics"]],
+                     ["metric", "base", "other", "other/base"]))
