@@ -1,0 +1,184 @@
+"""The agent benchmarking real bundles: in-process, as a zipapp, in serve mode, and behind `edgec bench`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from edgec.device_agent import run_bench
+from tests.integration.test_agent_bundles import compile_onnx_bundle, run_agent
+
+pytestmark = pytest.mark.integration
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return compile_onnx_bundle(tmp_path_factory.mktemp("bench"), width=64)
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory) -> Path:
+    from edgec.device_agent import build_zipapp
+
+    return build_zipapp(tmp_path_factory.mktemp("agent"))
+
+
+def put(root: Path, rel: str, value) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".tmp").write_text(f"{value}\n")
+    os.replace(path.with_suffix(".tmp"), path)
+
+
+def test_run_bench_document(bundle, tmp_path):
+    doc = run_bench(bundle, {"runs": 50, "warmup": 5, "threads": 1, "idle_s": 0, "sysfs_root": str(tmp_path)})
+    assert doc["schema_version"] == 1 and doc["kind"] == "edgec.bench_result" and len(doc["agent_version"]) == 16
+    assert doc["bundle_id"] == hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()
+    lat = doc["latency_ms"]
+    assert lat["count"] == 50 and 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert lat["min"] <= lat["mean"] <= lat["max"] and lat["stdev"] >= 0
+    assert doc["throughput_ips"] == pytest.approx(50 / doc["timing"]["window_s"])
+    assert doc["timing"]["load_s"] > 0 and doc["timing"]["first_inference_s"] > 0
+    assert doc["runtime"] == {"name": "onnxruntime", "version": doc["runtime"]["version"], "package": "onnxruntime",
+                              "threads": 1}
+    mem = doc["memory"]
+    assert mem["rss_peak_bytes"] >= mem["rss_after_load_bytes"] > 0
+    assert mem["rss_increase_bytes"] == mem["rss_peak_bytes"] - mem["rss_idle_bytes"]
+    assert doc["power"]["source"] == "none" and doc["power"]["measured"] is False
+    cond = doc["conditions"]
+    assert cond["cpu"]["cores"] >= 1 and cond["python"]["version"] and cond["threads"] == 1
+    assert set(cond["before"]) >= {"governor", "freq_mhz", "temperatures_c", "throttled", "loadavg"}
+    assert doc["check"]["outputs"][0]["ok"] is True
+
+
+def test_duration_mode_times_for_that_long(bundle, tmp_path):
+    doc = run_bench(bundle, {"duration_s": 0.3, "warmup": 0, "idle_s": 0, "power": "none"})
+    assert doc["latency_ms"]["count"] > 1 and doc["timing"]["window_s"] >= 0.3
+    assert doc["settings"]["duration_s"] == 0.3
+
+
+def test_zipapp_bench_with_fake_rapl_measures_its_power(agent, bundle, tmp_path):
+    """A thread drives a RAPL counter at 12 W (wrapping every 2 J): idle and active power read ~12 W."""
+    watts, max_uj = 12.0, 2_000_000
+    put(tmp_path, "class/powercap/intel-rapl:0/name", "package-0")
+    put(tmp_path, "class/powercap/intel-rapl:0/max_energy_range_uj", max_uj)
+    put(tmp_path, "class/powercap/intel-rapl:0/energy_uj", 0)
+    stop = threading.Event()
+
+    def drive():
+        start = time.monotonic()
+        while not stop.wait(0.002):
+            put(tmp_path, "class/powercap/intel-rapl:0/energy_uj", int((time.monotonic() - start) * watts * 1e6) % max_uj)
+
+    writer = threading.Thread(target=drive, daemon=True)
+    writer.start()
+    try:
+        code, doc = run_agent(agent, "bench", bundle, "--duration", "0.6", "--idle", "0.4",
+                              "--sysfs-root", tmp_path, "--power-interval", "0.01")
+    finally:
+        stop.set()
+        writer.join()
+    assert code == 0, doc
+    power = doc["power"]
+    assert power["source"] == "rapl" and power["measured"] is True and power["status"] == "ok", power
+    assert power["idle_watts"] == pytest.approx(watts, rel=0.15)
+    assert power["active_watts"] == pytest.approx(watts, rel=0.15)
+    assert abs(power["energy_per_inference_j"]) < 0.3 * watts * power["window_s"] / doc["latency_ms"]["count"]
+    assert power["sampling_hz"] > 10 and power["samples"] > 5
+
+
+def test_zipapp_keeps_benchmarking_when_the_sensor_vanishes(agent, bundle, tmp_path):
+    put(tmp_path, "class/hwmon/hwmon0/name", "ina219")
+    put(tmp_path, "class/hwmon/hwmon0/power1_input", 4_000_000)
+    proc = subprocess.Popen([sys.executable, str(agent), "bench", str(bundle), "--duration", "1.5", "--idle", "0.2",
+                             "--sysfs-root", str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # the agent is idle-sampling or in its timed window by now
+    os.remove(tmp_path / "class/hwmon/hwmon0/power1_input")
+    out, _ = proc.communicate(timeout=120)
+    doc = json.loads(out)
+    assert proc.returncode == 0 and doc["latency_ms"]["count"] > 0
+    assert doc["power"]["source"] == "hwmon:ina219" and doc["power"]["status"] == "lost"
+    assert "power1_input" in doc["power"]["reason"] and doc["power"]["energy_per_inference_j"] is None
+
+
+def test_estimated_power_is_labelled_not_measured(agent, bundle, tmp_path):
+    code, doc = run_agent(agent, "bench", bundle, "--runs", "20", "--power", "estimated", "--power-model", "2.7,6.4",
+                          "--idle", "0")
+    assert code == 0 and doc["power"]["source"] == "estimated" and doc["power"]["measured"] is False
+    assert doc["power"]["energy_per_inference_j"] == pytest.approx(3.7 * doc["power"]["window_s"] / 20)
+
+
+def test_serve_loads_once_and_benchmarks_many_times(agent, bundle):
+    proc = subprocess.Popen([sys.executable, str(agent), "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+
+    def ask(request) -> dict:
+        proc.stdin.write((request if isinstance(request, str) else json.dumps(request)) + "\n")
+        proc.stdin.flush()
+        return json.loads(proc.stdout.readline())
+
+    try:
+        assert ask({"id": 1, "op": "info"})["result"]["runtimes"]["onnxruntime"]
+        loaded = ask({"id": 2, "op": "load", "bundle": str(bundle)})
+        assert loaded["ok"] and loaded["result"]["load_s"] > 0
+        bench = {"op": "bench", "bundle": str(bundle), "runs": 30, "warmup": 2, "power": "none", "idle_s": 0}
+        first, second = ask({"id": 3, **bench}), ask({"id": 4, **bench})
+        assert first["id"] == 3 and second["id"] == 4 and first["ok"] and second["ok"]
+        for answer in (first, second):
+            assert answer["result"]["timing"]["session_reused"] is True
+            assert answer["result"]["timing"]["load_s"] == loaded["result"]["load_s"]
+            assert answer["result"]["latency_ms"]["count"] == 30
+        bad = ask({"id": 5, **bench, "runs": 0})
+        assert bad == {"id": 5, "ok": False, "error": {"type": "UsageError", "message": "--runs 0: must be >= 1",
+                                                       "exit_code": 2}}
+        assert ask("{not json")["error"]["type"] == "UsageError"
+        assert ask({"id": 6, "op": "explode"})["error"]["message"].startswith("unknown op")
+        assert ask({"id": 7, "op": "quit"}) == {"id": 7, "ok": True, "result": {}}
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def edgec(*argv, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "EDGEC_HOME": str(home), "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, "-m", "edgec", "bench", *map(str, argv)], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_edgec_bench_prints_a_table_and_json(bundle, tmp_path):
+    done = edgec(bundle, "--runs", "40", "--warmup", "2", "--idle", "0", "--threads", "1", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for label in ("latency (ms)", "p50", "p99", "throughput", "memory", "power source", "none (not measured)", "cpu"):
+        assert label in done.stdout
+    done = edgec(bundle, "--runs", "40", "--idle", "0", "--json", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["latency_ms"]["count"] == 40 and doc["bundle"]["format"] == "onnx"
+    assert list((tmp_path / "agent").glob("edgec-agent-*.pyz"))  # the zipapp, run as on a device
+
+
+@pytest.mark.parametrize("argv, code, words", [
+    (["--runs", "0"], 2, "--runs 0"),
+    (["--warmup", "-3"], 2, "--warmup -3"),
+    (["--duration", "-1"], 2, "--duration -1"),
+    (["--power", "rapl", "--sysfs-root", "/nonexistent"], 2, "--power rapl"),
+])
+def test_edgec_bench_bad_input_is_one_line(bundle, tmp_path, argv, code, words):
+    done = edgec(bundle, *argv, home=tmp_path)
+    assert done.returncode == code and words in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_edgec_bench_missing_bundle(tmp_path):
+    done = edgec(tmp_path / "nope.bundle", home=tmp_path)
+    assert done.returncode == 3 and "nope.bundle" in done.stderr

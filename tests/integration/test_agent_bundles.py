@@ -1,0 +1,167 @@
+"""Bundles for the agent's tests, and the agent refusing bad ones (altered, missing, unloadable).
+
+ONNX bundles are compiled by ``edgec.api.compile`` from a small ONNX MLP, so the tests exercise real bundles.
+TFLite bundles are assembled here (model from tf.lite.TFLiteConverter, reference outputs from LiteRT) until
+the TFLite emitter lands; their manifest follows edgec/bundle.py's schema.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgec.bundle import MANIFEST_NAME, SCHEMA_VERSION, manifest_bytes, sha256_file
+
+pytestmark = pytest.mark.integration
+
+
+def onnx_mlp(path: Path, width: int = 64, depth: int = 2, seed: int = 0) -> Path:
+    """A float MLP (MatMul/Add/Relu) as an ONNX file: fast, deterministic, no framework needed."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, inits, prev = [], [], "x"
+    for k in range(depth):
+        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"w{k}"), numpy_helper.from_array(np.zeros(width, np.float32), f"b{k}")]
+        out = "y" if k == depth - 1 else f"h{k}"
+        nodes += [helper.make_node("MatMul", [prev, f"w{k}"], [f"m{k}"]),
+                  helper.make_node("Add", [f"m{k}", f"b{k}"], [f"a{k}"]),
+                  helper.make_node("Relu", [f"a{k}"], [out])]
+        prev = out
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def compile_onnx_bundle(workdir: Path, width: int = 64, depth: int = 2, name: str = "mlp") -> Path:
+    """A real bundle: ``edgec.api.compile`` of an ONNX MLP for the host."""
+    from edgec import api
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    source = onnx_mlp(workdir / f"{name}.onnx", width, depth)
+    return api.compile(str(source), workdir / f"{name}.bundle", target="host").path
+
+
+def keras_tflite(path: Path, features: int = 8, seed: int = 0) -> Path:
+    """A tiny Keras model (Dense-ReLU-Dense) converted with tf.lite.TFLiteConverter."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(seed)
+    model = tf.keras.Sequential([tf.keras.Input(shape=(features,)), tf.keras.layers.Dense(16, activation="relu"),
+                                 tf.keras.layers.Dense(4)])
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return path
+
+
+def write_bundle(out: Path, model: Path, fmt: str, inputs: list[np.ndarray], outputs: list[np.ndarray],
+                 in_names: list[str], out_names: list[str], rtol: float = 1e-4, atol: float = 1e-5) -> Path:
+    """A bundle directory around ``model`` with the given reference I/O, manifest per edgec/bundle.py."""
+    (out / "reference").mkdir(parents=True)
+    model_file = f"model.{fmt}"
+    (out / model_file).write_bytes(model.read_bytes())
+    np.savez(out / "reference/inputs.npz", **{f"i{k}": a for k, a in enumerate(inputs)})
+    np.savez(out / "reference/outputs.npz", **{f"o{k}": a for k, a in enumerate(outputs)})
+
+    def io(names, arrays):
+        return [{"name": n, "shape": list(a.shape), "dtype": str(a.dtype)} for n, a in zip(names, arrays)]
+
+    rels = [model_file, "reference/inputs.npz", "reference/outputs.npz"]
+    manifest = {"schema_version": SCHEMA_VERSION, "name": model.stem, "format": fmt, "model_file": model_file,
+                "io": {"inputs": io(in_names, inputs), "outputs": io(out_names, outputs)},
+                "files": {r: {"sha256": sha256_file(out / r), "size": (out / r).stat().st_size} for r in rels},
+                "reference": {"inputs": "reference/inputs.npz", "outputs": "reference/outputs.npz",
+                              "rtol": rtol, "atol": atol},
+                "target": {"name": "host"}}
+    (out / MANIFEST_NAME).write_bytes(manifest_bytes(manifest))
+    return out
+
+
+def tflite_bundle(out: Path, tflite: Path, seed: int = 0) -> Path:
+    """A .tflite bundle whose reference outputs LiteRT computes here."""
+    from edgec.runtimes import litert
+
+    session = litert.load(tflite)
+    shape = session._inputs[0]["shape"]
+    x = np.random.default_rng(seed).standard_normal(tuple(int(n) for n in shape)).astype(np.float32)
+    return write_bundle(out, tflite, "tflite", [x], session.run([x]), session.input_names, session.output_names)
+
+
+def rehash(bundle: Path) -> None:
+    """Make the manifest match the files again (to get past the hash check to a later one)."""
+    manifest = json.loads((bundle / MANIFEST_NAME).read_text())
+    for rel, meta in manifest["files"].items():
+        meta["sha256"], meta["size"] = sha256_file(bundle / rel), (bundle / rel).stat().st_size
+    (bundle / MANIFEST_NAME).write_bytes(manifest_bytes(manifest))
+
+
+def run_agent(agent: Path, *argv, python: str = sys.executable, timeout: float = 300) -> tuple[int, dict]:
+    done = subprocess.run([python, str(agent), *map(str, argv)], capture_output=True, text=True, timeout=timeout)
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"no JSON on stdout; stderr: {done.stderr[-2000:]}"
+    return done.returncode, json.loads(lines[-1])
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory) -> Path:
+    from edgec.device_agent import build_zipapp
+
+    return build_zipapp(tmp_path_factory.mktemp("agent"))
+
+
+@pytest.fixture
+def bundle(tmp_path) -> Path:
+    return compile_onnx_bundle(tmp_path / "src", width=32)
+
+
+def test_a_compiled_bundle_checks_out(agent, bundle):
+    code, doc = run_agent(agent, "check", bundle)
+    assert code == 0 and doc["ok"] is True and doc["runtime"]["name"] == "onnxruntime"
+    assert doc["outputs"][0]["ok"] is True and doc["outputs"][0]["name"] == "y"
+
+
+def test_altered_model_file_is_refused_by_name(agent, bundle):
+    model = bundle / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[-5] ^= 0xFF
+    model.write_bytes(bytes(data))
+    for command in ("check", "bench"):
+        code, doc = run_agent(agent, command, bundle, *(["--power", "none"] if command == "bench" else []))
+        assert code == 6 and doc["error"]["type"] == "BundleError"
+        assert "model.onnx" in doc["error"]["message"] and "sha256" in doc["error"]["message"]
+
+
+def test_missing_and_unlisted_files_are_refused_by_name(agent, bundle):
+    (bundle / "reference" / "outputs.npz").rename(bundle / "outputs.npz")
+    code, doc = run_agent(agent, "check", bundle)
+    assert code == 6 and "reference/outputs.npz" in doc["error"]["message"] and "missing" in doc["error"]["message"]
+    (bundle / "outputs.npz").rename(bundle / "reference" / "outputs.npz")
+    (bundle / "extra.bin").write_bytes(b"x")
+    code, doc = run_agent(agent, "check", bundle)
+    assert code == 6 and "extra.bin" in doc["error"]["message"]
+
+
+def test_reference_outputs_out_of_tolerance_are_refused_by_output(agent, bundle):
+    with np.load(bundle / "reference/outputs.npz") as data:
+        wrong = data["o0"] + 1.0
+    np.savez(bundle / "reference/outputs.npz", o0=wrong)
+    rehash(bundle)
+    code, doc = run_agent(agent, "bench", bundle, "--power", "none")
+    assert code == 6 and "output 'y'" in doc["error"]["message"]
+
+
+def test_model_that_fails_to_load_gives_the_runtime_reason(agent, bundle):
+    (bundle / "model.onnx").write_bytes(b"this is not a protobuf")
+    rehash(bundle)
+    code, doc = run_agent(agent, "bench", bundle, "--power", "none")
+    assert code == 6 and "onnxruntime cannot load this model" in doc["error"]["message"]
+    assert "model.onnx" in doc["error"]["message"] and len(doc["error"]["message"]) > 60
