@@ -10,9 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from farm_testbed import NetnsFarm, SshServer, have_root_tools, make_key  # noqa: E402
+from farm_testbed import NetnsFarm, SshServer, have_root_tools, make_key
 
-from edgec.deploy.ssh import SshOptions  # noqa: E402
+from edgec.deploy.ssh import SshOptions
 
 # The device Python for loopback/namespace devices: they share this machine's file system, so the venv's
 # interpreter (numpy + onnxruntime) is "a device with the runtime"; /usr/bin/python3 has neither.
@@ -24,6 +24,24 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/farm/" in str(item.fspath):
             item.add_marker(pytest.mark.farm)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def edgec_home(tmp_path_factory):
+    """Agent builds and default results go to a temporary EDGEC_HOME, never the real ~/.edgec."""
+    with pytest.MonkeyPatch.context() as patch:
+        home = tmp_path_factory.mktemp("edgec_home")
+        patch.setenv("EDGEC_HOME", str(home))
+        yield home
+
+
+@pytest.fixture
+def device_python(tmp_path) -> str:
+    """A device interpreter (the venv's, which has numpy + onnxruntime) that logs each call in $HOME."""
+    wrapper = tmp_path / "devpython"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "$HOME/agent-calls.log"\nexec {DEVICE_PYTHON} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ def test_run_returns_output_exit_code_and_device_home(sshd, client_key, ssh_opts
 
 def test_unknown_host_is_refused_with_how_to_trust_it(sshd, client_key, ssh_opts):
     server = sshd()
-    with pytest.raises(HostKeyError, match="unknown host key .*SHA256:.*--trust-new-host"):
+    with pytest.raises(HostKeyError, match=r"unknown host key .*SHA256:.*--trust-new-host"):
         connect(server.device(client_key, "d1").ssh_target(), ssh_opts)
     assert not Path(ssh_opts.known_hosts).exists()
 

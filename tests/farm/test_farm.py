@@ -1,0 +1,159 @@
+"""Farm benches against real sshd devices with the real agent: failures, deadlines, throttling, storage."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+
+from conftest import BARE_PYTHON, trust
+from farm_testbed import CpuQuota
+
+from edgec.deploy.farm import FarmProgress, farm_bench
+from edgec.deploy.results import ResultsStore
+from edgec.device_agent.options import BenchOptions
+
+QUICK = BenchOptions(runs=20, warmup=2, idle_s=0, power="none")
+
+
+class KillDuringBench(FarmProgress):
+    """Kills one device ``delay`` seconds after its benchmark started (the device dies mid-run)."""
+
+    def __init__(self, devices, victim: str, action, delay: float = 1.0):
+        super().__init__(devices, enabled=False)
+        self.victim, self.action, self.delay, self.fired = victim, action, delay, False
+
+    def stage(self, name, stage, detail=""):
+        super().stage(name, stage, detail)
+        if name == self.victim and stage == "benchmarking" and not self.fired:
+            self.fired = True
+            threading.Timer(self.delay, self.action).start()
+
+
+def test_eight_devices_one_killed_mid_run_gives_seven_results_and_one_failure(
+        netns_farm, client_key, ssh_opts, bundles, device_python, tmp_path):
+    servers = [netns_farm.add(i) for i in range(8)]
+    for server in servers:
+        trust(server, ssh_opts)
+    devices = [s.device(client_key, f"dev{i}", python=device_python, target="rpi4") for i, s in enumerate(servers)]
+    victim = servers[3]
+    store = ResultsStore(tmp_path / "results.db")
+    timeout = 90.0
+    start = time.monotonic()
+    run = farm_bench(devices, bundles["small"], store=store, ssh=ssh_opts, parallel=8, device_timeout=timeout,
+                     options=BenchOptions(duration_s=4.0, warmup=2, idle_s=0, power="none"),
+                     progress=KillDuringBench(devices, "dev3", victim.kill))
+    elapsed = time.monotonic() - start
+    assert elapsed < timeout
+    by_name = {o.device.name: o for o in run.outcomes}
+    assert sorted(by_name) == [f"dev{i}" for i in range(8)]
+    failed = [o for o in run.outcomes if not o.ok]
+    assert [o.device.name for o in failed] == ["dev3"]
+    assert failed[0].error["type"] == "DeviceError"
+    assert "connection lost during `agent bench`" in failed[0].error["message"]
+    rows = store.list(farm_run=run.farm_run)
+    assert sorted(r["status"] for r in rows) == ["error"] + ["ok"] * 7
+    assert all(r["latency_ms_p50"] > 0 for r in rows if r["status"] == "ok")
+    # Never retried: the victim's agent ran `bench` exactly once.
+    calls = (victim.home / "agent-calls.log").read_text().splitlines()
+    assert sum(" bench " in line for line in calls) == 1
+
+
+def test_a_device_that_goes_silent_is_stopped_at_the_deadline(netns_farm, client_key, ssh_opts, bundles,
+                                                               device_python, tmp_path):
+    servers = [netns_farm.add(i) for i in range(2)]
+    for server in servers:
+        trust(server, ssh_opts)
+    devices = [s.device(client_key, f"dev{i}", python=device_python) for i, s in enumerate(servers)]
+    store = ResultsStore(tmp_path / "results.db")
+    start = time.monotonic()
+    run = farm_bench(devices, bundles["small"], store=store, ssh=ssh_opts, parallel=2, device_timeout=12,
+                     options=BenchOptions(duration_s=3.0, warmup=2, idle_s=0, power="none"),
+                     progress=KillDuringBench(devices, "dev1", lambda: netns_farm.link(servers[1], up=False), 0.5))
+    assert time.monotonic() - start < 12 + 5
+    outcome = {o.device.name: o for o in run.outcomes}
+    assert outcome["dev0"].ok
+    assert outcome["dev1"].error["type"] == "DeviceTimeoutError"
+    assert "within the device timeout of 12 s" in outcome["dev1"].error["message"]
+    assert [r["error_type"] for r in store.list(device="dev1")] == ["DeviceTimeoutError"]
+
+
+def test_unknown_host_and_missing_runtime_are_per_device_failures(sshd, client_key, ssh_opts, bundles,
+                                                                   device_python, tmp_path):
+    good, unknown, bare = sshd("good"), sshd("unknown"), sshd("bare")
+    trust(good, ssh_opts)
+    trust(bare, ssh_opts)
+    devices = [good.device(client_key, "good", python=device_python),
+               unknown.device(client_key, "unknown", python=device_python),
+               bare.device(client_key, "bare", python=BARE_PYTHON)]
+    run = farm_bench(devices, bundles["small"], store=ResultsStore(tmp_path / "r.db"), ssh=ssh_opts,
+                     options=QUICK)
+    outcome = {o.device.name: o for o in run.outcomes}
+    assert outcome["good"].ok
+    assert outcome["unknown"].error["type"] == "HostKeyError"
+    assert "--trust-new-host" in outcome["unknown"].error["message"]
+    assert outcome["bare"].error["type"] == "RuntimeMissingError"
+    assert f"`{BARE_PYTHON} -m pip install numpy onnxruntime`" in outcome["bare"].error["message"]
+
+
+def test_cpu_throttled_device_still_benchmarks(sshd, client_key, ssh_opts, bundles, device_python, tmp_path):
+    server = sshd("slow-cpu")
+    trust(server, ssh_opts)
+    quota = CpuQuota(server.proc.pid, percent=10)  # new sessions inherit the cgroup of sshd
+    try:
+        device = server.device(client_key, "slow-cpu", python=device_python)
+        run = farm_bench([device], bundles["big"], store=None, ssh=ssh_opts,
+                         options=BenchOptions(runs=200, warmup=5, idle_s=0, power="none"))
+        assert run.outcomes[0].ok, run.outcomes[0].error
+        assert quota.throttled() > 0  # the agent really ran under the quota
+    finally:
+        quota.close()
+
+
+def test_results_are_recorded_as_each_device_finishes(sshd, client_key, ssh_opts, bundles, device_python, tmp_path):
+    fast, slow = sshd("fast"), sshd("slow")
+    for server in (fast, slow):
+        trust(server, ssh_opts)
+    db = tmp_path / "r.db"
+    seen_while_running = []
+
+    class Watch(FarmProgress):
+        def stage(self, name, stage, detail=""):
+            super().stage(name, stage, detail)
+            if name == "slow" and stage == "benchmarking":
+                time.sleep(1.5)  # let the fast device finish first
+                seen_while_running.extend(r["device"] for r in ResultsStore(db).list())
+
+    devices = [fast.device(client_key, "fast", python=device_python),
+               slow.device(client_key, "slow", python=device_python)]
+    run = farm_bench(devices, bundles["small"], store=ResultsStore(db), ssh=ssh_opts, options=QUICK,
+                     progress=Watch(devices, enabled=False))
+    assert all(o.ok for o in run.outcomes)
+    assert seen_while_running == ["fast"]
+
+
+def test_progress_display_redraws_in_place_only_when_enabled(sshd, client_key, ssh_opts, bundles, device_python):
+    server = sshd()
+    trust(server, ssh_opts)
+    device = server.device(client_key, "d1", python=device_python)
+    shown, hidden = io.StringIO(), io.StringIO()
+    farm_bench([device], bundles["small"], store=None, ssh=ssh_opts, options=QUICK,
+               progress=FarmProgress([device], enabled=True, stream=shown))
+    farm_bench([device], bundles["small"], store=None, ssh=ssh_opts, options=QUICK,
+               progress=FarmProgress([device], enabled=False, stream=hidden))
+    text = shown.getvalue()
+    assert "\x1b[2K" in text and "d1" in text and "ok" in text and "mean" in text
+    assert hidden.getvalue() == ""
+
+
+def test_repeat_bench_pushes_nothing(sshd, client_key, ssh_opts, bundles, device_python):
+    server = sshd()
+    trust(server, ssh_opts)
+    device = server.device(client_key, "d1", python=device_python)
+    first = farm_bench([device], bundles["big"], store=None, ssh=ssh_opts, options=QUICK).outcomes[0]
+    again = farm_bench([device], bundles["big"], store=None, ssh=ssh_opts, options=QUICK).outcomes[0]
+    assert first.pushed_bytes > bundles["big"].model_path.stat().st_size
+    assert again.ok and again.pushed_bytes == 0
+    assert sorted(p.name for p in (server.home / ".edgec" / "agent").iterdir()) == [
+        Path(p).name for p in [__import__("edgec.deploy.remote", fromlist=["x"]).agent_zipapp()]]
