@@ -111,6 +111,8 @@ def _read_toml(path: Path) -> dict:
 
 
 def _device_from_table(table: dict, where: str, base: Path) -> Device:
+    if isinstance(table.get("name"), str):
+        where = f"{where} ({table['name']!r})"
     for key, value in table.items():
         if key not in _KEYS:
             raise InputError(f"{where}: unknown key {key!r}; known keys: {', '.join(_KEYS)}")
@@ -120,7 +122,6 @@ def _device_from_table(table: dict, where: str, base: Path) -> Device:
         if key not in table:
             raise InputError(f"{where}: missing key {key!r}")
     name = table["name"]
-    where = f"{where} ({name!r})"
     if not _NAME.match(name):
         raise InputError(f"{where}: key 'name' must be letters, digits, '.', '_' or '-'")
     port = table.get("port")
@@ -170,6 +171,7 @@ def select_devices(devices: list[Device], tags: tuple[str, ...] = (), names: tup
             raise UsageError(f"--device {name!r}: not in the inventory; known: {', '.join(sorted(known))}")
     chosen = [d for d in devices if all(t in d.tags for t in tags) and (not names or d.name in names)]
     if not chosen:
-        raise UsageError(f"no device in the inventory has tags {', '.join(tags)}") if tags else UsageError(
-            "the inventory lists no devices")
+        if tags:
+            raise UsageError(f"no device in the inventory has tags {', '.join(tags)}")
+        raise UsageError("the inventory lists no devices")
     return chosen

@@ -1,0 +1,73 @@
+"""The SQLite results store: recording, listing, comparing, forward migration, refusing newer/corrupt files."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from edgec.deploy.results import MIGRATIONS, SCHEMA_VERSION, ResultsStore
+from edgec.errors import DeviceError, ResultsError
+
+
+def result(mean: float, bundle: str = "ab" * 32) -> dict:
+    return {"schema_version": 1, "bundle_id": bundle, "agent_version": "0123456789abcdef",
+            "latency_ms": {"mean": mean, "p50": mean * 0.9, "p90": mean * 1.2}, "conditions": {"threads": 2}}
+
+
+def test_record_list_show_compare(tmp_path):
+    with ResultsStore(tmp_path / "r.db") as store:
+        a = store.record(bundle_id="ab" * 32, device="pi1", profile="rpi4", result=result(2.0), farm_run="f1")
+        b = store.record(bundle_id="ab" * 32, device="pi2", profile="rpi4", result=result(3.0), farm_run="f1")
+        c = store.record(bundle_id="cd" * 32, device="pi3", error=DeviceError("pi3: connection lost"))
+        assert [r["id"] for r in store.list()] == [c, b, a]
+        assert [r["device"] for r in store.list(bundle="abab")] == ["pi2", "pi1"]
+        assert [r["device"] for r in store.list(farm_run="f1", device="pi1")] == ["pi1"]
+        shown = store.get(a)
+        assert shown["result"]["latency_ms"]["mean"] == 2.0 and shown["conditions"] == {"threads": 2}
+        assert shown["agent_version"] == "0123456789abcdef"
+        failed = store.get(c)
+        assert (failed["status"], failed["error_type"], failed["error_message"]) == (
+            "error", "DeviceError", "pi3: connection lost")
+        doc = store.compare(a, b)
+        assert doc["same_bundle"] and doc["metrics"][0] == {"metric": "latency_ms_mean", "base": 2.0, "other": 3.0,
+                                                             "ratio": 1.5}
+        with pytest.raises(ResultsError, match="no run with id 99"):
+            store.get(99)
+
+
+def test_an_old_database_migrates_forward_keeping_its_rows(tmp_path):
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)  # what edgec with schema 1 wrote
+    db.executescript(MIGRATIONS[0] + "PRAGMA user_version = 1;")
+    db.execute("INSERT INTO runs (created_at, bundle_id, device, status, latency_ms_mean) "
+               "VALUES ('2026-01-01T00:00:00+00:00', 'ef', 'old-pi', 'ok', 5.0)")
+    db.commit()
+    db.close()
+    with ResultsStore(path) as store:
+        rows = store.list()
+        assert [(r["device"], r["latency_ms_mean"], r["farm_run"]) for r in rows] == [("old-pi", 5.0, None)]
+        store.record(bundle_id="ef", device="new-pi", result=result(1.0), farm_run="f2")
+    version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
+    assert version == SCHEMA_VERSION == 2
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "new.db"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(ResultsError, match=r"new.db: results schema 3 was written by a newer edgec"):
+        ResultsStore(path)
+
+
+def test_a_file_that_is_not_a_database_is_refused(tmp_path):
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ResultsError, match=r"junk.db: not a readable edgec results database"):
+        ResultsStore(path)
+
+
+def test_record_needs_exactly_one_outcome(tmp_path):
+    with ResultsStore(tmp_path / "r.db") as store, pytest.raises(ValueError):
+        store.record(bundle_id="x", device="d")
