@@ -8,6 +8,7 @@ the TFLite emitter lands; their manifest follows edgec/bundle.py's schema.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,7 +106,10 @@ def rehash(bundle: Path) -> None:
 
 
 def run_agent(agent: Path, *argv, python: str = sys.executable, timeout: float = 300) -> tuple[int, dict]:
-    done = subprocess.run([python, str(agent), *map(str, argv)], capture_output=True, text=True, timeout=timeout)
+    """Run the zipapp as a device would: no PYTHONPATH, from a neutral directory; (exit code, JSON document)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([python, str(agent), *map(str, argv)], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=agent.parent)
     lines = done.stdout.strip().splitlines()
     assert lines, f"no JSON on stdout; stderr: {done.stderr[-2000:]}"
     return done.returncode, json.loads(lines[-1])

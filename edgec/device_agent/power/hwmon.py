@@ -40,14 +40,10 @@ def find(sysfs_root: str) -> tuple[HwmonSource | None, str]:
     for folder in children(os.path.join(sysfs_root, "class", "hwmon"), "hwmon*"):
         try:
             chip = read_text(os.path.join(folder, "name"))
-        except OSError:
-            continue
-        if chip not in INA2XX_NAMES:
-            continue
-        source = HwmonSource(folder, chip)
-        try:
-            source.read()
+            if chip in INA2XX_NAMES:
+                source = HwmonSource(folder, chip)
+                source.read()  # present but unreadable counts as absent
+                return source, ""
         except (OSError, ValueError):
             continue
-        return source, ""
     return None, f"no {LOOKED_FOR}"

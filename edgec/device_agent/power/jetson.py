@@ -89,16 +89,11 @@ def find(sysfs_root: str) -> tuple[JetsonSource | None, str]:
     """All INA3221 rails of the first layout found, or None."""
     for layout, folder, chip, rails_of in _candidates(sysfs_root):
         try:
-            if read_text(os.path.join(folder, "name")) != chip:
-                continue
-            rails = rails_of(folder)
-        except OSError:
+            rails = rails_of(folder) if read_text(os.path.join(folder, "name")) == chip else []
+            if rails:
+                source = JetsonSource(layout, rails)
+                source.read()  # present but unreadable counts as absent
+                return source, ""
+        except (OSError, ValueError):
             continue
-        if rails:
-            source = JetsonSource(layout, rails)
-            try:
-                source.read()
-            except (OSError, ValueError):
-                continue
-            return source, ""
     return None, f"no {LOOKED_FOR}"
