@@ -1,0 +1,124 @@
+"""The CLI over real sshd devices: push, bench --device, farm bench --json, Ctrl-C, results."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import BARE_PYTHON
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def home(tmp_path, client_key):
+    """A HOME with ~/.ssh/id_ed25519 (found like OpenSSH finds keys) and an EDGEC_HOME under it."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    shutil.copy(client_key, home / ".ssh" / "id_ed25519")
+    return home
+
+
+def edgec(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HOME": str(home), "EDGEC_HOME": str(home / ".edgec"), "PYTHONPATH": str(REPO)}
+    env.pop("SSH_AUTH_SOCK", None)
+    return subprocess.run([sys.executable, "-m", "edgec", *args], env=env, cwd=home, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def inventory(home: Path, rows: list[tuple]) -> Path:
+    path = home / "devices.toml"
+    path.write_text("".join(f'[[device]]\nname = "{name}"\nhost = "127.0.0.1"\nport = {server.port}\nuser = "root"\n'
+                            f'target = "rpi4"\ntags = ["lab"]\npython = "{python}"\n' for name, server, python in rows))
+    return path
+
+
+def test_push_refuses_unknown_host_then_trusts_it_then_sends_nothing(sshd, home, bundles):
+    server = sshd()
+    spec = f"root@127.0.0.1:{server.port}"
+    bundle = str(bundles["small"].path)
+    refused = edgec(home, "push", bundle, "--device", spec)
+    assert refused.returncode == 8
+    assert "unknown host key" in refused.stderr and "--trust-new-host" in refused.stderr
+    first = edgec(home, "push", bundle, "--device", spec, "--trust-new-host", "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["bytes_sent"] > 0
+    assert f"[127.0.0.1]:{server.port} ssh-ed25519" in (home / ".ssh" / "known_hosts").read_text()
+    again = edgec(home, "push", bundle, "--device", spec)
+    assert again.returncode == 0 and "already on the device" in again.stdout and "nothing sent" in again.stdout
+
+
+def test_bench_on_a_device_without_runtime_exits_7_with_the_install_command(sshd, home, bundles):
+    server = sshd()
+    inv = inventory(home, [("bare", server, BARE_PYTHON)])
+    done = edgec(home, "bench", str(bundles["small"].path), "--device", "bare", "--inventory", str(inv),
+                 "--trust-new-host")
+    assert done.returncode == 7
+    assert f"install it on the device with `{BARE_PYTHON} -m pip install numpy onnxruntime`" in done.stderr
+
+
+def test_bench_on_a_remote_device_prints_and_stores_the_result(sshd, home, bundles, device_python):
+    server = sshd()
+    inv = inventory(home, [("pi", server, device_python)])
+    done = edgec(home, "bench", str(bundles["small"].path), "--device", "pi", "--inventory", str(inv),
+                 "--trust-new-host", "--runs", "20", "--idle", "0", "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["bundle_id"] == bundles["small"].bundle_id and doc["latency_ms"]["count"] == 20
+    listed = json.loads(edgec(home, "results", "list", "--json").stdout)  # default ~/.edgec/results.db
+    assert [(r["device"], r["status"]) for r in listed] == [("pi", "ok")]
+
+
+def test_farm_bench_json_is_one_document_and_quiet_on_a_pipe(sshd, home, bundles, device_python):
+    good, bare = sshd("good"), sshd("bare")
+    inv = inventory(home, [("good", good, device_python), ("bare", bare, BARE_PYTHON)])
+    done = edgec(home, "farm", "bench", str(bundles["small"].path), "--inventory", str(inv), "--trust-new-host",
+                 "--runs", "20", "--json")
+    assert done.returncode == 8
+    assert "\x1b[" not in done.stderr  # no live display when stderr is not a terminal
+    doc = json.loads(done.stdout)
+    by_name = {d["device"]: d for d in doc["devices"]}
+    assert by_name["good"]["ok"] and by_name["good"]["result"]["latency_ms"]["count"] == 20
+    assert by_name["bare"]["error"]["type"] == "RuntimeMissingError"
+    shown = edgec(home, "results", "show", str(by_name["good"]["run_id"]), "--json")
+    assert json.loads(shown.stdout)["result"]["bundle_id"] == bundles["small"].bundle_id
+    listed = edgec(home, "results", "list", "--farm-run", doc["farm_run"])
+    assert listed.returncode == 0 and "RuntimeMissingError" in listed.stdout
+    check = edgec(home, "farm", "check", "--inventory", str(inv), "--json")
+    rows = {r["device"]: r for r in json.loads(check.stdout)}
+    assert rows["good"]["runtimes"]["onnxruntime"] and not rows["bare"]["runtimes"]["onnxruntime"]
+
+
+def test_ctrl_c_stops_the_farm_and_keeps_finished_results(sshd, home, bundles, device_python, tmp_path):
+    stuck = tmp_path / "stuck-python"  # a device whose benchmark never ends
+    stuck.write_text(f'#!/bin/sh\ncase "$*" in *" bench "*) sleep 300;; esac\nexec {device_python} "$@"\n')
+    stuck.chmod(0o755)
+    servers = [sshd(f"d{i}") for i in range(3)]
+    inv = inventory(home, [("fast1", servers[0], device_python), ("fast2", servers[1], device_python),
+                           ("stuck", servers[2], str(stuck))])
+    env = {**os.environ, "HOME": str(home), "EDGEC_HOME": str(home / ".edgec"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "edgec", "farm", "bench", str(bundles["small"].path),
+                             "--inventory", str(inv), "--trust-new-host", "--runs", "20"],
+                            env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = home / ".edgec" / "results.db"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if db.exists() and sqlite3.connect(db).execute("SELECT count(*) FROM runs").fetchone()[0] == 2:
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert "interrupted; finished devices were kept" in err
+    rows = sqlite3.connect(db).execute("SELECT device, status FROM runs ORDER BY device").fetchall()
+    assert rows == [("fast1", "ok"), ("fast2", "ok")]
+    assert "fast1" in out and "fast2" in out
