@@ -18,7 +18,7 @@ from edgec.device_agent import conditions, memory
 from edgec.device_agent.options import BenchOptions
 from edgec.device_agent.power import PowerMeter, none_summary, select_source
 from edgec.device_agent.schema import SCHEMA_VERSION
-from edgec.device_agent.stats import latency_stats
+from edgec.device_agent.stats import latency_samples, latency_stats
 from edgec.device_agent.zipapp import agent_version
 from edgec.errors import BundleError
 from edgec.runtimes import load_runtime, runtime_for_format
@@ -190,6 +190,7 @@ def run_bench(bundle_dir, options=None, loaded: LoadedModel | None = None) -> di
         "timing": {"load_s": model.load_s, "first_inference_s": model.first_inference_s,
                    "warmup_s": warmup_s, "window_s": window_s, "session_reused": loaded is not None},
         "latency_ms": latency_stats(latencies),
+        "latency_samples_ms": latency_samples(latencies),
         "throughput_ips": n / window_s if window_s > 0 else None,
         "memory": _memory_doc(model, peak_reset),
         "power": power,

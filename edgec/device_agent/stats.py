@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["latency_stats", "percentile"]
+__all__ = ["MAX_SAMPLES", "latency_samples", "latency_stats", "percentile"]
+
+# Per-inference latencies kept in the document (for distributions and regression tests on the host); a long
+# --duration run keeps an evenly spaced subset, in time order, so the document stays small.
+MAX_SAMPLES = 5000
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -33,3 +37,10 @@ def latency_stats(durations_ns: list[int]) -> dict:
         "mean": mean,
         "stdev": math.sqrt(var),
     }
+
+
+def latency_samples(durations_ns: list[int], limit: int = MAX_SAMPLES) -> list[float]:
+    """Per-inference latencies in ms, in time order, rounded to 1 ns; at most ``limit`` (evenly spaced)."""
+    n = len(durations_ns)
+    picked = durations_ns if n <= limit else [durations_ns[k * n // limit] for k in range(limit)]
+    return [round(d / 1e6, 6) for d in picked]
