@@ -9,6 +9,7 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+
 command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 command -v arch-test >/dev/null 2>&1 || need+=(arch-test)  # mmdebstrap needs it for a foreign --arch
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the report tests open the HTML report headless
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "edgec: the test farm needs: ${need[*]} (apt-get install -y ${need[*]}, as root)" >&2
