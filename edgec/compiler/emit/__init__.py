@@ -16,6 +16,7 @@ __all__ = ["EMITTERS", "EmittedModel", "emitter_for"]
 
 EMITTERS = {
     "onnx": "edgec.compiler.emit.onnx:emit_onnx",
+    "tflite": "edgec.compiler.emit.tflite:emit_tflite",
 }
 
 

@@ -1,0 +1,167 @@
+"""TFLite emitter: ``model.tflite`` (fp32, fp16 weights, full-integer int8, dynamic-range), run with LiteRT.
+
+Keras sources (``keras``, ``keras-h5``, ``savedmodel``) go straight through ``tf.lite.TFLiteConverter`` from the
+Keras model. PyTorch and ONNX sources go through onnx2tf from the FLOAT IR (never a QDQ model: onnx2tf garbles
+those silently); quantization then happens inside the TFLite conversion, calibrated on the same ``--calibration``
+samples as ONNX INT8, transposed to the TFLite layout.
+
+Layout: onnx2tf makes rank >= 3 tensors channels-last (NCHW -> NHWC). The bundle's io signature describes the
+TFLite model (its shapes, dtype, layout, the permutation from the source layout, int8 scale/zero point), and
+``to_model``/``from_model`` convert IR-layout float arrays to the model's and back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgec import ir as edgec_ir
+from edgec.compiler.emit import EmittedModel
+from edgec.compiler.emit import _tflite_convert as tfl
+from edgec.compiler.emit import _tflite_io
+from edgec.errors import UsageError
+
+__all__ = ["KERAS_KINDS", "choose_variant", "emit_tflite", "requested_precision"]
+
+KERAS_KINDS = ("keras", "keras-h5", "savedmodel")
+# At most this many calibration samples feed the TFLite calibrator (it runs the float model once per sample).
+MAX_CALIBRATION_SAMPLES = 256
+
+
+def requested_precision(options, profile, context: dict) -> tuple[str, bool]:
+    """(precision, explicitly asked for). The quantization stage's ``context["precision"]`` wins once it exists;
+    until then ``--quantize``, else the profile's default."""
+    if context.get("precision"):
+        return context["precision"], options.quantize is not None
+    if options.quantize is not None:
+        return options.quantize, True
+    return profile.quantization.default, False
+
+
+def choose_variant(precision: str, explicit: bool, has_calibration: bool, profile) -> tuple[str, list[str]]:
+    """The TFLite variant for a precision; notes say why when it differs from what was asked."""
+    where = f"{profile.source_file}" if getattr(profile, "source_file", None) else f"profile {profile.name}"
+    if precision in ("none", "fp32"):
+        return "fp32", []
+    if precision == "fp16":
+        return "fp16", []
+    if precision == "int4":
+        raise UsageError("--quantize int4: TFLite bundles have no int4 weight-only kernels here; use --format onnx "
+                         "for int4, or --quantize int8")
+    if has_calibration:
+        return "int8", []
+    if profile.quantization.dynamic_range_ok:
+        return "dynamic", [f"no --calibration data: dynamic-range int8 (weights only), allowed by "
+                           f"quantization.dynamic_range_ok in {where}"]
+    if explicit and precision == "int8":
+        raise UsageError(f"--quantize int8 for TFLite needs --calibration samples (a .npz named after the inputs); "
+                         f"dynamic-range int8 is off for {profile.name} (quantization.dynamic_range_ok = false in "
+                         f"{where}: slower than fp32 on conv nets)")
+    return "fp32", [f"precision {precision!r} needs --calibration samples for TFLite; none given, emitted fp32"]
+
+
+@dataclass
+class _TFModel:
+    """A TensorFlow-callable model and how its tensors relate to the IR's."""
+
+    call: object  # list of tensors (model layout, IR input order) -> outputs in IR output order
+    model: object  # the TensorFlow object holding the variables ``call`` uses
+    input_shapes: list[list[int]]  # model layout, IR input order
+    input_perms: list[list[int]]  # IR layout -> model layout
+    output_perms: list[list[int]]
+    notes: list[str] = field(default_factory=list)
+    converter: str = "tf.lite.TFLiteConverter"
+
+
+def _fixed_shape(meta: dict, example: list[int] | None) -> list[int]:
+    shape = list(meta["shape"] or [])
+    return [1 if axis == 0 and d is None else (d if d is not None else (example or shape)[axis])
+            for axis, d in enumerate(shape)]
+
+
+def _keras_model(source, io: dict) -> _TFModel:
+    model = source.framework_model
+    if source.kind == "savedmodel":
+        signature = model.signatures["serving_default"]
+        names = [i["name"] for i in io["inputs"]]
+        outs = sorted(signature.structured_outputs)
+
+        def call(args):
+            result = signature(**dict(zip(names, args)))
+            return [result[o] for o in outs]
+    else:
+        def call(args):
+            return model(args if len(args) > 1 else args[0], training=False)
+
+    shapes = [_fixed_shape(i, source.example_shapes.get(i["name"])) for i in io["inputs"]]
+    identity = [list(range(len(s))) for s in shapes]
+    out_ranks = [len(o["shape"] or []) for o in io["outputs"]]
+    return _TFModel(call, model, shapes, identity, [list(range(r)) for r in out_ranks],
+                    notes=["Keras model converted directly with tf.lite.TFLiteConverter (batch fixed to 1)"])
+
+
+def _onnx2tf_model(model, source, options) -> _TFModel:
+    from edgec.compiler.emit import _onnx2tf
+
+    prepared, notes = _onnx2tf.prepare(edgec_ir.to_proto(model), source.example_shapes)
+    keras_model = _onnx2tf.onnx_to_keras(prepared, seed=options.seed)
+    input_perms, output_perms = _onnx2tf.permutations(keras_model, prepared, options.seed)
+    shapes = [[int(d) for d in t.shape] for t in keras_model.inputs]
+
+    def call(args):
+        return keras_model(args if len(args) > 1 else args[0], training=False)
+
+    return _TFModel(call, keras_model, shapes, input_perms, output_perms,
+                    notes=[*notes, "converted with onnx2tf from the float ONNX (never a QDQ model)"],
+                    converter="onnx2tf + tf.lite.TFLiteConverter")
+
+
+def _calibration(options, io: dict, context: dict):
+    if context.get("calibration") is None and options.calibration:
+        from edgec.compiler.calibration import load_samples
+
+        context["calibration"] = load_samples(options.calibration, io["inputs"])
+    return context.get("calibration")
+
+
+def _samples(calibration, perms: list[list[int]]):
+    """Calibration samples in the model's layout, batch of one each, float32."""
+    for batch in calibration.batches(size=1, limit=MAX_CALIBRATION_SAMPLES):
+        yield [np.ascontiguousarray(a.transpose(p), dtype=np.float32) for a, p in zip(batch, perms)]
+
+
+def _tflite_file(tf_model: _TFModel, io: dict, variant: str, calibration, io_dtype: str) -> bytes:
+    inputs = [{"name": _tflite_io.tf_name(i["name"]), "shape": s, "dtype": i["dtype"]}
+              for i, s in zip(io["inputs"], tf_model.input_shapes)]
+    function = tfl.serving_function(tf_model.call, inputs, [_tflite_io.tf_name(o["name"]) for o in io["outputs"]],
+                                    tf_model.model)
+    samples = _samples(calibration, tf_model.input_perms) if variant == "int8" else None
+    return tfl.convert_function(function, variant, [i["name"] for i in inputs], samples, io_dtype)
+
+
+def emit_tflite(model, source, bundle_dir: Path, profile, options, context) -> EmittedModel:
+    io = edgec_ir.io_signature(model, source.layouts)
+    precision, explicit = requested_precision(options, profile, context)
+    calibration = _calibration(options, io, context) if precision not in ("none", "fp16") else None
+    variant, notes = choose_variant(precision, explicit, calibration is not None, profile)
+    tf_model = _keras_model(source, io) if source.kind in KERAS_KINDS else _onnx2tf_model(model, source, options)
+    io_dtype = profile.quantization.tflite_io_dtype
+    path = bundle_dir / "model.tflite"
+    path.write_bytes(_tflite_file(tf_model, io, variant, calibration, io_dtype))
+    emitted = _tflite_io.wrap(path, io, tf_model.input_perms, tf_model.output_perms, profile.threads)
+    quantized = variant != "fp32"
+    context["quantized"] = context.get("quantized") or quantized
+    context["report"]["tflite"] = {
+        "variant": variant, "precision_requested": precision, "converter": tf_model.converter,
+        "io_dtype": io_dtype if variant == "int8" else "float32",
+        "calibration_samples": min(len(calibration), MAX_CALIBRATION_SAMPLES) if variant == "int8" else 0,
+        "agreement_with_float": _tflite_io.agreement(context["float_model"], emitted, context["input_sets"],
+                                                     [o["name"] for o in io["outputs"]]),
+    }
+    emitted.settings = {"variant": variant, "io_dtype": context["report"]["tflite"]["io_dtype"],
+                        "converter": tf_model.converter, "threads": profile.threads}
+    emitted.notes = [*tf_model.notes, *notes]
+    emitted.quantized = bool(context["quantized"])
+    return emitted
