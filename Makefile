@@ -18,7 +18,7 @@ demo: install
 	$(VENV)/bin/edgec demo
 
 lint: install
-	$(VENV)/bin/ruff check edgec tests benchmarks
+	$(VENV)/bin/ruff check .
 
 test: install system-deps lint
 	$(PY) -m pytest -n $(JOBS) --dist loadgroup -p no:cacheprovider tests

@@ -12,7 +12,7 @@ def test_parses_repeated_shapes():
 
 @pytest.mark.parametrize("bad", ["x", "x=", "x=1,3,224", "=1x3", "x=1x0x3", "x=1xax3"])
 def test_malformed_shapes_say_the_expected_form(bad):
-    with pytest.raises(UsageError, match="NAME=DxDxD|positive"):
+    with pytest.raises(UsageError, match=r"NAME=DxDxD|positive"):
         parse_input_shapes([bad])
 
 
