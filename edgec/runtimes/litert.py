@@ -90,12 +90,47 @@ class LiteRTSession:
 
     def run(self, inputs: list) -> list:
         interp = self._interp
+        if self._batch_of_ones(inputs):
+            # A model converted with batch 1 (edgec's TFLite bundles are) fed a batch: resizing it would break
+            # reshapes baked for batch 1, so run it sample by sample.
+            import numpy as np
+
+            parts = [self.run([a[k:k + 1] for a in inputs]) for k in range(inputs[0].shape[0])]
+            return [np.concatenate(outs) for outs in zip(*parts)]
         if [a.shape for a in inputs] != self._shapes:
             self._resize(inputs)
         for detail, array in zip(self._inputs, inputs):
             interp.set_tensor(detail["index"], array)
         interp.invoke()
         return [interp.get_tensor(d["index"]) for d in self._outputs]
+
+    def _batch_of_ones(self, inputs: list) -> bool:
+        """True when every input has a fixed batch of 1 in the model and the arrays carry n > 1 samples."""
+        if not inputs or len(inputs) != len(self._inputs):
+            return False
+        for detail, array in zip(self._inputs, inputs):
+            signature = detail.get("shape_signature", detail["shape"])
+            if len(signature) == 0 or int(signature[0]) != 1 or array.ndim != len(signature) or array.shape[0] < 2:
+                return False
+            if tuple(array.shape[1:]) != tuple(int(n) for n in detail["shape"][1:]):
+                return False
+        return True
+
+    def bind(self, inputs: list):
+        """A zero-argument call running ``inputs``: what a benchmark's timed loop calls, shapes settled once."""
+        if [a.shape for a in inputs] != self._shapes:
+            self._resize(inputs)
+        interp, pairs = self._interp, [(d["index"], a) for d, a in zip(self._inputs, inputs)]
+        set_tensor, invoke, get_tensor = interp.set_tensor, interp.invoke, interp.get_tensor
+        outputs = [d["index"] for d in self._outputs]
+
+        def call():
+            for index, array in pairs:
+                set_tensor(index, array)
+            invoke()
+            return [get_tensor(index) for index in outputs]
+
+        return call
 
     def _resize(self, inputs: list) -> None:
         """A dynamic dimension: resize every input, then allocate once (allocation clears set tensors)."""

@@ -33,8 +33,10 @@ def _tf():
 def serving_function(call: Callable, inputs: list[dict], output_names: list[str], model):
     """A ``tf.Module`` whose ``serve`` takes ``inputs`` (name, shape, dtype) and returns {output name: tensor}.
 
-    ``model`` (whose variables ``call`` uses) hangs on the module: the converter only writes the signature map
-    when every captured variable is tracked by the object it is given.
+    The variables ``call`` uses hang on the module: the converter only writes the signature map when every
+    captured variable is tracked by the object it is given. They are tracked as the plain ``tf.Variable``s under
+    Keras 3 variables: tracking the Keras 3 model itself leaves READ_VARIABLE ops (garbage outputs, calibration
+    failing) in the flatbuffer.
     """
     tf = _tf()
     specs = [tf.TensorSpec(i["shape"], tf.as_dtype(i["dtype"]), name=i["name"]) for i in inputs]
@@ -48,7 +50,9 @@ def serving_function(call: Callable, inputs: list[dict], output_names: list[str]
         return {name: tensor for name, tensor in zip(output_names, outputs)}
 
     holder = tf.Module()
-    holder.model = model
+    holder.tracked = [v if isinstance(v, tf.Variable) else v.value for v in getattr(model, "variables", [])]
+    if not hasattr(model, "variables") or not holder.tracked:
+        holder.model = model  # a loaded SavedModel object tracks its own variables
     holder.serve = tf.function(serve, input_signature=specs)
     return holder
 

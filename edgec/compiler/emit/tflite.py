@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from edgec import ir as edgec_ir
-from edgec.compiler.emit import EmittedModel
+from edgec.compiler.emit import EmittedModel, _tflite_io
 from edgec.compiler.emit import _tflite_convert as tfl
-from edgec.compiler.emit import _tflite_io
-from edgec.errors import UsageError
+from edgec.errors import AccuracyBudgetError, UsageError
 
 __all__ = ["KERAS_KINDS", "choose_variant", "emit_tflite", "requested_precision"]
 
@@ -122,8 +121,39 @@ def _calibration(options, io: dict, context: dict):
     if context.get("calibration") is None and options.calibration:
         from edgec.compiler.calibration import load_samples
 
-        context["calibration"] = load_samples(options.calibration, io["inputs"])
+        context["calibration"] = load_samples(options.calibration, io["inputs"], preprocess=options.preprocess)
     return context.get("calibration")
+
+
+def _evaluation(float_model, samples, options, io: dict):
+    """(calibration part, Evaluator or None, what it measures on): labelled --eval-data, else held-out
+    calibration samples, exactly as the ONNX quantization stage splits them."""
+    from edgec.compiler import verify
+    from edgec.compiler.accuracy import Evaluator
+    from edgec.compiler.calibration import load_samples
+
+    reference = verify.ir_runner(float_model, "float IR")
+    if options.eval_data:
+        data = load_samples(options.eval_data, io["inputs"], need_labels=True, preprocess=options.preprocess)
+        return samples, Evaluator(reference, data, 1), f"labelled evaluation data {options.eval_data}"
+    if samples is None or len(samples) < 2:
+        return samples, None, "no --eval-data and too few calibration samples to hold some out: not measured"
+    calib, held = samples.split(0.5)
+    held = held.subset(0, min(len(held), MAX_CALIBRATION_SAMPLES))
+    return calib, Evaluator(reference, held, 1), f"{len(held)} held-out calibration samples"
+
+
+def _accuracy(evaluator, emitted, measured_on: str, budget: float) -> dict:
+    """Measure the emitted model; over budget is an error (full-integer TFLite has no per-layer float fallback)."""
+    if evaluator is None:
+        return {"summary": f"accuracy not measured ({measured_on})", "measured": False}
+    result = evaluator.measure(lambda inputs: emitted.from_model(emitted.runner(emitted.to_model(inputs))))
+    summary = f"{evaluator.summary(result)}; budget {budget:g} points; measured on {measured_on}"
+    if result["drop"] > budget:
+        raise AccuracyBudgetError(f"TFLite {emitted.settings.get('variant')}: {summary}; full-integer TFLite cannot "
+                                  "keep single layers in float: use --format onnx (its accuracy guard does), more "
+                                  "representative --calibration data, --max-accuracy-drop, or --quantize none")
+    return {"summary": summary, "measured": True, "budget": budget, **result}
 
 
 def _samples(calibration, perms: list[list[int]]):
@@ -146,22 +176,27 @@ def emit_tflite(model, source, bundle_dir: Path, profile, options, context) -> E
     precision, explicit = requested_precision(options, profile, context)
     calibration = _calibration(options, io, context) if precision not in ("none", "fp16") else None
     variant, notes = choose_variant(precision, explicit, calibration is not None, profile)
+    evaluator, measured_on = None, "float variant: not measured"
+    if variant == "int8":
+        calibration, evaluator, measured_on = _evaluation(context["float_model"], calibration, options, io)
     tf_model = _keras_model(source, io) if source.kind in KERAS_KINDS else _onnx2tf_model(model, source, options)
-    io_dtype = profile.quantization.tflite_io_dtype
+    io_dtype = profile.quantization.tflite_io_dtype if variant == "int8" else "float32"
     path = bundle_dir / "model.tflite"
     path.write_bytes(_tflite_file(tf_model, io, variant, calibration, io_dtype))
     emitted = _tflite_io.wrap(path, io, tf_model.input_perms, tf_model.output_perms, profile.threads)
-    quantized = variant != "fp32"
-    context["quantized"] = context.get("quantized") or quantized
+    emitted.settings = {"variant": variant, "io_dtype": io_dtype, "converter": tf_model.converter,
+                        "threads": profile.threads}
+    emitted.notes = [*tf_model.notes, *notes]
+    emitted.quantized = bool(context.get("quantized")) or variant != "fp32"
+    context["quantized"] = emitted.quantized
+    budget = profile.quantization.max_accuracy_drop if options.max_accuracy_drop is None else options.max_accuracy_drop
     context["report"]["tflite"] = {
-        "variant": variant, "precision_requested": precision, "converter": tf_model.converter,
-        "io_dtype": io_dtype if variant == "int8" else "float32",
+        "variant": variant, "precision_requested": precision, "converter": tf_model.converter, "io_dtype": io_dtype,
         "calibration_samples": min(len(calibration), MAX_CALIBRATION_SAMPLES) if variant == "int8" else 0,
         "agreement_with_float": _tflite_io.agreement(context["float_model"], emitted, context["input_sets"],
                                                      [o["name"] for o in io["outputs"]]),
     }
-    emitted.settings = {"variant": variant, "io_dtype": context["report"]["tflite"]["io_dtype"],
-                        "converter": tf_model.converter, "threads": profile.threads}
-    emitted.notes = [*tf_model.notes, *notes]
-    emitted.quantized = bool(context["quantized"])
+    if variant == "int8":
+        context["report"]["accuracy"] = _accuracy(evaluator, emitted, measured_on, budget)
+        emitted.notes.append(context["report"]["accuracy"]["summary"])
     return emitted
