@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from edgec.errors import BundleError, RuntimeMissingError
 
 __all__ = ["INSTALL_HINT", "OnnxSession", "available", "load", "package", "version"]
@@ -54,6 +56,10 @@ class OnnxSession:
 
     def run(self, inputs: list) -> list:
         return self._session.run(None, dict(zip(self.input_names, inputs)))
+
+    def bind(self, inputs: list):
+        """A zero-argument call running ``inputs``: what a benchmark's timed loop calls, with nothing rebuilt."""
+        return functools.partial(self._session.run, None, dict(zip(self.input_names, inputs)))
 
 
 def load(path, threads: int | None = None) -> OnnxSession:

@@ -53,6 +53,9 @@ def test_dynamic_batch_is_resized(tflite_and_keras):
     np.testing.assert_allclose(y, keras(x), rtol=1e-5, atol=1e-6)
     (y1,) = session.run([x[:1]])  # and back
     np.testing.assert_allclose(y1, keras(x[:1]), rtol=1e-5, atol=1e-6)
+    call = session.bind([x])  # the benchmark's hot-loop form: shapes settled once
+    np.testing.assert_allclose(call()[0], keras(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(call()[0], y, rtol=0, atol=0)
 
 
 def test_unloadable_model_names_the_file_and_reason(tmp_path):

@@ -1,0 +1,194 @@
+"""The device agent against a bare runtime loop on the same model, in the same run.
+
+For each model: the median latency the agent reports (its zipapp, run as on a device) against the median of a
+plain ``session.run`` loop in a separate process with the same runtime settings (goal: within 3%), repeated in
+alternation so that drift on a shared machine hits both alike; the start-up time to the first result (process
+start to exit, one inference); and peak memory of the agent over the bare runtime.
+
+Run: ``.venv/bin/python -m benchmarks.agent``. Writes build/bench/agent.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "build" / "bench" / "agent.json"
+REPEATS = 8
+THREADS = 1  # one thread: the machine's cores are shared; the comparison, not the speed, is the point
+
+# A bare loop per runtime: load, first run, warm-up, timed runs. Prints p50 (ms), first-result time, peak RSS.
+_BARE_COMMON = """
+import json, statistics, sys, time
+import numpy as np
+model, ref, runs, warmup, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+with np.load(ref) as data:
+    arrays = [data[k] for k in sorted(data.files, key=lambda name: int(name[1:]))]
+"""
+_BARE_TAIL = """
+run()
+for _ in range(warmup):
+    run()
+clock, lat = time.perf_counter_ns, []
+for _ in range(runs):
+    start = clock()
+    run()
+    lat.append(clock() - start)
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")][0].split()[1]
+print(json.dumps({"p50_ms": statistics.median(lat) / 1e6, "rss_peak_bytes": int(hwm) * 1024}))
+"""
+BARE = {
+    "onnxruntime": _BARE_COMMON + """
+import onnxruntime as ort
+opts = ort.SessionOptions()
+opts.log_severity_level = 3
+opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+feeds = {i.name: a for i, a in zip(sess.get_inputs(), arrays)}
+def run():
+    return sess.run(None, feeds)
+""" + _BARE_TAIL,
+    "litert": _BARE_COMMON + """
+from ai_edge_litert.interpreter import Interpreter
+interp = Interpreter(model_path=model, num_threads=threads)
+interp.allocate_tensors()
+pairs = [(d["index"], a) for d, a in zip(interp.get_input_details(), arrays)]
+outs = [d["index"] for d in interp.get_output_details()]
+def run():
+    for index, a in pairs:
+        interp.set_tensor(index, a)
+    interp.invoke()
+    return [interp.get_tensor(index) for index in outs]
+""" + _BARE_TAIL,
+}
+
+
+def _mlp_onnx(path: Path, width: int, depth: int) -> Path:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, prev = [], [], "x"
+    for k in range(depth):
+        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"w{k}"), numpy_helper.from_array(np.zeros(width, np.float32), f"b{k}")]
+        out = "y" if k == depth - 1 else f"h{k}"
+        nodes += [helper.make_node("MatMul", [prev, f"w{k}"], [f"m{k}"]),
+                  helper.make_node("Add", [f"m{k}", f"b{k}"], [f"a{k}"]), helper.make_node("Relu", [f"a{k}"], [out])]
+        prev = out
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def _run_json(argv: list[str]) -> tuple[dict, float]:
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[:3]} failed ({done.returncode}): {done.stdout[-500:]} {done.stderr[-1500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1]), wall
+
+
+def _agent(agent: Path, bundle: Path, runs: int, warmup: int) -> tuple[dict, float]:
+    return _run_json([sys.executable, str(agent), "bench", str(bundle), "--runs", str(runs), "--warmup", str(warmup),
+                      "--threads", str(THREADS), "--power", "none", "--idle", "0"])
+
+
+def _bare(runtime: str, bundle: Path, runs: int, warmup: int) -> tuple[dict, float]:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    return _run_json([sys.executable, "-c", BARE[runtime], str(bundle / manifest["model_file"]),
+                      str(bundle / manifest["reference"]["inputs"]), str(runs), str(warmup), str(THREADS)])
+
+
+def compare(name: str, runtime: str, agent: Path, bundle: Path, runs: int) -> dict:
+    """Alternate agent and bare runs REPEATS times; medians of their medians, start-up and memory."""
+    agent_p50, bare_p50, agent_rss, bare_rss = [], [], [], []
+    for i in range(REPEATS):
+        # ABBA order: whichever goes first in a pair has no systematic edge
+        if i % 2:
+            bare, _ = _bare(runtime, bundle, runs, 20)
+            doc, _ = _agent(agent, bundle, runs, 20)
+        else:
+            doc, _ = _agent(agent, bundle, runs, 20)
+            bare, _ = _bare(runtime, bundle, runs, 20)
+        agent_p50.append(doc["latency_ms"]["p50"])
+        bare_p50.append(bare["p50_ms"])
+        agent_rss.append(doc["memory"]["rss_peak_bytes"])
+        bare_rss.append(bare["rss_peak_bytes"])
+    agent_start = statistics.median(_agent(agent, bundle, 1, 0)[1] for _ in range(REPEATS))
+    bare_start = statistics.median(_bare(runtime, bundle, 1, 0)[1] for _ in range(REPEATS))
+    a, b = statistics.median(agent_p50), statistics.median(bare_p50)
+    return {"model": name, "runtime": runtime, "runs": runs, "repeats": REPEATS, "threads": THREADS,
+            "agent_p50_ms": a, "bare_p50_ms": b, "p50_ratio": a / b,
+            "pair_ratios": [round(x / y, 4) for x, y in zip(agent_p50, bare_p50)], "within_3pct": abs(a / b - 1) <= 0.03,
+            "agent_startup_s": agent_start, "bare_startup_s": bare_start, "startup_ratio": agent_start / bare_start,
+            "agent_rss_peak_mib": statistics.median(agent_rss) / 2**20,
+            "bare_rss_peak_mib": statistics.median(bare_rss) / 2**20,
+            "rss_over_bare_mib": (statistics.median(agent_rss) - statistics.median(bare_rss)) / 2**20}
+
+
+def _bundles(work: Path) -> list[tuple[str, str, Path, int, str]]:
+    """(name, runtime, bundle, runs, skip reason) for each model compared."""
+    from edgec import api
+
+    cases = []
+    for name, width, depth, runs in (("mlp-64x2 (overhead-bound)", 64, 2, 3000), ("mlp-1024x4", 1024, 4, 400)):
+        source = _mlp_onnx(work / f"mlp{width}.onnx", width, depth)
+        cases.append((name, "onnxruntime", api.compile(str(source), work / f"mlp{width}.bundle", target="host").path,
+                      runs, ""))
+        try:
+            bundle = api.compile(str(source), work / f"mlp{width}-tflite.bundle", target="host", format="tflite").path
+            cases.append((name, "litert", bundle, runs, ""))
+        except Exception as exc:  # the TFLite emitter is another issue's: report why the row is missing
+            cases.append((name, "litert", Path(), runs, f"{type(exc).__name__}: {str(exc)[:120]}"))
+    return cases
+
+
+def _print(rows: list[dict]) -> None:
+    head = f"{'model':<27}{'runtime':<12}{'agent p50':>11}{'bare p50':>11}{'ratio':>8}{'start agent/bare':>20}" \
+           f"{'RSS agent/bare MiB':>21}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        if "skipped" in r:
+            print(f"{r['model']:<27}{r['runtime']:<12}  skipped: {r['skipped']}")
+            continue
+        print(f"{r['model']:<27}{r['runtime']:<12}{r['agent_p50_ms']:>9.4f}ms{r['bare_p50_ms']:>9.4f}ms"
+              f"{r['p50_ratio']:>8.3f}{r['agent_startup_s']:>9.3f}s/{r['bare_startup_s']:.3f}s"
+              f"{r['agent_rss_peak_mib']:>11.1f}/{r['bare_rss_peak_mib']:.1f}")
+
+
+def main() -> list[dict]:
+    from edgec.device_agent import build_zipapp
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with tempfile.TemporaryDirectory(prefix="edgec-bench-agent-") as tmp:
+        work = Path(tmp)
+        agent = build_zipapp(work / "agent")
+        rows = []
+        for name, runtime, bundle, runs, skipped in _bundles(work):
+            if skipped:
+                rows.append({"model": name, "runtime": runtime, "skipped": skipped})
+                continue
+            rows.append(compare(name, runtime, agent, bundle, runs))
+    _print(rows)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({"benchmark": "agent", "rows": rows}, indent=2) + "\n")
+    print(f"written: {OUT.relative_to(REPO)}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
