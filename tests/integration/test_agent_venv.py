@@ -66,8 +66,12 @@ def agent(tmp_path_factory) -> Path:
 def bundles(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("venv-bundles")
     tflite = keras_tflite(folder / "tiny.tflite")
-    return {"onnx": compile_onnx_bundle(folder / "onnx", width=32),
-            "tflite": tflite_bundle(folder / "tiny.bundle", tflite)}
+    onnx_bundle = compile_onnx_bundle(folder / "onnx", width=32)
+    from edgec import api
+
+    emitted = api.compile(str(folder / "onnx" / "mlp.onnx"), folder / "mlp-tflite.bundle", target="host",
+                          format="tflite").path  # the TFLite emitter's own bundle (onnx2tf)
+    return {"onnx": onnx_bundle, "tflite": tflite_bundle(folder / "tiny.bundle", tflite), "tflite_emitted": emitted}
 
 
 def imports(python: Path, *modules: str) -> dict:
@@ -101,6 +105,10 @@ def test_litert_only_venv_runs_the_agent(agent, bundles, litert_python):
     assert code == 0, doc
     assert doc["runtime"]["name"] == "litert" and doc["runtime"]["xnnpack"] is True
     assert doc["runtime"]["threads"] == 2 and doc["check"]["outputs"][0]["ok"]
+    code, doc = run_agent(agent, "bench", bundles["tflite_emitted"], "--runs", "10", "--idle", "0",
+                          python=str(litert_python))
+    assert code == 0, doc
+    assert doc["runtime"]["name"] == "litert" and doc["bundle"]["format"] == "tflite"
 
 
 def test_missing_runtime_names_the_package_to_install(agent, bundles, ort_python, litert_python):
