@@ -1,0 +1,21 @@
+"""Deploying bundles to devices over SSH and benchmarking them there, one device or a farm.
+
+Modules (``ssh`` is the only one that imports paramiko):
+
+- ``ssh``        connect with retries and backoff, host-key policy, ~/.ssh/config, keys and ssh-agent;
+                 every step has a timeout; a stall watchdog frees transfers on a dead link.
+- ``inventory``  the devices.toml inventory and ``--device user@host[:port]|NAME``.
+- ``push``       the content-addressed bundle store on the device (``~/.edgec/bundles/<bundle_id>``):
+                 upload to a temporary name, sha256-check on the device, rename; the agent the same way.
+- ``remote``     run the agent (``edgec.device_agent`` zipapp) on one device: info, runtime check, bench.
+- ``farm``       many devices in parallel with deadlines, Ctrl-C handling and a live display.
+- ``results``    the SQLite results store with forward migrations.
+
+Decisions: remote benchmarks (``edgec bench --device`` and ``edgec farm bench``) are stored by default in
+``~/.edgec/results.db``; a local ``edgec bench`` is stored only with ``--results PATH``. Connection setup is
+retried; nothing after it is.
+"""
+
+from __future__ import annotations
+
+__all__ = ["farm", "inventory", "push", "remote", "results", "ssh"]

@@ -7,7 +7,9 @@ time out by itself: a *stall* watchdog closes the transport when a transfer make
 and keepalives), and every remote command has a deadline after which the transport is closed as well.
 
 Host keys are checked against ``known_hosts``; an unknown or changed key is refused with a message saying how to
-trust it. ``~/.ssh/config`` (HostName, Port, User, IdentityFile), private keys and ssh-agent are honoured.
+trust it. ``~/.ssh/config`` (HostName, Port, User, IdentityFile, ProxyCommand), private keys and ssh-agent
+are honoured; ``/etc/ssh/ssh_known_hosts`` is read too. Not honoured: ProxyJump, StrictHostKeyChecking and
+UserKnownHostsFile (edgec's own policy and ``known_hosts`` option apply).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class SshOptions:
     backoff: float = 0.5
     known_hosts: str = "~/.ssh/known_hosts"
     ssh_config: str = "~/.ssh/config"
+    system_known_hosts: str | None = "/etc/ssh/ssh_known_hosts"
     trust_new_host: bool = False
     keepalive: int = 5
 
@@ -101,6 +104,8 @@ def _resolve(target: SshTarget, options: SshOptions) -> dict:
         "port": int(target.port or found.get("port", 22)),
         "username": target.user or found.get("user") or getpass.getuser(),
         "key_filename": keys or None,
+        # ProxyCommand (e.g. `ssh -W %h:%p bastion`): a farm behind a jump host; tokens already expanded.
+        "proxy_command": None if found.get("proxycommand", "none").lower() == "none" else found["proxycommand"],
     }
 
 
@@ -190,14 +195,17 @@ def _open_client(target: SshTarget, options: SshOptions, params: dict) -> parami
     known_hosts = Path(os.path.expanduser(options.known_hosts))
     if known_hosts.is_file():
         client.load_host_keys(str(known_hosts))
+    if options.system_known_hosts and os.path.isfile(options.system_known_hosts):
+        client.load_system_host_keys(options.system_known_hosts)  # read, never written
     policy = _TrustOnFirstUse(known_hosts) if options.trust_new_host else _Refuse(known_hosts, target.label)
     client.set_missing_host_key_policy(policy)
     timeout = options.connect_timeout
+    sock = paramiko.ProxyCommand(params["proxy_command"]) if params["proxy_command"] else None
     try:
         client.connect(
             params["hostname"], port=params["port"], username=params["username"],
             key_filename=params["key_filename"], timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
-            channel_timeout=timeout, allow_agent=True, look_for_keys=params["key_filename"] is None,
+            channel_timeout=timeout, allow_agent=True, look_for_keys=params["key_filename"] is None, sock=sock,
         )
     except BaseException:
         client.close()

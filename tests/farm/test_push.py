@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import shlex
 import time
@@ -10,11 +11,10 @@ import pytest
 from conftest import DEVICE_PYTHON, trust
 
 from edgec.deploy import push as push_module
-from edgec.deploy.push import push_bundle
+from edgec.deploy.push import install_agent, push_bundle
+from edgec.deploy.remote import agent_zipapp
 from edgec.deploy.ssh import connect
 from edgec.errors import DeviceError, TransferError
-
-REPO = str(__import__("pathlib").Path(__file__).resolve().parents[2])
 
 
 def store_listing(conn) -> list[str]:
@@ -23,10 +23,10 @@ def store_listing(conn) -> list[str]:
 
 
 def bundle_runs_on_device(conn, remote_dir: str) -> bool:
-    """Check hashes and run the reference inputs on the device with onnxruntime (a real run)."""
-    code = f"from edgec.api import verify_bundle; verify_bundle({remote_dir!r})"
-    result = conn.run(f"PYTHONPATH={REPO} {DEVICE_PYTHON} -c {shlex.quote(code)}", timeout=120)
-    return result.exit_code == 0
+    """The agent's `check` on the device: every sha256, then the reference inputs run through onnxruntime."""
+    agent = install_agent(conn, agent_zipapp())
+    result = conn.run(f"{DEVICE_PYTHON} {agent} check {shlex.quote(remote_dir)}", timeout=120)
+    return result.exit_code == 0 and json.loads(result.stdout)["ok"] is True
 
 
 def test_push_then_repeat_push_sends_no_bytes(sshd, client_key, ssh_opts, bundles):
@@ -41,6 +41,8 @@ def test_push_then_repeat_push_sends_no_bytes(sshd, client_key, ssh_opts, bundle
         again = push_bundle(conn, bundle)
         assert again.already_there and again.bytes_sent == 0
         assert store_listing(conn) == [bundle.bundle_id]
+        conn.run(f"printf 'X' | dd of={first.remote_dir}/model.onnx bs=1 seek=5000 conv=notrunc 2>/dev/null")
+        assert not bundle_runs_on_device(conn, first.remote_dir)  # the check does catch a damaged bundle
 
 
 def test_interrupting_a_push_at_20_random_offsets_never_leaves_a_corrupt_bundle(sshd, client_key, ssh_opts,

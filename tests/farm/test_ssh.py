@@ -142,3 +142,20 @@ def test_device_killed_during_a_command_is_reported_not_hung(sshd, client_key, s
         threading.Timer(0.5, server.kill).start()
         with pytest.raises(DeviceError, match="connection lost during `sleep`"):
             conn.run("sleep 30", timeout=20)
+
+
+def test_ssh_config_proxy_command_through_a_jump_host(sshd, client_key, ssh_opts, tmp_path):
+    device, bastion = sshd("device"), sshd("bastion")
+    trust(device, ssh_opts)
+    jump_known = tmp_path / "jump_known_hosts"
+    jump_known.write_text(bastion.host_key_line())
+    # The OpenSSH client carries the connection through the bastion (-W), as a farm behind a jump host would.
+    Path(ssh_opts.ssh_config).write_text(
+        f"Host behind-bastion\n  HostName 127.0.0.1\n  Port {device.port}\n  User root\n  IdentityFile {client_key}\n"
+        f"  ProxyCommand ssh -q -i {client_key} -o UserKnownHostsFile={jump_known} -o BatchMode=yes "
+        f"-p {bastion.port} -W %h:%p root@127.0.0.1\n")
+    with connect(SshTarget(host="behind-bastion"), ssh_opts) as conn:
+        assert conn.run("echo $HOME").stdout.strip() == str(device.home)
+    bastion.stop()  # without the bastion there is no way through
+    with pytest.raises(DeviceError, match="cannot connect after 2 attempts"):
+        connect(SshTarget(host="behind-bastion"), replace(ssh_opts, connect_timeout=1))
