@@ -99,13 +99,25 @@ def test_zipapp_bench_with_fake_rapl_measures_its_power(agent, bundle, tmp_path)
 def test_zipapp_keeps_benchmarking_when_the_sensor_vanishes(agent, bundle, tmp_path):
     put(tmp_path, "class/hwmon/hwmon0/name", "ina219")
     put(tmp_path, "class/hwmon/hwmon0/power1_input", 4_000_000)
-    proc = subprocess.Popen([sys.executable, str(agent), "bench", str(bundle), "--duration", "1.5", "--idle", "0.2",
-                             "--sysfs-root", str(tmp_path)], stdout=subprocess.PIPE, text=True)
-    time.sleep(1.0)  # the agent is idle-sampling or in its timed window by now
-    os.remove(tmp_path / "class/hwmon/hwmon0/power1_input")
-    out, _ = proc.communicate(timeout=120)
-    doc = json.loads(out)
-    assert proc.returncode == 0 and doc["latency_ms"]["count"] > 0
+    proc = subprocess.Popen([sys.executable, str(agent), "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        # load first (the slow part), so that the benchmark below starts sampling at once
+        proc.stdin.write(json.dumps({"id": 1, "op": "load", "bundle": str(bundle)}) + "\n")
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["ok"]
+        proc.stdin.write(json.dumps({"id": 2, "op": "bench", "bundle": str(bundle), "power": "hwmon", "idle_s": 1.0,
+                                     "duration_s": 1.0, "sysfs_root": str(tmp_path)}) + "\n")
+        proc.stdin.flush()
+        time.sleep(0.4)  # inside the 1 s idle phase: the source was found and is being sampled
+        os.remove(tmp_path / "class/hwmon/hwmon0/power1_input")  # the I2C sensor dropped off the bus
+        answer = json.loads(proc.stdout.readline())
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    assert answer["ok"], answer
+    doc = answer["result"]
+    assert doc["latency_ms"]["count"] > 0 and doc["timing"]["window_s"] >= 1.0
     assert doc["power"]["source"] == "hwmon:ina219" and doc["power"]["status"] == "lost"
     assert "power1_input" in doc["power"]["reason"] and doc["power"]["energy_per_inference_j"] is None
 
