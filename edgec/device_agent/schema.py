@@ -27,7 +27,8 @@ appear without a bump. Units are in the key names (``_s``, ``_ms``, ``_bytes``, 
                       status: ok|lost|estimated|none, reason: why lost / why none / null,
                       detail: {paths, rails, layout, notes}, idle_watts, active_watts, energy_window_j,
                       energy_per_inference_j ((active energy - idle_watts x window_s) / count),
-                      idle_s, window_s, samples, sampling_hz}
+                      idle_s, window_s, samples (in the window),
+                      sampling_hz (the sampling thread's rate), note (e.g. too few samples) | null}
                      Figures are null when the source is none or was lost.
     conditions       {cpu: {model, arch, cores, cores_usable}, os: {system, release, distribution, hostname},
                       python: {version, implementation, executable}, numpy, threads,

@@ -26,11 +26,12 @@ def _power_lines(power: dict) -> list[tuple[str, str]]:
         rows.append(("power", "ESTIMATED from the profile's power model, not measured"))
     rows += [("idle power", _num(power.get("idle_watts"), ".2f", " W")),
              ("active power", _num(power.get("active_watts"), ".2f", " W")),
-             ("energy / inference", _num(_mj(power.get("energy_per_inference_j")), ".3f", " mJ"))]
+             ("energy / inference", _num(_mj(power.get("energy_per_inference_j")), ".4g", " mJ"))]
     if power.get("sampling_hz") is not None:
         rows.append(("sampling", f"{power['sampling_hz']:.1f} Hz, {power.get('samples')} samples"))
-    if power.get("reason"):
-        rows.append(("power note", power["reason"]))
+    for key in ("reason", "note"):
+        if power.get(key):
+            rows.append(("power note", power[key]))
     return rows
 
 

@@ -72,4 +72,4 @@ def none_summary(reasons: list[str], sysfs_root: str) -> dict:
     return {"source": "none", "measured": False, "kind": None, "status": "none",
             "reason": f"no power source: {why} (sysfs root {sysfs_root})", "detail": {},
             "idle_watts": None, "active_watts": None, "energy_window_j": None, "energy_per_inference_j": None,
-            "idle_s": None, "window_s": None, "samples": None, "sampling_hz": None}
+            "idle_s": None, "window_s": None, "samples": None, "sampling_hz": None, "note": None}

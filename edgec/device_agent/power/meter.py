@@ -20,7 +20,9 @@ import time
 
 from edgec.device_agent.power._sysfs import PowerSource
 
-__all__ = ["Phase", "PowerMeter"]
+__all__ = ["MIN_SAMPLES", "Phase", "PowerMeter"]
+
+MIN_SAMPLES = 10  # fewer samples than this in the timed window: the result says the figure is shaky
 
 
 class Phase:
@@ -126,7 +128,7 @@ class PowerMeter:
                "status": "lost" if lost else ("estimated" if source.kind == "model" else "ok"),
                "reason": lost[0] if lost else None, "detail": source.describe(),
                "idle_watts": None, "active_watts": None, "energy_window_j": None, "energy_per_inference_j": None,
-               "idle_s": None, "window_s": None, "samples": None, "sampling_hz": None}
+               "idle_s": None, "window_s": None, "samples": None, "sampling_hz": None, "note": None}
         if active is None:
             return doc
         idle = self.phases.get("idle")
@@ -134,7 +136,11 @@ class PowerMeter:
         doc["idle_s"] = idle.duration_s if idle else None
         if source.kind != "model":
             doc["samples"] = len(active.samples)
-            doc["sampling_hz"] = (len(active.samples) - 1) / active.duration_s if active.duration_s > 0 else None
+            # the thread's own rate: the two synchronous reads at the window's edges do not count
+            doc["sampling_hz"] = max(len(active.samples) - 2, 0) / active.duration_s if active.duration_s > 0 else None
+            if len(active.samples) < MIN_SAMPLES:
+                doc["note"] = (f"only {len(active.samples)} power samples in a {active.duration_s * 1000:.1f} ms "
+                               f"window: time a longer window (--duration) for a trustworthy energy figure")
         if lost:
             return doc
         idle_w, active_w, active_j = self._powers()
