@@ -30,10 +30,11 @@ __all__ = ["compile_cmd", "print_summary"]
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.option("--explain", is_flag=True, help="Print every pass's decisions and reasons.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON (no progress).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write the compile report as HTML.")
 @click.pass_context
 def compile_cmd(ctx, source, target, out, fmt, input_shapes, quantize, calibration, calibration_method, preprocess,
                 eval_data, max_accuracy_drop, prune, prune_rules, sparsity, low_rank, tolerance, seed, force,
-                explain, as_json):
+                explain, as_json, report_path):
     """Compile SOURCE (.onnx, .keras, .h5, SavedModel dir, .pt2, TorchScript, file.py:factory) for a target.
 
     \b
@@ -53,6 +54,10 @@ def compile_cmd(ctx, source, target, out, fmt, input_shapes, quantize, calibrati
         max_accuracy_drop=max_accuracy_drop, prune=prune, prune_rules=prune_rules, sparsity=sparsity,
         low_rank=low_rank, tolerance=tolerance, seed=seed, force=force,
     )
+    if report_path:
+        from edgec.report import render_compile_report, write_report
+
+        write_report(report_path, render_compile_report(bundle))
     if as_json:
         echo_json({"bundle_id": bundle.bundle_id, "path": str(bundle.path), **bundle.manifest})
         return

@@ -1,0 +1,101 @@
+"""Accuracy of a bundle measured on the host with the bundle's own runtime and file (used by ``edgec sweep``).
+
+Samples come from an ``.npz`` (one array per model input, named after it, samples on axis 0, optional integer
+``labels``), in the source model's layout; they are converted to each bundle's layout and dtype with the io
+signature the emitter recorded (``permutation``, int8 ``quantization`` scale/zero point), so ONNX and TFLite,
+float and quantized variants are scored on the same data the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgec.errors import CalibrationDataError
+
+__all__ = ["MAX_SAMPLES", "load_eval", "run_bundle", "score"]
+
+MAX_SAMPLES = 1000
+
+
+def load_eval(path: str | Path, input_names: list[str]) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """(one array per input in ``input_names`` order, labels or None) from an .npz, at most MAX_SAMPLES."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [n for n in input_names if n not in data.files]
+            if missing and len(input_names) == 1 and len([f for f in data.files if f != "labels"]) == 1:
+                missing, names = [], [next(f for f in data.files if f != "labels")]
+            else:
+                names = input_names
+            if missing:
+                raise CalibrationDataError(f"{path}: no array for input {missing[0]!r} (has {', '.join(data.files)}); "
+                                           "name each array after a model input")
+            arrays = [np.asarray(data[n][:MAX_SAMPLES]) for n in names]
+            labels = np.asarray(data["labels"][:MAX_SAMPLES]) if "labels" in data.files else None
+    except (OSError, ValueError) as exc:
+        raise CalibrationDataError(f"{path}: not a readable .npz ({exc}); write it with numpy.savez") from None
+    return arrays, labels
+
+
+def _to_model(array: np.ndarray, entry: dict) -> np.ndarray:
+    perm = entry.get("permutation")
+    if perm and len(perm) == array.ndim:
+        array = array.transpose(perm)
+    dtype = np.dtype(entry.get("dtype") or array.dtype)
+    quant = entry.get("quantization")
+    if quant and np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        array = np.clip(np.round(array / quant["scale"] + quant["zero_point"]), info.min, info.max)
+    return np.ascontiguousarray(array.astype(dtype))
+
+
+def _from_model(array: np.ndarray, entry: dict) -> np.ndarray:
+    quant = entry.get("quantization")
+    array = np.asarray(array)
+    if quant:
+        array = (array.astype(np.float32) - quant["zero_point"]) * np.float32(quant["scale"])
+    perm = entry.get("permutation")
+    if perm and len(perm) == array.ndim:
+        array = array.transpose(np.argsort(perm))
+    return array.astype(np.float32, copy=False)
+
+
+def run_bundle(bundle, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Run ``bundle`` on source-layout ``arrays`` (manifest input order); outputs in manifest order, float."""
+    from edgec.runtimes import load_runtime, runtime_for_format
+
+    session = load_runtime(runtime_for_format(bundle.format)).load(bundle.model_path)
+    ins, outs = bundle.inputs, bundle.outputs
+    manifest_names = [e["name"] for e in ins]
+    session_names = list(getattr(session, "input_names", manifest_names))
+    # TFLite tensors carry their own names; the manifest already lists them in the interpreter's order.
+    order = [manifest_names.index(n) for n in session_names] if sorted(session_names) == sorted(manifest_names) \
+        else list(range(len(ins)))
+    fixed = any((e.get("shape") or [None])[0] not in (None, -1) for e in ins)
+    step = 1 if fixed else 64
+    parts: list[list[np.ndarray]] = []
+    for start in range(0, len(arrays[0]), step):
+        feeds = [_to_model(arrays[k][start:start + step], ins[k]) for k in order]
+        produced = session.run(feeds)
+        names = getattr(session, "output_names", [e["name"] for e in outs])
+        by_name = dict(zip(names, produced))
+        parts.append([_from_model(by_name.get(e["name"], produced[j]), e) for j, e in enumerate(outs)])
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(outs))]
+
+
+def score(outputs: list[np.ndarray], labels: np.ndarray | None,
+          reference: list[np.ndarray] | None) -> tuple[float | None, str]:
+    """(points 0..100, metric): top-1 accuracy with labels, else agreement with the reference (fp32) outputs."""
+    first = outputs[0]
+    classifier = first.ndim == 2 and first.shape[1] >= 2
+    if labels is not None and classifier:
+        return float(np.mean(first.argmax(axis=1) == labels.reshape(-1)) * 100), "top-1 accuracy (%)"
+    if reference is None:
+        return None, ""
+    if classifier:
+        return float(np.mean(first.argmax(axis=1) == reference[0].argmax(axis=1)) * 100), \
+            "top-1 agreement with fp32 (%)"
+    ref = reference[0].astype(np.float64)
+    error = np.linalg.norm(first.astype(np.float64) - ref) / max(np.linalg.norm(ref), 1e-12)
+    return float(max(0.0, 1.0 - error) * 100), "100 x (1 - relative error vs fp32)"

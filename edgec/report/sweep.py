@@ -1,0 +1,207 @@
+"""``edgec sweep``: compile variants of one model, measure accuracy on the host, benchmark them on devices and
+store every outcome, so one report compares them.
+
+A variant is ``+``-joined tokens (``fp32``, ``fp16``, ``int8``, ``int4``, ``pruneNN``, ``sparseNN``,
+``lowrankNN``, ``onnx``, ``tflite``), e.g. ``prune30+int8`` or ``int8+tflite``. A variant without a precision
+token is fp32 (not the profile's default), so each label means what it says. A variant that fails (a capability
+this edgec lacks, a device that is down) records its error and the sweep carries on.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgec.errors import CompileError, EdgecError, UsageError
+
+__all__ = ["SweepOptions", "Variant", "parse_variants", "run_sweep"]
+
+_PRECISIONS = {"fp32": "none", "float": "none", "none": "none", "fp16": "fp16", "int8": "int8", "int4": "int4",
+               "auto": "auto"}
+_FRACTIONS = {"prune": "prune", "sparse": "sparsity", "lowrank": "low_rank"}
+LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One variant: its label (the spec as written) and the compile options it sets."""
+
+    label: str
+    options: dict
+
+
+@dataclass
+class SweepOptions:
+    """Everything about a sweep besides the source and its variants."""
+
+    target: str = "host"
+    devices: tuple = (LOCAL,)
+    workdir: Path = Path("build/sweep")
+    compile_options: dict = field(default_factory=dict)  # input_shapes, calibration, eval_data, format, ...
+    bench: object = None  # BenchOptions
+    results: str | None = None
+    inventory: str | None = None
+    trust_new_host: bool = False
+
+
+def _token(token: str, options: dict, label: str) -> None:
+    if token in _PRECISIONS:
+        options["quantize"] = _PRECISIONS[token]
+    elif token in ("onnx", "tflite"):
+        options["format"] = token
+    else:
+        match = re.fullmatch(r"(prune|sparse|lowrank)(\d{1,2})", token)
+        if not match:
+            raise UsageError(f"--variants {label!r}: unknown part {token!r}; use fp32, fp16, int8, int4, pruneNN, "
+                             "sparseNN, lowrankNN, onnx or tflite joined by '+', e.g. prune30+int8")
+        options[_FRACTIONS[match.group(1)]] = int(match.group(2)) / 100
+
+
+def parse_variants(spec: str) -> list[Variant]:
+    """``"fp32,int8,prune30+int8"`` -> variants; labels must be unique."""
+    variants, seen = [], set()
+    for label in (part.strip() for part in spec.split(",")):
+        if not label:
+            continue
+        options: dict = {"quantize": "none"}
+        for token in label.lower().split("+"):
+            _token(token.strip(), options, label)
+        if label in seen:
+            raise UsageError(f"--variants: {label!r} appears twice")
+        seen.add(label)
+        variants.append(Variant(label, options))
+    if not variants:
+        raise UsageError(f"--variants {spec!r}: no variant given, e.g. --variants fp32,int8")
+    return variants
+
+
+def check_applied(variant: Variant, manifest: dict) -> None:
+    """Raise CompileError when the bundle lacks what the variant asked for (a capability this edgec lacks is
+    not silently replaced by a float bundle under the variant's name)."""
+    from edgec.report.data import describe_precision
+
+    precision = describe_precision(manifest)
+    wanted = variant.options.get("quantize")
+    report = manifest.get("report") or {}
+    if wanted not in (None, "none", "auto") and wanted not in precision:
+        reason = (report.get("quantization") or {}).get("reason") if isinstance(report.get("quantization"), dict) \
+            else None
+        raise CompileError(f"variant {variant.label}: asked for {wanted} but the bundle is {precision}"
+                           + (f" ({reason})" if reason else " (this edgec cannot produce it yet)"))
+    for key, word in (("prune", "prun"), ("sparsity", "spars"), ("low_rank", "rank")):
+        if variant.options.get(key) and not any(word in str(p.get("name", "")) and p.get("modified")
+                                                for p in manifest.get("passes") or []):
+            raise CompileError(f"variant {variant.label}: asked for {key.replace('_', '-')} "
+                               f"{variant.options[key]:g} but no pass changed the model that way "
+                               "(this edgec cannot do it yet, or nothing qualified: see the compile report)")
+
+
+def _error_text(exc: BaseException) -> str:
+    message = " ".join(str(exc).split())
+    return message if isinstance(exc, EdgecError) else f"internal error: {type(exc).__name__}: {message}"
+
+
+def _compile(source: str, variant: Variant, opts: SweepOptions, progress):
+    from edgec import api
+
+    out = opts.workdir / re.sub(r"[^A-Za-z0-9_.-]+", "_", variant.label)
+    progress.step(f"compiling {variant.label}")
+    bundle = api.compile(source, out, target=opts.target, force=True, **{**opts.compile_options, **variant.options})
+    check_applied(variant, bundle.manifest)
+    return bundle
+
+
+def _accuracy(bundles: dict, baseline: str | None, opts: SweepOptions) -> dict[str, dict]:
+    """label -> metrics: top-1 accuracy on labelled --eval-data, else agreement with the fp32 variant's outputs
+    on the evaluation or calibration samples; nothing without samples."""
+    from edgec.report.evaluate import load_eval, run_bundle, score
+
+    path = opts.compile_options.get("eval_data") or opts.compile_options.get("calibration")
+    if not path or not str(path).endswith(".npz") or not bundles:
+        return {label: {} for label in bundles}
+    outputs, metrics, labels = {}, {}, None
+    for label, bundle in bundles.items():
+        try:
+            arrays, labels = load_eval(path, [e["name"] for e in bundle.inputs])
+            outputs[label] = run_bundle(bundle, arrays)
+        except EdgecError as exc:
+            metrics[label] = {"accuracy_error": _error_text(exc)}
+    reference = outputs.get(baseline) if baseline else None
+    for label, produced in outputs.items():
+        value, metric = score(produced, labels, reference)
+        metrics[label] = {"accuracy": value, "accuracy_metric": metric, "accuracy_samples": len(produced[0]),
+                          "accuracy_data": Path(path).name} if value is not None else {}
+    return metrics
+
+
+def _bench_one(bundle, device: str, opts: SweepOptions) -> tuple[dict, str, str | None, str | None]:
+    """(BenchResult, device name, address, profile) of one benchmark on ``device``."""
+    from edgec.commands.bench import profile_power_model, run_local
+    from edgec.device_agent.options import BenchOptions
+
+    fields = dict(opts.bench or {})
+    if device == LOCAL:
+        if "estimated" in str(fields.get("power", "")) and not fields.get("power_model"):
+            fields["power_model"] = profile_power_model("host")
+        return run_local(bundle.path, BenchOptions(**fields), quiet=True), LOCAL, platform.node(), opts.target
+    from edgec.commands.farm import run_remote
+    from edgec.deploy.inventory import resolve_device
+
+    resolved = resolve_device(device, opts.inventory)
+    if "estimated" in str(fields.get("power", "")) and not fields.get("power_model"):
+        fields["power_model"] = profile_power_model(resolved.target or opts.target)
+    doc = run_remote(bundle.path, device, BenchOptions(**fields), inventory=opts.inventory,
+                     trust_new_host=opts.trust_new_host, store_results=False)
+    return doc, resolved.name, resolved.address, resolved.target
+
+
+def _baseline(variants: list[Variant]) -> str | None:
+    for v in variants:
+        if v.options.get("quantize") == "none" and not any(v.options.get(k) for k in _FRACTIONS.values()):
+            return v.label
+    return None
+
+
+def run_sweep(source: str, variants: list[Variant], opts: SweepOptions, store, progress) -> list[dict]:
+    """Compile, score and benchmark every variant on every device, storing each benchmark outcome in ``store``.
+
+    Returns one outcome per (variant, device): label, device, status (ok | compile failed | bench failed),
+    bundle_id, run_id, metrics, error.
+    """
+    import uuid
+
+    sweep_id = uuid.uuid4().hex[:12]
+    bundles, outcomes = {}, []
+    for variant in variants:
+        try:
+            bundles[variant.label] = _compile(source, variant, opts, progress)
+        except Exception as exc:  # a missing capability or a stage bug fails only its variant
+            outcomes += [{"label": variant.label, "device": d, "device_spec": d, "status": "compile failed",
+                          "bundle_id": None, "run_id": None, "metrics": {}, "error": _error_text(exc)}
+                         for d in opts.devices]
+    progress.step("measuring accuracy on the host")
+    metrics = _accuracy(bundles, _baseline(variants) if _baseline(variants) in bundles else None, opts)
+    for label, bundle in bundles.items():
+        for device in opts.devices:
+            progress.step(f"benchmarking {label} on {device}")
+            outcomes.append(_bench_and_store(bundle, label, device, metrics.get(label, {}), sweep_id, opts, store))
+    order = {v.label: k for k, v in enumerate(variants)}
+    return sorted(outcomes, key=lambda o: (order[o["label"]], list(opts.devices).index(o["device_spec"])))
+
+
+def _bench_and_store(bundle, label: str, device: str, metrics: dict, sweep_id: str, opts: SweepOptions,
+                     store) -> dict:
+    outcome = {"label": label, "device": device, "device_spec": device, "bundle_id": bundle.bundle_id,
+               "metrics": metrics}
+    sweep = {"id": sweep_id, "label": label, "metrics": metrics}
+    try:
+        doc, name, address, profile = _bench_one(bundle, device, opts)
+    except EdgecError as exc:
+        run_id = store.record(bundle_id=bundle.bundle_id, device=device, profile=opts.target, error=exc)
+        return {**outcome, "status": "bench failed", "run_id": run_id, "error": _error_text(exc)}
+    run_id = store.record(bundle_id=bundle.bundle_id, device=name, address=address, profile=profile,
+                          result={**doc, "manifest": bundle.manifest, "sweep": sweep})
+    return {**outcome, "device": name, "status": "ok", "run_id": run_id, "error": None,
+            "latency_ms_p50": doc["latency_ms"]["p50"]}
