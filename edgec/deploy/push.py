@@ -14,7 +14,6 @@ uploads older than an hour are removed by later pushes.
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import secrets
 import shlex
@@ -73,20 +72,22 @@ def _shell(conn: Connection, command: str, what: str, timeout: float = 60) -> st
     return result.stdout
 
 
-def _free_bytes(conn: Connection, directory: str) -> int:
-    out = _shell(conn, f"df -Pk {shlex.quote(directory)} | tail -n 1", "df")
+def _free_bytes(conn: Connection, directory: str, setup: str = "") -> int:
+    """Bytes free where ``directory`` lives (``df -Pk``), after running the shell ``setup`` in the same exec."""
+    out = _shell(conn, f"{setup}df -Pk {shlex.quote(directory)} | tail -n 1", "df")
     try:
         return int(out.split()[3]) * 1024
     except (IndexError, ValueError):
         raise DeviceError(f"{conn.target.label}: cannot read free space of {directory} from `df -Pk`: {out!r}") from None
 
 
-def _prepare_store(conn: Connection, store: str, need: int) -> None:
-    """Create the store, drop stale uploads, and refuse early when the files cannot fit."""
+def _prepare_store(conn: Connection, store: str, need: int, dirs: list[str]) -> None:
+    """Create the store and the upload's directories, drop stale uploads, and refuse early when the files cannot
+    fit: one command, since each round trip costs a fraction of a second on a slow link."""
     q = shlex.quote(store)
-    _shell(conn, f"mkdir -p {q} && find {q} -maxdepth 1 -name '.tmp-*' -mmin +{STALE_MINUTES} "
-                 "-exec rm -rf {} + ; true", "mkdir")
-    free = _free_bytes(conn, store)
+    setup = (f"mkdir -p {' '.join(shlex.quote(d) for d in [store, *dirs])} && "
+             f"find {q} -maxdepth 1 -name '.tmp-*' -mmin +{STALE_MINUTES} -exec rm -rf {{}} + ; ")
+    free = _free_bytes(conn, store, setup)
     if free < need:
         raise _disk_full(conn, store, need, free)
 
@@ -104,8 +105,8 @@ def _mb(n: int) -> str:
 
 def _upload_verified(conn: Connection, store: str, files: list[tuple[Path, str, str]], tmp: str, progress) -> int:
     """Upload ``(local, relative, sha256)`` files under ``tmp`` and check every sha256 on the device."""
-    dirs = sorted({posixpath.dirname(posixpath.join(tmp, rel)) for _, rel, _ in files})
-    _shell(conn, "mkdir -p " + " ".join(shlex.quote(d) for d in dirs), "mkdir")
+    _prepare_store(conn, store, sum(local.stat().st_size for local, _, _ in files),
+                   sorted({posixpath.dirname(posixpath.join(tmp, rel)) for _, rel, _ in files}))
     total = sum(local.stat().st_size for local, _, _ in files)
     done = 0
     for local, rel, _ in files:
@@ -169,7 +170,6 @@ def push_bundle(conn: Connection, bundle: Bundle | str | Path, progress=None) ->
         return PushReport(bundle.bundle_id, label, final, True, 0, time.monotonic() - start)
     bundle.check_files()
     files = _bundle_files(bundle)
-    _prepare_store(conn, store, sum(local.stat().st_size for local, _, _ in files))
     tmp = posixpath.join(store, f".tmp-{bundle.bundle_id[:16]}-{secrets.token_hex(4)}")
     sent_before = conn.bytes_sent
     try:
@@ -202,16 +202,11 @@ def install_agent(conn: Connection, agent: Path) -> str:
     if _exists(conn, final):
         return final
     digest = sha256_file(agent)
-    _prepare_store(conn, agent_dir, agent.stat().st_size)
-    tmp = posixpath.join(agent_dir, f".tmp-{secrets.token_hex(4)}")
+    tmp_name = f".tmp-{secrets.token_hex(4)}-{agent.name}"
     try:
-        _upload_verified(conn, agent_dir, [(agent, agent.name, digest)], tmp, None)
-        _rename_into_place(conn, posixpath.join(tmp, agent.name), final)
-    finally:
-        _remove(conn, tmp)
+        _upload_verified(conn, agent_dir, [(agent, tmp_name, digest)], agent_dir, None)
+        _rename_into_place(conn, posixpath.join(agent_dir, tmp_name), final)
+    except BaseException:
+        _remove(conn, posixpath.join(agent_dir, tmp_name))
+        raise
     return final
-
-
-def content_name(path: Path) -> str:
-    """``sha256[:16]`` of a file, as used in content-addressed names."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]

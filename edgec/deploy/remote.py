@@ -9,6 +9,7 @@ device. A benchmark is never retried: a connection lost half way is reported as 
 from __future__ import annotations
 
 import functools
+import json
 import shlex
 import tempfile
 from dataclasses import dataclass
@@ -18,11 +19,11 @@ from edgec.bundle import Bundle
 from edgec.deploy.inventory import Device, edgec_home
 from edgec.deploy.push import install_agent, push_bundle
 from edgec.deploy.ssh import Connection, SshOptions, connect
-from edgec.device_agent.client import bench_argv, parse_output
+from edgec.device_agent.client import parse_output
 from edgec.device_agent.options import BenchOptions
 from edgec.errors import DeviceError, RuntimeMissingError
 
-__all__ = ["RemoteBench", "agent_call", "agent_zipapp", "bench_on_device", "check_runtime",
+__all__ = ["AgentSession", "RemoteBench", "agent_call", "agent_zipapp", "bench_on_device", "check_runtime",
            "device_info", "install_command"]
 
 # What to pip-install on a device for each runtime (the agent also needs numpy).
@@ -59,9 +60,7 @@ def agent_call(conn: Connection, device: Device, argv: list[str], timeout: float
     """
     result = conn.run(" ".join(shlex.quote(a) for a in argv), timeout=timeout, what=what)
     if result.exit_code == 127:
-        raise RuntimeMissingError(
-            f"{conn.target.label}: `{device.python}` not found on the device; install Python 3.9+ there "
-            "(Debian/Raspberry Pi OS: `sudo apt-get install -y python3 python3-numpy`) or set `python` in the inventory")
+        raise _no_python(conn.target.label, device)
     return parse_output(result.stdout, result.exit_code, result.stderr, where=conn.target.label)
 
 
@@ -92,10 +91,54 @@ class RemoteBench:
     agent_version: str | None
 
 
+class AgentSession:
+    """One ``serve`` process of the agent on the device: ``info`` then ``bench`` without starting Python twice."""
+
+    def __init__(self, conn: Connection, device: Device, agent: str):
+        self.conn, self.device, self._id = conn, device, 0
+        argv = [device.python, agent, "serve"]
+        self.proc = conn.start(" ".join(shlex.quote(a) for a in argv), what="agent serve")
+
+    def request(self, op: str, timeout: float, **args) -> dict:
+        """Send one request and wait (at most ``timeout``) for its answer; raises what the agent reported."""
+        label = self.conn.target.label
+        self._id += 1
+        self.proc.what = f"agent {op}"
+        self.proc.send_line(json.dumps({"id": self._id, "op": op, **args}))
+        line = self.proc.read_line(timeout)
+        if line is None:
+            if self.proc.exit_code == 127:
+                raise _no_python(label, self.device)
+            tail = (self.proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise DeviceError(f"{label}: the agent exited with code {self.proc.exit_code} during `{op}` ({tail})")
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            raise DeviceError(f"{label}: the agent answered `{op}` with something that is not JSON: {line[:200]!r}") from None
+        if not doc.get("ok"):
+            parse_output(json.dumps({"error": doc.get("error") or {}}), 1, where=label)  # raises its EdgecError
+        return doc.get("result") or {}
+
+    def close(self) -> None:
+        try:
+            if self.conn.alive and self.proc.exit_code is None:
+                self.proc.send_line(json.dumps({"id": 0, "op": "quit"}))
+        except DeviceError:
+            pass
+        self.proc.close()
+
+
+def _no_python(label: str, device: Device) -> RuntimeMissingError:
+    return RuntimeMissingError(
+        f"{label}: `{device.python}` not found on the device; install Python 3.9+ there "
+        "(Debian/Raspberry Pi OS: `sudo apt-get install -y python3 python3-numpy`) or set `python` in the inventory")
+
+
 def bench_on_device(device: Device, bundle: Bundle, options: BenchOptions, ssh: SshOptions,
                     timeout: float, on_connect=None, on_stage=None) -> RemoteBench:
     """Connect (with retries), install the agent, check the runtime, push, and benchmark; never retried.
 
+    One agent process answers ``info`` and ``bench`` (its ``serve`` mode), so Python and the runtime start once.
     ``on_connect(conn)`` lets the caller close the connection from another thread (deadline, Ctrl-C);
     ``on_stage(name, detail)`` reports progress.
     """
@@ -104,14 +147,16 @@ def bench_on_device(device: Device, bundle: Bundle, options: BenchOptions, ssh: 
     with connect(device.ssh_target(), ssh) as conn:
         if on_connect:
             on_connect(conn)
-        label = conn.target.label
         stage("agent", "")
-        agent = install_agent(conn, agent_zipapp())
-        info = device_info(conn, device, agent)
-        check_runtime(info, bundle, device, label)
-        stage("pushing", "")
-        report = push_bundle(conn, bundle, progress=lambda sent, total: stage("pushing", f"{100 * sent // total}%"))
-        stage("benchmarking", "")
-        argv = bench_argv(agent, report.remote_dir, options, python=device.python)
-        result = agent_call(conn, device, argv, timeout=timeout, what="agent bench")
+        session = AgentSession(conn, device, install_agent(conn, agent_zipapp()))
+        try:
+            info = session.request("info", timeout=min(timeout, 300.0))
+            check_runtime(info, bundle, device, conn.target.label)
+            stage("pushing", "")
+            report = push_bundle(conn, bundle,
+                                 progress=lambda sent, total: stage("pushing", f"{100 * sent // total}%"))
+            stage("benchmarking", "")
+            result = session.request("bench", timeout=timeout, bundle=report.remote_dir, **options.as_dict())
+        finally:
+            session.close()
         return RemoteBench(result, report.bytes_sent, report.remote_dir, info.get("agent_version"))

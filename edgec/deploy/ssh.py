@@ -14,6 +14,7 @@ UserKnownHostsFile (edgec's own policy and ``known_hosts`` option apply).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import logging
 import os
@@ -28,7 +29,7 @@ import paramiko
 
 from edgec.errors import DeviceError, DeviceTimeoutError, HostKeyError, TransferError
 
-__all__ = ["CommandResult", "Connection", "SftpWriteError", "SshOptions", "SshTarget", "connect", "host_key_name"]
+__all__ = ["CommandResult", "Connection", "RemoteProcess", "SftpWriteError", "SshOptions", "SshTarget", "connect", "host_key_name"]
 
 log = logging.getLogger(__name__)
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)  # its tracebacks duplicate our one-line errors
@@ -284,6 +285,26 @@ class Connection:
             self._sftp.get_channel().settimeout(self.options.stall_timeout)
         return self._sftp
 
+    def _transport(self, what: str):
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise DeviceError(f"{self.target.label}: connection closed before `{what}`")
+        return transport
+
+    @contextlib.contextmanager
+    def guarded(self, what: str, timeout: float):
+        """Run a block against a deadline: at ``timeout`` the transport is closed and DeviceTimeoutError raised;
+        a connection that breaks off raises DeviceError (the step may be half done: never retried)."""
+        with _Watchdog(self._transport(what), None, time.monotonic() + timeout) as dog:
+            try:
+                yield
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                if not dog.fired:
+                    raise DeviceError(f"{self.target.label}: connection lost during `{what}` ({exc or 'closed'}); "
+                                      "not retried") from None
+        if dog.fired:
+            raise DeviceTimeoutError(f"{self.target.label}: `{what}` did not finish within {timeout:g} s; stopped")
+
     def run(self, command: str, timeout: float | None = None, what: str | None = None) -> CommandResult:
         """Run ``command`` on the device and collect its output; the transport is closed at the deadline.
 
@@ -293,38 +314,23 @@ class Connection:
         """
         timeout = timeout or self.options.command_timeout
         what = what or command.split()[0]
-        transport = self.client.get_transport()
-        if transport is None or not transport.is_active():
-            raise DeviceError(f"{self.target.label}: connection closed before `{what}`")
-        out, err = bytearray(), bytearray()
-        with _Watchdog(transport, None, time.monotonic() + timeout) as dog:
-            try:
-                channel = transport.open_session(timeout=self.options.connect_timeout)
-                channel.exec_command(command)
-                channel.shutdown_write()
-                code = self._drain(channel, out, err)
-            except (OSError, EOFError, paramiko.SSHException) as exc:
-                code, lost = None, exc
-        if dog.fired:
-            raise DeviceTimeoutError(f"{self.target.label}: `{what}` did not finish within {timeout:g} s; stopped")
-        if code is None or code == -1:
-            detail = lost if code is None else "no exit status"
-            raise DeviceError(f"{self.target.label}: connection lost during `{what}` ({detail or 'closed'}); "
-                              "not retried")
+        out, err, code = bytearray(), bytearray(), -1
+        with self.guarded(what, timeout):
+            channel = self._transport(what).open_session(timeout=self.options.connect_timeout)
+            channel.exec_command(command)
+            channel.shutdown_write()
+            code = _drain(channel, out, err)
+        if code == -1:
+            raise DeviceError(f"{self.target.label}: connection lost during `{what}` (no exit status); not retried")
         return CommandResult(code, out.decode(errors="replace"), err.decode(errors="replace"))
 
-    @staticmethod
-    def _drain(channel, out: bytearray, err: bytearray) -> int:
-        """Read stdout and stderr as they come (either may fill its window) until EOF; the exit code."""
-        while True:
-            if channel.recv_ready():
-                out.extend(channel.recv(65536))
-            elif channel.recv_stderr_ready():
-                err.extend(channel.recv_stderr(65536))
-            elif channel.eof_received or channel.closed:
-                return channel.recv_exit_status()  # -1 when the connection died; the watchdog bounds the wait
-            else:
-                select.select([channel], [], [], 0.5)
+    def start(self, command: str, what: str | None = None) -> RemoteProcess:
+        """Start a long-lived command whose stdin/stdout carry lines (the agent's ``serve``)."""
+        what = what or command.split()[0]
+        with self.guarded(what, self.options.connect_timeout + 1):
+            channel = self._transport(what).open_session(timeout=self.options.connect_timeout)
+            channel.exec_command(command)
+        return RemoteProcess(self, channel, what)
 
     def put(self, local: str | os.PathLike, remote: str, progress=None) -> int:
         """Upload one file with the stall watchdog; returns the bytes sent.
@@ -354,6 +360,55 @@ class Connection:
                     ) from None
                 raise SftpWriteError(exc, sent[0], total) from None
         return total
+
+
+def _drain(channel, out: bytearray, err: bytearray, until_line: bool = False) -> int | None:
+    """Read stdout and stderr as they come (either may fill its window) until EOF; the exit code (-1 when the
+    connection died). With ``until_line``, return None as soon as ``out`` holds a whole line."""
+    while True:
+        if until_line and b"\n" in out:
+            return None
+        if channel.recv_ready():
+            out.extend(channel.recv(65536))
+        elif channel.recv_stderr_ready():
+            err.extend(channel.recv_stderr(65536))
+        elif channel.eof_received or channel.closed:
+            return channel.recv_exit_status()  # the caller's watchdog bounds this wait
+        else:
+            select.select([channel], [], [], 0.5)
+
+
+class RemoteProcess:
+    """A command running on the device, talked to in lines; every read has a deadline."""
+
+    def __init__(self, conn: Connection, channel, what: str):
+        self.conn, self.channel, self.what = conn, channel, what
+        self.out, self.err = bytearray(), bytearray()
+        self.exit_code: int | None = None
+
+    def send_line(self, text: str) -> None:
+        with self.conn.guarded(self.what, self.conn.options.stall_timeout):
+            self.channel.sendall(text.encode() + b"\n")
+
+    def read_line(self, timeout: float) -> str | None:
+        """The next stdout line, or None when the command ended first (then ``exit_code`` is set)."""
+        with self.conn.guarded(self.what, timeout):
+            code = _drain(self.channel, self.out, self.err, until_line=True)
+        if code is not None:
+            self.exit_code = code
+            if code == -1:
+                raise DeviceError(f"{self.conn.target.label}: connection lost during `{self.what}`; not retried")
+            return None
+        line, _, rest = bytes(self.out).partition(b"\n")
+        self.out[:] = rest
+        return line.decode(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.err.decode(errors="replace")
+
+    def close(self) -> None:
+        self.channel.close()
 
 
 class SftpWriteError(Exception):

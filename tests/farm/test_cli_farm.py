@@ -99,7 +99,10 @@ def test_farm_bench_json_is_one_document_and_quiet_on_a_pipe(sshd, home, bundles
 
 def test_ctrl_c_stops_the_farm_and_keeps_finished_results(sshd, home, bundles, device_python, tmp_path):
     stuck = tmp_path / "stuck-python"  # a device whose benchmark never ends
-    stuck.write_text(f'#!/bin/sh\ncase "$*" in *" bench "*) sleep 300;; esac\nexec {device_python} "$@"\n')
+    stuck.write_text(  # the agent's serve session hangs once it is asked to bench
+        '#!/bin/sh\ncase "$*" in *serve*)\n'
+        '  while IFS= read -r line; do case "$line" in *\'"bench"\'*) sleep 300;; esac; printf "%s\\n" "$line"; done'
+        f' | {device_python} "$@"; exit;;\nesac\nexec {device_python} "$@"\n')
     stuck.chmod(0o755)
     servers = [sshd(f"d{i}") for i in range(3)]
     inv = inventory(home, [("fast1", servers[0], device_python), ("fast2", servers[1], device_python),

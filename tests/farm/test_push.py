@@ -133,9 +133,10 @@ def test_disk_filling_up_during_upload_removes_the_partial_files(netns_farm, cli
     real_free = push_module._free_bytes
     calls = []
 
-    def free_lies_once(conn, directory):
+    def free_lies_once(conn, directory, setup=""):
         calls.append(directory)  # the up-front check sees plenty; the disk fills while writing
-        return 10**9 if len(calls) == 1 else real_free(conn, directory)
+        real = real_free(conn, directory, setup)
+        return 10**9 if len(calls) == 1 else real
 
     monkeypatch.setattr(push_module, "_free_bytes", free_lies_once)
     with connect(server.device(client_key, "tiny-disk").ssh_target(), ssh_opts) as conn:
