@@ -34,13 +34,14 @@ class _TreeCpu:
     """
 
     def __init__(self):
-        self.usage = None
+        self.usage, self.group = None, None
         v1 = Path("/sys/fs/cgroup/cpuacct")
         try:
             if (v1 / "cpuacct.usage").exists():
                 group = v1 / f"edgec-bench-{os.getpid()}"
                 group.mkdir(exist_ok=True)
                 (group / "cgroup.procs").write_text(str(os.getpid()))
+                self.group = group
                 self.usage = lambda: int((group / "cpuacct.usage").read_text()) / 1e9
         except OSError:
             self.usage = None
@@ -50,6 +51,15 @@ class _TreeCpu:
 
     def __call__(self) -> float:
         return self.usage()
+
+    def close(self) -> None:
+        """Move this process back to the root group and remove ours (the servers are gone by now)."""
+        if self.group is not None:
+            (self.group.parent / "cgroup.procs").write_text(str(os.getpid()))
+            try:
+                self.group.rmdir()
+            except OSError:
+                pass
 
 
 def _machine_busy_seconds() -> float:
@@ -127,6 +137,7 @@ def main() -> dict:
         push = _repeat_push(farm.add(index), bundle, ssh, key)
     finally:
         farm.close()
+        cpu_clock.close()
     base = rows[0]["seconds"]
     for row in rows:
         row["ratio_vs_1"] = row["seconds"] / base
