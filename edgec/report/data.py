@@ -181,4 +181,15 @@ def collect(store, bundles: tuple[str, ...] = (), devices: tuple[str, ...] = (),
             infos[bundle_id] = _info(bundle_id, manifest, doc.get("bundle") or {}, doc.get("sweep"))
         elif bundle_id not in infos:
             infos[bundle_id] = _info(bundle_id, manifests.get(bundle_id), {}, None)
+    _unique_labels(infos)
     return ReportData(runs=runs, bundles=infos, results_path=str(store.path))
+
+
+def _unique_labels(infos: dict[str, BundleInfo]) -> None:
+    """Bundles that would share a label (two compiles of one variant) get their short id appended."""
+    counts: dict[str, int] = {}
+    for info in infos.values():
+        counts[info.label] = counts.get(info.label, 0) + 1
+    for info in infos.values():
+        if counts[info.label] > 1:
+            info.label = f"{info.label} ({info.bundle_id[:8]})"

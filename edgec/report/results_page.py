@@ -96,7 +96,7 @@ def _distributions(data: ReportData) -> str:
                 continue
             samples = run.result.get("latency_samples_ms")
             if samples:
-                series.append((f"{info.label} ({info.short[:8]})", samples))
+                series.append((info.label, samples))
             else:
                 notes.append(info.label)
         if series:
@@ -158,13 +158,25 @@ def _comparison(data: ReportData, changes: dict) -> str:
                      "verdict", "method"], rows, classes, numeric={3, 4, 5, 6}))
 
 
+def _float_score(infos: list[BundleInfo]) -> tuple[float | None, str]:
+    """The float model's score that a quantized sibling's compile report measured on its evaluation data."""
+    for info in infos:
+        section = ((info.manifest or {}).get("report") or {}).get("accuracy")
+        if isinstance(section, dict) and isinstance(section.get("float_score"), (int, float)):
+            return float(section["float_score"]), str(section.get("metric") or "accuracy (compile report)")
+    return None, ""
+
+
 def _variant_points(data: ReportData, infos: list[BundleInfo], device: str) -> list[dict]:
     points = []
+    float_score = _float_score(infos) if not any(i.metrics.get("accuracy") is not None for i in infos) else (None, "")
     for info in infos:
         run: Run | None = data.latest(info.bundle_id, device)
         if run is None or info.model_bytes is None:
             continue
         accuracy, metric = accuracy_of(info)
+        if accuracy is None and info.precision == "fp32" and float_score[0] is not None:
+            accuracy, metric = float_score  # a float bundle is the float model (verified to tolerance)
         points.append({"label": info.label, "info": info, "latency_ms": run.result["latency_ms"]["p50"],
                        "size_bytes": info.model_bytes, "accuracy": accuracy, "metric": metric})
     return points

@@ -1,0 +1,270 @@
+"""``edgec report`` from real results: small ONNX models compiled with edgec.api.compile, benchmarked with the
+local agent (run_local), stored in a real SQLite results store, rendered to HTML and read back; the page is then
+opened in headless Chromium."""
+
+from __future__ import annotations
+
+import copy
+import random
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from edgec import api
+from edgec.commands.bench import run_local
+from edgec.commands.farm import store_local
+from edgec.deploy.results import ResultsStore
+from edgec.device_agent.options import BenchOptions
+from edgec.device_agent.stats import latency_stats
+from edgec.errors import ResultsError
+from edgec.report import collect, render_results_report, write_report
+from edgec.report.data import BundleInfo, ReportData, Run, describe_precision
+from edgec.report.html import ms
+
+pytestmark = pytest.mark.xdist_group("report_results")
+
+OPTIONS = BenchOptions(runs=60, warmup=5, power="estimated", power_model=(2.0, 5.0), idle_s=0.1)
+SECOND_DEVICE = "local-1thread"  # the same machine benchmarked with one runtime thread: a second stored device
+
+
+def mlp_onnx(path, hidden: int, seed: int):
+    """x[?, 64] -> Gemm -> Relu -> Gemm -> logits[?, 10], deterministic weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.2, shape).astype(np.float32), name)
+             for name, shape in (("w1", (hidden, 64)), ("b1", (hidden,)), ("w2", (10, hidden)), ("b2", (10,)))]
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1", transB=1),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("Gemm", ["r", "w2", "b2"], ["logits"], name="fc2", transB=1)]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def bench_docs(bundle, n: int, **overrides) -> list[dict]:
+    options = BenchOptions(**{**OPTIONS.as_dict(), "power_model": (2.0, 5.0), **overrides})
+    return [run_local(bundle.path, options, quiet=True) for _ in range(n)]
+
+
+def with_samples(doc: dict, samples: list[float]) -> dict:
+    """A copy of a real document whose latencies are ``samples`` (statistics recomputed the agent's way)."""
+    out = copy.deepcopy(doc)
+    out["latency_samples_ms"] = samples
+    out["latency_ms"] = latency_stats([round(s * 1e6) for s in samples])
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Three bundles (model A fp32 and int8, model B fp32), two real runs each on 'local', one on a second
+    device, plus an injected regression (A fp32) and an injected within-noise run (B fp32)."""
+    tmp = tmp_path_factory.mktemp("report")
+    rng = np.random.default_rng(0)
+    np.savez(tmp / "calib.npz", x=rng.random((64, 64), dtype=np.float32))
+    a, b = mlp_onnx(tmp / "mlp_a.onnx", 96, 1), mlp_onnx(tmp / "mlp_b.onnx", 24, 2)
+    common = {"target": "host", "format": "onnx", "input_shapes": {"x": [1, 64]}}
+    bundles = {"a_fp32": api.compile(str(a), tmp / "a_fp32", quantize="none", **common),
+               "a_int8": api.compile(str(a), tmp / "a_int8", quantize="none", seed=1, calibration=str(tmp / "calib.npz"),
+                                     **common),
+               "b_fp32": api.compile(str(b), tmp / "b_fp32", quantize="none", **common)}
+    db = tmp / "results.db"
+    docs = {}
+    for key, bundle in bundles.items():
+        docs[key] = bench_docs(bundle, 2)
+        for doc in docs[key]:
+            store_local(db, doc)
+    with ResultsStore(db) as store:
+        second = bench_docs(bundles["a_fp32"], 1, threads=1)[0]
+        store.record(bundle_id=second["bundle_id"], device=SECOND_DEVICE, profile="host", result=second)
+        last = docs["a_fp32"][-1]
+        store.record(bundle_id=last["bundle_id"], device="local", profile="host",
+                     result=with_samples(last, [s * 1.4 for s in last["latency_samples_ms"]]))
+        last = docs["b_fp32"][-1]
+        shuffled = list(last["latency_samples_ms"])
+        random.Random(0).shuffle(shuffled)
+        store.record(bundle_id=last["bundle_id"], device="local", profile="host", result=with_samples(last, shuffled))
+        html = render_results_report(collect(store))
+    path = write_report(tmp / "report.html", html)
+    return {"tmp": tmp, "db": db, "bundles": bundles, "html": html, "path": path}
+
+
+class Tables(HTMLParser):
+    """Every <table> as rows of (row class, [cell text]); the <h3> heading before each table."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.tables, self.headings, self._cell, self._row, self._heading = [], [], None, None, None
+        self._last_heading = ""
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+            self.headings.append(self._last_heading)
+        elif tag == "tr":
+            self._row = (dict(attrs).get("class", ""), [])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "br" and self._cell is not None:
+            self._cell.append(" ")
+        elif tag == "h3":
+            self._heading = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row[1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "tr":
+            self.tables[-1].append(self._row)
+        elif tag == "h3":
+            self._last_heading, self._heading = "".join(self._heading), None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._heading is not None:
+            self._heading.append(data)
+
+    def find(self, first_header: str, heading: str | None = None) -> list[list]:
+        return [t for t, h in zip(self.tables, self.headings)
+                if t and t[0][1] and t[0][1][0] == first_header and (heading is None or h == heading)]
+
+
+def latest_runs(db) -> dict:
+    with ResultsStore(db) as store:
+        rows = store.list(limit=1000)
+        return {(r["bundle_id"], r["device"]): store.get(r["id"]) for r in reversed(rows) if r["status"] == "ok"}
+
+
+def test_every_bundle_and_device_appears_with_the_numbers_in_the_database(world):
+    tables = Tables(world["html"])
+    latest = latest_runs(world["db"])
+    assert {d for _, d in latest} == {"local", SECOND_DEVICE}
+    for (bundle_id, device), run in latest.items():
+        (summary,) = tables.find("bundle", f"Device {device}")
+        rows = [cells for _, cells in summary[1:] if bundle_id[:12] in cells[0]]
+        assert len(rows) == 1, (bundle_id, device)
+        cells, lat = rows[0], run["result"]["latency_ms"]
+        assert cells[5].startswith(f"#{run['id']} ")
+        assert cells[6:11] == [ms(lat["p50"]), ms(lat["p90"]), ms(lat["p99"]), ms(lat["mean"]), ms(lat["stdev"])]
+        assert cells[11] == f"{run['result']['throughput_ips']:.1f}"
+        energy = run["result"]["power"]["energy_per_inference_j"] * 1000
+        assert cells[13] == f"≈ {energy:.3f} mJ estimated"
+        size = world["bundles"][next(k for k, b in world["bundles"].items() if b.bundle_id == bundle_id)]
+        assert cells[3] == f"{size.manifest['report']['size']['model_bytes'] / 1024:.1f} KiB"
+        assert cells[2] == f"onnx / {describe_precision(size.manifest)}"
+    assert world["html"].count('class="badge estimated"') >= 2 * len(latest)  # summary and power sections
+
+
+def test_an_injected_regression_is_flagged_and_a_run_within_noise_is_not(world):
+    (compare,) = Tables(world["html"]).find("bundle", None) and [
+        t for t in Tables(world["html"]).tables if t[0][1][:2] == ["bundle", "device"] and "verdict" in t[0][1]]
+    verdicts = {(cells[0].split()[-1], cells[1]): (cls, cells[7]) for cls, cells in compare[1:]}
+    a, b = world["bundles"]["a_fp32"].bundle_id[:12], world["bundles"]["b_fp32"].bundle_id[:12]
+    assert verdicts[(a, "local")] == ("bad", "regression")
+    assert verdicts[(b, "local")][1] == "within noise" and verdicts[(b, "local")][0] != "bad"
+    assert (a, SECOND_DEVICE) not in verdicts  # one run there: nothing to compare
+    assert '<span class="badge regression">1 regression(s)</span>' in world["html"]
+
+
+def test_variants_of_one_model_share_a_plot_and_the_conditions_list_every_run(world):
+    html = world["html"]
+    assert "<h3>mlp_a on local</h3>" in html and "<h3>mlp_b on local</h3>" not in html  # B has one variant
+    with ResultsStore(world["db"]) as store:
+        ids = [r["id"] for r in store.list(limit=1000)]
+    conditions = next(t for t in Tables(html).tables if t[0][1][:2] == ["run", "started (UTC)"])
+    assert sorted(int(cells[0].lstrip("#")) for _, cells in conditions[1:]) == sorted(ids)
+    assert all("onnxruntime" in cells[4] for _, cells in conditions[1:])
+    assert html.count("<img ") >= 3 and "data:image/svg+xml;base64," in html
+    assert "<script" not in html and "http://" not in html.replace("http://www.w3.org", "")
+
+
+def test_the_pareto_front_is_marked_on_a_constructed_case():
+    def run(k, p50):
+        doc = {"latency_ms": {"p50": p50, "p90": p50, "p99": p50, "mean": p50, "stdev": 0.0, "count": 3},
+               "latency_samples_ms": [p50] * 3, "power": {}, "conditions": {}, "runtime": {}}
+        return Run(k, "2026-01-01T00:00:00+00:00", f"{k:064x}", "pi", "rpi4", "ok", None, doc)
+
+    # (label, accuracy, p50 ms, bytes): int8 beats fp32 on latency and size at equal accuracy; int4 is the
+    # fastest and smallest; prune is smaller than int8 but slower and less accurate than int4 -> dominated.
+    cases = [("fp32", 99.0, 6.0, 80000), ("int8", 99.0, 3.0, 25000), ("int4", 97.0, 2.0, 14000),
+             ("prune30+int8", 96.0, 2.5, 20000), ("onnx-fp16", 99.5, 7.0, 40000)]
+    runs = [run(k + 1, p50) for k, (_, _, p50, _) in enumerate(cases)]
+    bundles = {r.bundle_id: BundleInfo(r.bundle_id, "net", label, "onnx", "rpi4", "x", size, "net|h",
+                                       metrics={"accuracy": acc, "accuracy_metric": "top-1 accuracy (%)"})
+               for r, (label, acc, _, size) in zip(runs, cases)}
+    html = render_results_report(ReportData(runs=runs, bundles=bundles, results_path="mem"))
+    table = next(t for t in Tables(html).tables if t[0][1][-1] == "Pareto front")
+    marked = {cells[0]: cells[-1] for _, cells in table[1:]}
+    assert marked == {"fp32": "no", "int8": "yes", "int4": "yes", "prune30+int8": "no", "onnx-fp16": "yes"}
+
+
+def test_filters_and_the_command_line(world, tmp_path):
+    from click.testing import CliRunner
+
+    from edgec.cli import cli
+
+    bundle = world["bundles"]["a_int8"]
+    with ResultsStore(world["db"]) as store:
+        only = collect(store, bundles=(str(bundle.path),), devices=("local",))
+        assert set(only.bundles) == {bundle.bundle_id} and only.devices() == ["local"]
+        assert collect(store, devices=(SECOND_DEVICE,)).devices() == [SECOND_DEVICE]
+        with pytest.raises(ResultsError, match="no stored results match --device nowhere"):
+            collect(store, devices=("nowhere",))
+    out = tmp_path / "r.html"
+    done = CliRunner().invoke(cli, ["report", "--results", str(world["db"]), "--bundle", bundle.bundle_id[:10],
+                                    "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    assert bundle.bundle_id[:12] in out.read_text() and world["bundles"]["b_fp32"].bundle_id[:12] not in out.read_text()
+    bad = CliRunner().invoke(cli, ["report", "--results", str(world["db"]), "--bundle", "not-a-bundle", "-o", str(out)])
+    assert bad.exit_code != 0 and "neither a bundle directory nor a bundle id" in str(bad.exception)
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def screenshot(browser: str, page, png, tmp_path) -> None:
+    profile = tmp_path / f"profile-{png.stem}"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={profile}", "--hide-scrollbars", "--window-size=1200,2600",
+                    f"--screenshot={png}", page.as_uri()], check=True, capture_output=True, timeout=120)
+
+
+def coloured_pixels(png) -> int:
+    """Pixels clearly coloured (not grey/white/black): the plot lines, points and bars, and a few badges."""
+    from matplotlib.image import imread
+
+    rgb = imread(str(png))[..., :3]
+    return int(((rgb.max(axis=2) - rgb.min(axis=2)) > 0.25).sum())
+
+
+@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (scripts/install-system.sh installs "
+                                                 "Debian's chromium package; it needs root and apt)")
+def test_the_page_renders_its_images_in_headless_chromium(world, tmp_path):
+    import re
+
+    browser = chromium()
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile-dom'}", "--dump-dom", world["path"].as_uri()],
+                         check=True, capture_output=True, text=True, timeout=120).stdout
+    assert "Summary per device and bundle" in dom and dom.count("<img ") == world["html"].count("<img ")
+    # The same page with every image emptied is the control: what the plots add must show in the pixels.
+    blank = tmp_path / "no-images.html"
+    blank.write_text(re.sub(r'src="data:image/svg\+xml;base64,[^"]*"', 'src=""', world["html"]))
+    shots = {name: tmp_path / f"{name}.png" for name in ("report", "control")}
+    screenshot(browser, world["path"], shots["report"], tmp_path)
+    screenshot(browser, blank, shots["control"], tmp_path)
+    with_plots, without = coloured_pixels(shots["report"]), coloured_pixels(shots["control"])
+    assert with_plots > without + 5000, (with_plots, without)
+    shutil.copy(shots["report"], world["tmp"] / "report-screenshot.png")
