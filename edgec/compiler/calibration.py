@@ -1,98 +1,343 @@
-"""Calibration and evaluation data: samples for the model's inputs, checked against its io signature.
+"""Calibration and evaluation data: samples for the model's inputs, checked against its io signature, streamed.
 
-A ``.npz`` holds one array per model input, named after the input, first axis = samples (an evaluation set adds
-``labels``). Arrays are read lazily, one input at a time, and served in batches.
+Three kinds of source, all served as a ``CalibrationSet`` that reads samples on demand (never the whole set):
+
+* a ``.npz`` holding one array per model input, named after the input, first axis = samples (an evaluation set
+  adds ``labels``); rows are read straight from the archive member, a batch at a time;
+* a directory of images (``.png``, ``.jpg``, ...; sorted by name) with a ``--preprocess`` spec such as
+  ``resize=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225,layout=nchw`` (needs Pillow);
+* ``file.py:function`` (or ``module:function``): a function returning an iterable of ``{input name: array}``
+  dicts, one sample each (a leading batch axis of 1 is accepted); it is called again for each pass over the data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import importlib
+import importlib.util
+import itertools
+import sys
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from edgec.errors import CalibrationDataError
+from edgec.errors import CalibrationDataError, UnsafeInputError, UsageError
 
-__all__ = ["CalibrationSet", "load_samples"]
+__all__ = ["MIN_SAMPLES", "CalibrationSet", "load_samples", "parse_preprocess"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
+# Fewest calibration samples each range method gives stable ranges with (histogram methods need more).
+MIN_SAMPLES = {"minmax": 8, "mse": 16, "entropy": 32, "percentile": 32}
+
+Reader = Callable[[int, int], list]  # (start, stop) -> one array per input holding samples start..stop-1
 
 
 class CalibrationSet:
-    """Samples for every model input, in io order; ``labels`` when the data carry them."""
+    """Samples for every model input, in io order; ``labels`` when the data carry them.
 
-    def __init__(self, source: str, arrays: list[np.ndarray], labels: np.ndarray | None = None):
+    Built either from in-memory ``arrays`` (one per input, samples on axis 0) or from a ``reader`` that returns
+    the rows ``start:stop`` of every input, so large sets are streamed.
+    """
+
+    def __init__(self, source: str, arrays: list[np.ndarray] | None = None, labels: np.ndarray | None = None, *,
+                 reader: Reader | None = None, count: int | None = None, offset: int = 0):
         self.source = source
-        self.arrays = arrays
         self.labels = labels
+        if reader is None:
+            arrays = list(arrays or [])
+            count = int(arrays[0].shape[0]) if arrays else 0
+
+            def reader(start, stop):
+                return [a[start:stop] for a in arrays]
+
+        self._reader = reader
+        self._count = int(count or 0)
+        self._offset = offset
 
     def __len__(self) -> int:
-        return int(self.arrays[0].shape[0]) if self.arrays else 0
+        return self._count
+
+    @property
+    def arrays(self) -> list[np.ndarray]:
+        """Every sample in memory (for small sets and tests; large sets should use ``batches``)."""
+        return self.read(0, len(self))
+
+    def read(self, start: int, stop: int) -> list[np.ndarray]:
+        """Rows ``start:stop`` (relative to this set) of every input."""
+        return self._reader(self._offset + start, self._offset + min(stop, len(self)))
 
     def batches(self, size: int = 1, limit: int | None = None) -> Iterator[list[np.ndarray]]:
         """Consecutive batches of ``size`` samples (the last may be smaller), at most ``limit`` samples."""
         total = len(self) if limit is None else min(limit, len(self))
         for start in range(0, total, size):
-            stop = min(start + size, total)
-            yield [a[start:stop] for a in self.arrays]
+            yield self.read(start, min(start + size, total))
+
+    def samples(self, limit: int | None = None) -> Iterator[list[np.ndarray]]:
+        """One sample at a time, each with a leading batch axis of 1."""
+        return self.batches(1, limit)
+
+    def subset(self, start: int, stop: int) -> CalibrationSet:
+        """Samples ``start:stop`` as a set of their own (no copy)."""
+        stop = min(stop, len(self))
+        labels = None if self.labels is None else self.labels[start:stop]
+        return CalibrationSet(self.source, labels=labels, reader=self._reader, count=max(0, stop - start),
+                              offset=self._offset + start)
 
     def split(self, fraction: float) -> tuple[CalibrationSet, CalibrationSet]:
         """(first part, held-out rest): the rest measures agreement when there are no labelled data."""
         cut = max(1, min(len(self) - 1, round(len(self) * fraction))) if len(self) > 1 else len(self)
-        head = CalibrationSet(self.source, [a[:cut] for a in self.arrays],
-                              None if self.labels is None else self.labels[:cut])
-        tail = CalibrationSet(self.source, [a[cut:] for a in self.arrays],
-                              None if self.labels is None else self.labels[cut:])
-        return head, tail
+        return self.subset(0, cut), self.subset(cut, len(self))
+
+
+def _describe(shape) -> list:
+    return ["N" if d is None else d for d in shape]
+
+
+def _check_shape(source: str, meta: dict, shape: tuple) -> None:
+    name, want = meta["name"], meta["shape"]
+    if want is None:
+        return
+    if len(shape) != len(want):
+        raise CalibrationDataError(f"{source}: array {name!r} has shape {list(shape)}; the model input expects "
+                                   f"{len(want)} dimensions {_describe(want)} with samples on the first axis")
+    for axis, (got, expect) in enumerate(zip(shape[1:], want[1:]), start=1):
+        if expect is not None and got != expect:
+            raise CalibrationDataError(f"{source}: array {name!r} has shape {list(shape)}, expected "
+                                       f"{_describe(want)} (axis {axis}: {got} != {expect})")
+
+
+def _check_dtype(source: str, meta: dict, dtype: np.dtype) -> bool:
+    """True when the samples need a cast to the input's dtype (float to float only)."""
+    want = np.dtype(meta["dtype"])
+    if want == dtype:
+        return False
+    if np.issubdtype(dtype, np.floating) and np.issubdtype(want, np.floating):
+        return True
+    raise CalibrationDataError(f"{source}: array {meta['name']!r} has dtype {dtype}, the model input expects "
+                               f"{meta['dtype']}")
 
 
 def _check_array(source: str, meta: dict, array: np.ndarray) -> np.ndarray:
-    name = meta["name"]
-    want = meta["shape"]
-    if want is not None:
-        if array.ndim != len(want):
-            raise CalibrationDataError(f"{source}: array {name!r} has shape {list(array.shape)}; the model input "
-                                       f"expects {len(want)} dimensions {['N' if d is None else d for d in want]}"
-                                       " with samples on the first axis")
-        for axis, (got, expect) in enumerate(zip(array.shape[1:], want[1:]), start=1):
-            if expect is not None and got != expect:
-                raise CalibrationDataError(f"{source}: array {name!r} has shape {list(array.shape)}, expected "
-                                           f"{['N' if d is None else d for d in want]} (axis {axis}: {got} != {expect})")
-    if np.dtype(meta["dtype"]) != array.dtype:
-        if np.issubdtype(array.dtype, np.floating) and np.issubdtype(np.dtype(meta["dtype"]), np.floating):
-            return array.astype(meta["dtype"])
-        raise CalibrationDataError(f"{source}: array {name!r} has dtype {array.dtype}, the model input expects "
-                                   f"{meta['dtype']}")
-    return array
+    _check_shape(source, meta, array.shape)
+    return array.astype(meta["dtype"]) if _check_dtype(source, meta, array.dtype) else array
 
 
-def load_samples(path: str | Path, inputs: list[dict], need_labels: bool = False) -> CalibrationSet:
-    """Load a ``.npz`` of samples for ``inputs`` (io-signature entries); errors name the array and the fix."""
-    path = Path(path)
-    if not path.exists():
-        raise CalibrationDataError(f"{path}: no such file")
-    if path.suffix != ".npz":
-        raise CalibrationDataError(f"{path}: expected a .npz with one array per model input "
-                                   f"({', '.join(i['name'] for i in inputs)})")
+class _NpyMember:
+    """One array of an .npz read row-range by row-range from the archive (no full load)."""
+
+    def __init__(self, path: Path, member: str):
+        self.path, self.member = path, member
+        with zipfile.ZipFile(path) as archive, archive.open(member) as handle:
+            version = np.lib.format.read_magic(handle)
+            reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0)
+            self.shape, fortran, self.dtype = reader(handle)
+            self.header_size = handle.tell()
+        if fortran or self.dtype.hasobject:
+            raise CalibrationDataError(f"{path}: array {member[:-4]!r} is Fortran-ordered or holds Python "
+                                       "objects; save it with np.savez from a C-ordered numeric array")
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        with zipfile.ZipFile(self.path) as archive, archive.open(self.member) as handle:
+            handle.seek(self.header_size + start * self.row_bytes)
+            data = handle.read((stop - start) * self.row_bytes)
+        return np.frombuffer(data, self.dtype).reshape((stop - start, *self.shape[1:])).copy()
+
+
+def _open_npz(path: Path) -> tuple[dict[str, _NpyMember], np.ndarray | None]:
     try:
-        data = np.load(path, allow_pickle=False)
+        with zipfile.ZipFile(path) as archive:
+            members = [n for n in archive.namelist() if n.endswith(".npy")]
+        arrays = {m[:-4]: _NpyMember(path, m) for m in members}
+    except CalibrationDataError:
+        raise
     except Exception as exc:  # zipfile/format errors of a corrupt file
         raise CalibrationDataError(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from None
-    with data:
-        names = set(data.files)
-        missing = [i["name"] for i in inputs if i["name"] not in names]
-        if missing:
-            raise CalibrationDataError(f"{path}: no array for model input {missing[0]!r}; arrays present: "
-                                       f"{', '.join(sorted(names)) or 'none'}; name arrays after the inputs "
-                                       f"({', '.join(i['name'] for i in inputs)})")
-        arrays = [_check_array(str(path), meta, data[meta["name"]]) for meta in inputs]
-        labels = data["labels"] if "labels" in names else None
-    counts = {a.shape[0] for a in arrays}
+    labels = arrays.pop("labels", None)
+    return arrays, (labels.rows(0, labels.shape[0]) if labels is not None else None)
+
+
+def _load_npz(path: Path, inputs: list[dict]) -> CalibrationSet:
+    members, labels = _open_npz(path)
+    missing = [i["name"] for i in inputs if i["name"] not in members]
+    if missing:
+        raise CalibrationDataError(f"{path}: no array for model input {missing[0]!r}; arrays present: "
+                                   f"{', '.join(sorted(members)) or 'none'}; name arrays after the inputs "
+                                   f"({', '.join(i['name'] for i in inputs)})")
+    chosen = [members[meta["name"]] for meta in inputs]
+    casts = []
+    for meta, member in zip(inputs, chosen):
+        _check_shape(str(path), meta, member.shape)
+        casts.append(meta["dtype"] if _check_dtype(str(path), meta, member.dtype) else None)
+    counts = {m.shape[0] for m in chosen}
     if len(counts) > 1:
         raise CalibrationDataError(f"{path}: inputs have different sample counts {sorted(counts)}")
-    if not arrays or arrays[0].shape[0] == 0:
-        raise CalibrationDataError(f"{path}: holds no samples")
-    if need_labels and labels is None:
-        raise CalibrationDataError(f"{path}: evaluation data need a 'labels' array")
-    if labels is not None and labels.shape[0] != arrays[0].shape[0]:
-        raise CalibrationDataError(f"{path}: 'labels' has {labels.shape[0]} entries for {arrays[0].shape[0]} "
+
+    def reader(start, stop):
+        return [m.rows(start, stop) if c is None else m.rows(start, stop).astype(c) for m, c in zip(chosen, casts)]
+
+    return CalibrationSet(str(path), labels=labels, reader=reader, count=chosen[0].shape[0])
+
+
+def parse_preprocess(spec: str | None) -> dict:
+    """``resize=224,mean=a:b:c,std=a:b:c,layout=nchw,scale=255`` -> settings dict (defaults filled in)."""
+    settings = {"resize": None, "mean": [0.0], "std": [1.0], "layout": "nchw", "scale": 255.0, "mode": "RGB"}
+    for item in filter(None, (spec or "").split(",")):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        try:
+            if key == "resize":
+                dims = [int(v) for v in value.lower().split("x")]
+                settings["resize"] = dims * 2 if len(dims) == 1 else dims
+            elif key in ("mean", "std"):
+                settings[key] = [float(v) for v in value.split(":")]
+            elif key == "scale":
+                settings["scale"] = float(value)
+            elif key in ("layout", "mode") and value:
+                settings[key] = value.lower() if key == "layout" else value.upper()
+            else:
+                raise ValueError(key)
+        except ValueError:
+            raise UsageError(f"--preprocess {spec!r}: cannot read {item!r}; expected e.g. resize=224,"
+                             "mean=0.485:0.456:0.406,std=0.229:0.224:0.225,layout=nchw") from None
+    if settings["layout"] not in ("nchw", "nhwc"):
+        raise UsageError(f"--preprocess {spec!r}: layout must be nchw or nhwc")
+    if settings["mode"] not in ("RGB", "L"):
+        raise UsageError(f"--preprocess {spec!r}: mode must be RGB or L")
+    return settings
+
+
+def _image_array(path: Path, settings: dict) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert(settings["mode"])
+        if settings["resize"]:
+            height, width = settings["resize"]
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.float32) / settings["scale"]
+    if array.ndim == 2:
+        array = array[:, :, None]
+    array = (array - np.float32(settings["mean"])) / np.float32(settings["std"])
+    return np.ascontiguousarray(array.transpose(2, 0, 1) if settings["layout"] == "nchw" else array)
+
+
+def _load_images(path: Path, inputs: list[dict], preprocess: str | None) -> CalibrationSet:
+    if len(inputs) != 1:
+        raise CalibrationDataError(f"{path}: an image directory feeds a single-input model; this one has "
+                                   f"{len(inputs)} inputs: give a .npz or file.py:function")
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        raise CalibrationDataError(f"{path}: reading images needs Pillow (pip install Pillow), or give a .npz"
+                                   ) from None
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise CalibrationDataError(f"{path}: holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    settings = parse_preprocess(preprocess)
+    meta = inputs[0]
+    first = _image_array(files[0], settings)
+    _check_shape(f"{files[0]} (after --preprocess)", meta, (1, *first.shape))
+
+    def reader(start, stop):
+        return [np.stack([_image_array(f, settings) for f in files[start:stop]]).astype(meta["dtype"])]
+
+    return CalibrationSet(str(path), reader=reader, count=len(files))
+
+
+def _import_function(spec: str) -> Callable:
+    target, _, func = spec.rpartition(":")
+    try:
+        if target.endswith(".py"):
+            file = Path(target)
+            if not file.is_file():
+                raise CalibrationDataError(f"{spec}: no such file {target}")
+            module_spec = importlib.util.spec_from_file_location(f"_edgec_calibration_{file.stem}", file)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules.setdefault(module_spec.name, module)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except (CalibrationDataError, UnsafeInputError):
+        raise
+    except Exception as exc:
+        raise CalibrationDataError(f"{spec}: importing {target} failed ({type(exc).__name__}: {exc})") from None
+    if not callable(getattr(module, func, None)):
+        raise CalibrationDataError(f"{spec}: {target} has no function {func!r}")
+    return getattr(module, func)
+
+
+def _sample_arrays(spec: str, index: int, sample, inputs: list[dict]) -> list[np.ndarray]:
+    if not isinstance(sample, dict):
+        raise CalibrationDataError(f"{spec}: sample {index} is a {type(sample).__name__}, expected a dict "
+                                   f"{{input name: array}} for inputs {[i['name'] for i in inputs]}")
+    arrays = []
+    for meta in inputs:
+        if meta["name"] not in sample:
+            raise CalibrationDataError(f"{spec}: sample {index} has no {meta['name']!r} (keys: "
+                                       f"{', '.join(sorted(map(str, sample)))})")
+        array = np.asarray(sample[meta["name"]])
+        if meta["shape"] is not None and array.ndim == len(meta["shape"]) - 1:
+            array = array[None]
+        arrays.append(_check_array(f"{spec} sample {index}", meta, array))
+    return arrays
+
+
+def _load_function(spec: str, inputs: list[dict]) -> CalibrationSet:
+    function = _import_function(spec)
+
+    def stream(start, stop):
+        try:
+            iterable = iter(function())
+        except TypeError:
+            raise CalibrationDataError(f"{spec}: the function must return an iterable of input dicts") from None
+        return ((start + k, s) for k, s in enumerate(itertools.islice(iterable, start, stop)))
+
+    count = sum(1 for _ in stream(0, None))  # one streaming pass to count (nothing kept)
+
+    def reader(start, stop):
+        rows = [_sample_arrays(spec, i, s, inputs) for i, s in stream(start, stop)]
+        return [np.concatenate([r[k] for r in rows]) for k in range(len(inputs))] if rows else []
+
+    return CalibrationSet(spec, reader=reader, count=count)
+
+
+def load_samples(path: str | Path, inputs: list[dict], need_labels: bool = False,
+                 preprocess: str | None = None) -> CalibrationSet:
+    """Open samples for ``inputs`` (io-signature entries); errors name the array and the fix."""
+    spec = str(path)
+    path = Path(spec)
+    if path.is_dir():
+        samples = _load_images(path, inputs, preprocess)
+    elif not path.exists() and ":" in spec:
+        samples = _load_function(spec, inputs)
+    elif not path.exists():
+        raise CalibrationDataError(f"{path}: no such file")
+    elif path.suffix != ".npz":
+        raise CalibrationDataError(f"{path}: expected a .npz with one array per model input "
+                                   f"({', '.join(i['name'] for i in inputs)}), an image directory or "
+                                   "file.py:function")
+    else:
+        samples = _load_npz(path, inputs)
+    if len(samples) == 0:
+        raise CalibrationDataError(f"{spec}: holds no samples")
+    if need_labels and samples.labels is None:
+        raise CalibrationDataError(f"{spec}: evaluation data need a 'labels' array")
+    if samples.labels is not None and samples.labels.shape[0] != len(samples):
+        raise CalibrationDataError(f"{spec}: 'labels' has {samples.labels.shape[0]} entries for {len(samples)} "
                                    "samples")
-    return CalibrationSet(str(path), arrays, labels)
+    return samples
+
+
+def warn_if_few(samples: CalibrationSet, method: str) -> str | None:
+    """A warning (also returned for the report) when ``samples`` are too few for ``method``."""
+    need = MIN_SAMPLES.get(method, 8)
+    if len(samples) >= need:
+        return None
+    message = (f"{samples.source}: only {len(samples)} calibration samples; {method} calibration wants at least "
+               f"{need} for stable ranges")
+    warnings.warn(message, stacklevel=2)
+    return message

@@ -34,6 +34,9 @@ class CompileOptions:
     prune_rules: Optional[str] = None
     sparsity: Optional[float] = None
     low_rank: Optional[float] = None
+    # Quantization pass switches; None = the profile's quantization.equalize_layers / bias_correction.
+    equalize: Optional[bool] = None
+    bias_correction: Optional[bool] = None
     # Relative error (max |a-b| / max |ref|) beyond which a float stage fails verification.
     tolerance: float = 1e-4
     seed: int = 0

@@ -31,7 +31,7 @@ __all__ = ["build_float_passes", "compile_into", "run_passes"]
 FLOAT_REFERENCE_RTOL, QUANT_REFERENCE_RTOL = 1e-3, 5e-2
 # Stages the pipeline runs between the float passes and emission, each a module with
 # ``apply(model, source, profile, options, context) -> (model, records)`` (quantization, pruning, ...).
-STAGES: list[str] = []
+STAGES: list[str] = ["edgec.compiler.stages.quantize"]
 
 
 def build_float_passes(profile: TargetProfile, options: CompileOptions) -> list:
@@ -72,14 +72,15 @@ def _source_hash(spec: str) -> str:
     return sha256_file(path) if path.is_file() else ""
 
 
-def _input_sets(source: SourceModel, io: dict, options: CompileOptions) -> list[list[np.ndarray]]:
+def _input_sets(source: SourceModel, io: dict, options: CompileOptions, context: dict) -> list[list[np.ndarray]]:
     dynamic_batch = all(i["shape"] and i["shape"][0] is None for i in io["inputs"])
     sets = [verify.generate_inputs(io["inputs"], source.example_shapes, options.seed,
                                    batch=2 if dynamic_batch else None)]
-    if options.calibration and options.calibration.endswith(".npz"):
+    if options.calibration:
         from edgec.compiler.calibration import load_samples
 
-        samples = load_samples(options.calibration, io["inputs"])
+        samples = context["calibration"] = load_samples(options.calibration, io["inputs"],
+                                                        preprocess=options.preprocess)
         sets.extend(samples.batches(size=1 if not dynamic_batch else 8, limit=16))
     return sets
 
@@ -103,7 +104,8 @@ def compile_into(spec: str, bundle_dir: Path, options: CompileOptions, profile: 
     source = lower(spec, options.input_shapes)
     names = [v.name for v in source.model.graph.outputs]
     io = edgec_ir.io_signature(source.model, source.layouts)
-    input_sets = _input_sets(source, io, options)
+    context: dict = {"report": {}}
+    input_sets = _input_sets(source, io, options, context)
     progress.step("verifying the lowered ONNX against the source framework")
     checks = [verify.verify_stage("front-end", source.reference, verify.ir_runner(source.model, spec), input_sets,
                                   names, options.tolerance)]
@@ -111,7 +113,7 @@ def compile_into(spec: str, bundle_dir: Path, options: CompileOptions, profile: 
     model, pass_records = run_passes(source.model, build_float_passes(profile, options))
     checks.append(verify.verify_stage("float passes", source.reference, verify.ir_runner(model, spec),
                                       input_sets, names, options.tolerance))
-    context: dict = {"input_sets": input_sets, "float_model": model, "report": {}}
+    context.update({"input_sets": input_sets, "float_model": model})
     for stage in STAGES:
         progress.step(f"stage {stage.rsplit('.', 1)[-1]}")
         module = importlib.import_module(stage)

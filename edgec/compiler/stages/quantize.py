@@ -1,0 +1,211 @@
+"""The quantization stage: resolve the precision, calibrate, quantize, guard the accuracy, report every layer.
+
+``apply(model, source, profile, options, context)``:
+
+* precision from ``--quantize`` or the profile (``stages/quantize_policy.py``);
+* calibration samples from ``context["calibration"]`` or ``--calibration`` (``edgec.compiler.calibration``);
+* ``--format tflite``: no QDQ ONNX (onnx2tf garbles it). The stage records ``context["precision"]`` (none, fp16,
+  int8) and ``context["calibration"]`` (the CalibrationSet, or None) and leaves quantization to the TFLite
+  emitter, which can measure its result with ``edgec.compiler.accuracy.Evaluator``;
+* int8: cross-layer equalization + bias absorption, calibration (profile or ``--calibration-method``), bias
+  correction, onnxruntime QDQ; int4: Gemm -> MatMul+Add, MatMulNBits; fp16: float16 with float32 I/O;
+* the accuracy guard (``stages/quantize_guard.py``) returns sensitive layers to float until
+  ``--max-accuracy-drop`` holds.
+
+The report gets ``quantization`` (precision, reason, settings, a row per quantizable node: precision chosen,
+sensitivity, reason) and ``accuracy`` (summary line, scores, what the guard tried).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import onnx_ir as ir
+
+from edgec import ir as edgec_ir
+from edgec.compiler.calibration import load_samples, warn_if_few
+from edgec.compiler.passes.quantize_common import batch_size, compact_proto, const, weighted_nodes
+from edgec.compiler.stages.quantize_guard import run_guard
+from edgec.compiler.stages.quantize_policy import resolve_precision
+from edgec.errors import CalibrationDataError, UsageError
+
+__all__ = ["apply"]
+
+# Samples used at most for calibration and for measuring accuracy without labelled data.
+CALIBRATION_LIMIT, HELD_OUT_LIMIT = 256, 256
+# With this few layers, every layer's sensitivity is measured even when the budget holds (a full report).
+ALWAYS_MEASURE_LAYERS = 12
+
+
+def _name_nodes(model: ir.Model) -> None:
+    """Give every node a unique name: the quantizers select and exclude nodes by name."""
+    seen: set[str] = set()
+    for index, node in enumerate(model.graph):
+        name = node.name or f"{node.op_type}_{index}"
+        while name in seen:
+            name += "_"
+        node.name = name
+        seen.add(name)
+
+
+def _calibration(options, io: dict, context: dict):
+    samples = context.get("calibration")
+    if samples is None and options.calibration:
+        samples = load_samples(options.calibration, io["inputs"], preprocess=options.preprocess)
+    return samples
+
+
+def _evaluator(model: ir.Model, samples, options, io: dict):
+    """(calibration part, Evaluator or None, note): labelled --eval-data, else held-out calibration samples."""
+    from edgec.compiler.accuracy import Evaluator
+    from edgec.compiler.passes.quantize_common import proto_runner
+
+    reference = proto_runner(edgec_ir.to_proto(model))
+    batch = batch_size(model)
+    if options.eval_data:
+        data = load_samples(options.eval_data, io["inputs"], need_labels=True, preprocess=options.preprocess)
+        return samples, Evaluator(reference, data, batch), f"labelled evaluation data {options.eval_data}"
+    if samples is None or len(samples) < 2:
+        return samples, None, "no --eval-data and too few calibration samples to hold some out: not measured"
+    calib, held = samples.split(0.5)
+    held = held.subset(0, HELD_OUT_LIMIT)
+    return calib, Evaluator(reference, held, batch), f"{len(held)} held-out calibration samples"
+
+
+def _node_rows(model: ir.Model, precision: str, chosen: dict, result, spec, budget: float) -> list[dict]:
+    rows = []
+    for node in model.graph:
+        if node.name not in chosen and node.op_type not in ("Conv", "Gemm", "MatMul"):
+            continue
+        sens = result.sensitivity.get(node.name)
+        row = {"node": node.name, "op": node.op_type, "precision": chosen.get(node.name, "float32"),
+               "sensitivity": None if sens is None else {"drop": sens["drop"], "rel_error": sens["rel_error"]}}
+        if node.name in result.excluded:
+            row["reason"] = (f"returned to float by the accuracy guard (alone it costs {sens['drop']:.2f} points, "
+                             f"rel. error {sens['rel_error']:.4f}) to meet --max-accuracy-drop {budget:g}")
+        elif node.op_type in spec.float_ops:
+            row["reason"] = f"kept float: quantization.float_ops lists {node.op_type} (slower quantized on the target)"
+        elif row["precision"] != "float32":
+            row["reason"] = "quantized" + ("" if result.measured is None else "; the accuracy budget holds")
+        else:
+            row["reason"] = f"not quantized: no {precision} kernel for this op or its weights do not qualify"
+        rows.append(row)
+    return rows
+
+
+def _record(name: str, settings: dict, notes: list[str], modified: bool = True) -> dict:
+    return {"name": name, "settings": settings, "modified": modified, "notes": notes}
+
+
+def _run_int8(model, calib, evaluator, spec, method, budget, options, records):
+    from edgec.compiler.passes.equalize_layers import EqualizeLayers
+    from edgec.compiler.passes.quantize_int8 import Int8Quantizer, quantized_nodes
+
+    work = edgec_ir.from_proto(edgec_ir.to_proto(model))
+    equalize = spec.equalize_layers if options.equalize is None else options.equalize
+    if equalize:
+        cle = EqualizeLayers(calib, absorb_bias=spec.absorb_bias)
+        cle(work)
+        records.append(_record(cle.name, cle.settings(), cle.notes))
+    correct = spec.bias_correction if options.bias_correction is None else options.bias_correction
+    quantizer = Int8Quantizer(work, calib, spec, method, correct, CALIBRATION_LIMIT)
+    candidates = [n.name for n in weighted_nodes(work) if n.op_type not in spec.float_ops]
+    result = run_guard(quantizer, evaluator, candidates, budget,
+                       always_measure=len(candidates) <= ALWAYS_MEASURE_LAYERS)
+    chosen = {name: "int8" for name in quantized_nodes(result.proto)}
+    notes = [f"{len(chosen)} nodes run on int8 data; {len(result.excluded)} returned to float",
+             f"calibration: {method} over {min(len(calib), CALIBRATION_LIMIT)} samples"]
+    if correct:
+        notes.append("bias correction applied to every quantized Conv/Gemm")
+    records.append(_record("quantize-int8", quantizer.settings(), notes))
+    return work, result, chosen
+
+
+def _run_int4(model, evaluator, spec, budget, records):
+    from edgec.compiler.passes.quantize_int4 import Int4Quantizer
+    from edgec.compiler.passes.rewrite_gemm import RewriteGemm
+
+    work = edgec_ir.from_proto(edgec_ir.to_proto(model))
+    rewrite = RewriteGemm()
+    rewrite(work)
+    records.append(_record(rewrite.name, {}, rewrite.notes))
+    quantizer = Int4Quantizer(work, spec)
+    if not quantizer.candidates:
+        raise UsageError(f"--quantize int4: the model has no MatMul/Gemm weight with at least "
+                         f"{spec.int4_block_size} input rows (quantization.int4_block_size) to make int4; "
+                         "use --quantize int8")
+    result = run_guard(quantizer, evaluator, quantizer.candidates, budget,
+                       always_measure=len(quantizer.candidates) <= ALWAYS_MEASURE_LAYERS)
+    kept = set(result.excluded)
+    chosen = {name: "int4" for name in quantizer.candidates if name not in kept}
+    params = {n.name: const(n.inputs[1]).size for n in weighted_nodes(work)}
+    made = sum(params[n] for n in chosen)
+    notes = [f"{len(chosen)} of {len(params)} weight tensors became int4: {made:,} of {sum(params.values()):,} "
+             f"weights ({made / max(sum(params.values()), 1):.1%})"]
+    records.append(_record("quantize-int4", quantizer.settings(), notes))
+    return work, result, chosen
+
+
+def _run_fp16(model, evaluator, budget, records):
+    from edgec.compiler.passes.convert_fp16 import Fp16Converter
+
+    converter = Fp16Converter(model)
+    result = run_guard(converter, evaluator, converter.candidates, budget,
+                       always_measure=len(converter.candidates) <= ALWAYS_MEASURE_LAYERS)
+    kept = set(result.excluded)
+    chosen = {name: "float16" for name in (n.name for n in model.graph) if name not in kept}
+    records.append(_record("convert-fp16", converter.settings(), [f"{len(kept)} nodes kept in float32"]))
+    return model, result, chosen
+
+
+def apply(model: ir.Model, source, profile, options, context: dict):
+    """Quantize ``model`` as the profile and options say; see the module docstring."""
+    logging.getLogger("onnxruntime").setLevel(logging.WARNING)
+    spec = profile.quantization
+    fmt = options.format or profile.runtime.format
+    _name_nodes(model)
+    io = edgec_ir.io_signature(model, source.layouts)
+    samples = _calibration(options, io, context)
+    context["calibration"] = samples
+    precision, reason = resolve_precision(model, profile, options, fmt, samples is not None)
+    context["precision"] = precision
+    report = {"precision": precision, "reason": reason}
+    context["report"]["quantization"] = report
+    if precision == "none":
+        return model, []
+    method = options.calibration_method or spec.calibration_method
+    budget = spec.max_accuracy_drop if options.max_accuracy_drop is None else options.max_accuracy_drop
+    warning = warn_if_few(samples, method) if samples is not None and precision == "int8" else None
+    if warning:
+        report["warnings"] = [warning]
+    if fmt != "onnx":
+        report.update({"calibration_method": method, "max_accuracy_drop": budget,
+                       "note": f"quantized by the {fmt} emitter from the float graph (QDQ ONNX does not convert)"})
+        return model, [_record("quantize-deferred", {"precision": precision, "format": fmt}, [report["note"]], False)]
+    calib, evaluator, measured_on = _evaluator(model, samples, options, io)
+    if precision == "int8" and (calib is None or len(calib) == 0):
+        raise CalibrationDataError(f"{options.calibration}: no calibration samples left after holding out "
+                                   "samples for the accuracy measure; give more samples or --eval-data")
+    records: list[dict] = []
+    if precision == "int8":
+        work, result, chosen = _run_int8(model, calib, evaluator, spec, method, budget, options, records)
+    elif precision == "int4":
+        work, result, chosen = _run_int4(model, evaluator, spec, budget, records)
+    else:
+        work, result, chosen = _run_fp16(model, evaluator, budget, records)
+    report.update({"settings": records[-1]["settings"], "max_accuracy_drop": budget,
+                   "nodes": _node_rows(work, precision, chosen, result, spec, budget)})
+    context["report"]["accuracy"] = _accuracy_report(evaluator, result, budget, measured_on)
+    records.append(_record("accuracy-guard", {"max_accuracy_drop": budget},
+                           [context["report"]["accuracy"]["summary"]], bool(result.excluded)))
+    context["quantized"] = True
+    return edgec_ir.from_proto(compact_proto(result.proto)), records
+
+
+def _accuracy_report(evaluator, result, budget: float, measured_on: str) -> dict:
+    if result.measured is None:
+        return {"summary": f"accuracy not measured ({measured_on})", "measured": False}
+    return {"summary": evaluator.summary(result.measured) + f"; budget {budget:g} points; measured on {measured_on}",
+            "measured": True, **result.measured,
+            "returned_to_float": list(result.excluded), "tried": result.tried,
+            "budget": budget}

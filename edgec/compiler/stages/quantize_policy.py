@@ -1,0 +1,101 @@
+"""Which precision a model gets: the user's ``--quantize``, else the profile's default, with ``auto`` resolved from
+the profile and the model's structure. Every decision comes with the reason the report prints.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from edgec.compiler.passes.quantize_common import const, weighted_nodes
+from edgec.errors import UsageError
+
+__all__ = ["model_profile", "resolve_precision"]
+
+
+def _dims(value: ir.Value | None) -> list[int] | None:
+    if value is None or value.shape is None:
+        return None
+    dims = [d if isinstance(d, int) else 1 for d in value.shape]
+    return dims
+
+
+def model_profile(model: ir.Model) -> dict:
+    """Counts that drive ``auto``: MACs per sample, weight parameters by kind, conv and matmul layer counts."""
+    macs, conv_params, matmul_params, convs, matmuls = 0, 0, 0, 0, 0
+    for node in weighted_nodes(model):
+        weight = const(node.inputs[1])
+        out = _dims(node.outputs[0])
+        if node.op_type in ("Conv", "ConvTranspose"):
+            convs += 1
+            conv_params += weight.size
+            spatial = int(np.prod(out[2:])) if out and len(out) > 2 else 1
+            macs += spatial * weight.size
+        else:
+            matmuls += 1
+            matmul_params += weight.size
+            rows = int(np.prod(out[1:-1])) if out and len(out) > 2 else 1
+            macs += rows * weight.size
+    return {"macs": int(macs), "conv_params": int(conv_params), "matmul_params": int(matmul_params),
+            "convs": convs, "matmuls": matmuls}
+
+
+def _check_supported(precision: str, profile, flag: str) -> None:
+    spec = profile.quantization
+    if precision not in spec.supported:
+        raise UsageError(f"{flag} {precision}: target {profile.name!r} cannot run it (quantization.supported = "
+                         f"{list(spec.supported)} in {profile.source_file or 'the profile'}); choose one of those")
+    if precision == "fp16" and not spec.fp16_arithmetic:
+        raise UsageError(f"{flag} fp16: target {profile.name!r} has no fp16 arithmetic (quantization."
+                         f"fp16_arithmetic = false in {profile.source_file or 'the profile'}); fp16 would run slower "
+                         "than float32 there: use int8 or none")
+
+
+def _auto(model: ir.Model, profile, fmt: str, has_data: bool) -> tuple[str, str]:
+    spec = profile.quantization
+    stats = model_profile(model)
+    total = stats["conv_params"] + stats["matmul_params"]
+    if total == 0:
+        return "none", "no Conv/MatMul/Gemm weights to quantize"
+    share = stats["matmul_params"] / total
+    if stats["macs"] < spec.auto_min_macs:
+        return "none", (f"{stats['macs']:,} MACs per sample < quantization.auto_min_macs {spec.auto_min_macs:,}: "
+                        "Q/DQ overhead would make int8 slower than float on this target")
+    if fmt == "onnx" and "int4" in spec.supported and share >= spec.auto_int4_min_share and stats["matmuls"]:
+        return "int4", (f"MatMul/Gemm hold {share:.0%} of {total:,} weights (>= quantization.auto_int4_min_share "
+                        f"{spec.auto_int4_min_share:.0%}): int4 weight-only, block {spec.int4_block_size}")
+    if "int8" in spec.supported and has_data:
+        return "int8", (f"{stats['convs']} Conv / {stats['matmuls']} MatMul layers, {stats['macs']:,} MACs per "
+                        "sample: int8 static QDQ")
+    if "int8" in spec.supported:
+        return "none", "int8 would suit this model but no --calibration data were given"
+    if "fp16" in spec.supported and spec.fp16_arithmetic:
+        return "fp16", "the target has fp16 arithmetic and int8 is not supported"
+    return "none", f"no precision in quantization.supported {list(spec.supported)} fits this model"
+
+
+def resolve_precision(model: ir.Model, profile, options, fmt: str, has_data: bool) -> tuple[str, str]:
+    """(precision, reason): none, fp16, int8 or int4."""
+    spec = profile.quantization
+    requested = options.quantize
+    if requested is None:
+        precision = spec.default
+        if precision in ("none", "auto"):
+            return _auto(model, profile, fmt, has_data) if precision == "auto" else ("none", "profile default")
+        if precision == "int8" and not has_data:
+            return "none", ("the profile's default is int8 (quantization.default) but no --calibration data were "
+                            "given: kept float")
+        _check_supported(precision, profile, "quantization.default")
+        return precision, f"the profile's default (quantization.default = {precision!r})"
+    if requested == "none":
+        return "none", "--quantize none"
+    if requested == "auto":
+        return _auto(model, profile, fmt, has_data)
+    _check_supported(requested, profile, "--quantize")
+    if requested == "int8" and not has_data:
+        raise UsageError("--quantize int8 needs calibration data: give --calibration DATA (.npz named after the "
+                         "inputs, an image directory with --preprocess, or file.py:function)")
+    if requested == "int4" and fmt != "onnx":
+        raise UsageError(f"--quantize int4 is weight-only int4 for onnxruntime (MatMulNBits); --format {fmt} "
+                         "cannot carry it: use --format onnx or --quantize int8")
+    return requested, f"--quantize {requested}"

@@ -1,0 +1,95 @@
+"""The accuracy guard returns deliberately sensitive layers to float, and fails with the table when it cannot.
+
+A junk input feature spanning 0..1000 (ignored by the network: zero weights) stretches the per-tensor uint8 range
+of a layer's input so far that the real [0, 1] features all round to zero: quantizing that layer ruins accuracy.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from edgec import api
+from edgec.errors import AccuracyBudgetError
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("quant-mlp")]
+
+
+def _with_junk_feature(model, propagate: bool):
+    """The trained MLP with a 65th input feature that it ignores; ``propagate`` carries it through every layer."""
+    import torch
+
+    model = copy.deepcopy(model)
+    first, middle, last = model[0], model[2], model[4]
+    wide = torch.nn.Linear(65, first.out_features)
+    with torch.no_grad():
+        wide.weight.zero_()
+        wide.weight[:, :64] = first.weight
+        wide.bias.copy_(first.bias)
+        if propagate:  # hidden channel 0 of each layer carries the junk; the next layer ignores it except ch. 0
+            wide.weight[0] = 0.0
+            wide.weight[0, 64] = 1.0
+            wide.bias[0] = 0.0
+            middle.weight[:, 0] = 0.0
+            middle.weight[0] = 0.0
+            middle.weight[0, 0] = 1.0
+            middle.bias[0] = 0.0
+            last.weight[:, 0] = 0.0
+    model[0] = wide
+    return model.eval()
+
+
+def _save(tmp, model, name: str, x_calib, x_test, y_test):
+    import torch
+
+    from edgec.examples.data import write_npz
+
+    path = tmp / f"{name}.pt2"
+    torch.export.save(torch.export.export(model, (torch.from_numpy(x_calib[:1]),)), path)
+    return (path, write_npz(tmp / f"{name}-calib.npz", {"input": x_calib}),
+            write_npz(tmp / f"{name}-eval.npz", {"input": x_test}, y_test))
+
+
+@pytest.fixture(scope="module")
+def junk_data(digits_mlp_trained):
+    from edgec.examples.data import digits
+
+    (x_train, _), _ = digits("flat")
+    rng = np.random.default_rng(0)
+
+    def widen(x):
+        return np.concatenate([x, rng.uniform(0, 1000, (len(x), 1)).astype(np.float32)], axis=1)
+
+    return widen(x_train[:128]), widen(digits_mlp_trained.x_test), digits_mlp_trained.y_test
+
+
+def test_guard_returns_the_sensitive_layer_to_float(digits_mlp_trained, junk_data, tmp_path):
+    model = _with_junk_feature(digits_mlp_trained.model, propagate=False)
+    source, calib, eval_data = _save(tmp_path, model, "junk", *junk_data)
+    bundle = api.compile(str(source), tmp_path / "out.bundle", target="x86-avx512-vnni", quantize="int8",
+                         calibration=str(calib), eval_data=str(eval_data), calibration_method="minmax",
+                         max_accuracy_drop=1.0)
+    accuracy = bundle.manifest["report"]["accuracy"]
+    assert accuracy["drop"] <= 1.0
+    assert accuracy["tried"][0]["drop"] > 20.0  # everything in int8: the junk range ruins the first layer
+    rows = {r["node"]: r for r in bundle.manifest["report"]["quantization"]["nodes"] if r["op"] == "Gemm"}
+    first = next(name for name in rows if name == accuracy["returned_to_float"][0])
+    assert rows[first]["precision"] == "float32" and "accuracy guard" in rows[first]["reason"]
+    assert rows[first]["sensitivity"]["drop"] > 20.0
+    assert len(accuracy["returned_to_float"]) == 1
+    assert sum(r["precision"] == "int8" for r in rows.values()) == 2
+
+
+def test_guard_fails_with_the_table_when_no_fallback_meets_the_budget(digits_mlp_trained, junk_data, tmp_path):
+    model = _with_junk_feature(digits_mlp_trained.model, propagate=True)
+    source, calib, eval_data = _save(tmp_path, model, "junk-all", *junk_data)
+    out = tmp_path / "out.bundle"
+    with pytest.raises(AccuracyBudgetError) as caught:
+        api.compile(str(source), out, target="x86-avx512-vnni", quantize="int8", calibration=str(calib),
+                    eval_data=str(eval_data), calibration_method="minmax", max_accuracy_drop=1.0)
+    message = str(caught.value)
+    assert "\n" not in message and "--max-accuracy-drop 1" in message and "all layers quantized" in message
+    assert len(caught.value.table) == 3  # all quantized, then two layers returned to float one by one
+    assert not out.exists()

@@ -1,0 +1,56 @@
+"""INT8 static QDQ on a CNN trained on scikit-learn's digits: accuracy, size, report, reproducibility."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgec import api
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("quant-cnn")]
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(digits_cnn_trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8") / "cnn.bundle"
+    return api.compile(str(digits_cnn_trained.model_file), out, target="x86-avx512-vnni", quantize="int8",
+                       calibration=str(digits_cnn_trained.calibration), eval_data=str(digits_cnn_trained.eval_data))
+
+
+def test_int8_cnn_keeps_accuracy_within_half_a_point(int8_bundle, digits_cnn_trained, bundle_accuracy):
+    accuracy = bundle_accuracy(int8_bundle, digits_cnn_trained.x_test, digits_cnn_trained.y_test)
+    assert digits_cnn_trained.float_accuracy > 90.0
+    assert digits_cnn_trained.float_accuracy - accuracy <= 0.5
+    report = int8_bundle.manifest["report"]["accuracy"]
+    assert report["metric"] == "top-1 accuracy" and report["drop"] <= 0.5
+
+
+def test_int8_cnn_is_at_most_0_3x_the_float_size(int8_bundle):
+    size = int8_bundle.manifest["report"]["size"]
+    assert size["model_bytes"] <= 0.3 * size["float_model_bytes"]
+
+
+def test_int8_report_lists_every_quantizable_node(int8_bundle):
+    import onnx
+
+    quant = int8_bundle.manifest["report"]["quantization"]
+    assert quant["precision"] == "int8" and quant["settings"]["per_channel"] is True
+    rows = {row["node"]: row for row in quant["nodes"]}
+    weighted = [row for row in rows.values() if row["op"] in ("Conv", "Gemm")]
+    assert len(weighted) == 4
+    assert all(row["precision"] == "int8" and row["sensitivity"] is not None and row["reason"] for row in weighted)
+    ops = [n.op_type for n in onnx.load(str(int8_bundle.model_path)).graph.node]
+    assert ops.count("QuantizeLinear") >= 1 and ops.count("DequantizeLinear") >= 4
+    names = [p["name"] for p in int8_bundle.manifest["passes"]]
+    assert {"equalize-layers", "quantize-int8", "accuracy-guard"} <= set(names)
+
+
+def test_same_inputs_give_a_byte_identical_bundle(int8_bundle, digits_cnn_trained, tmp_path):
+    again = api.compile(str(digits_cnn_trained.model_file), tmp_path / "again.bundle", target="x86-avx512-vnni",
+                        quantize="int8", calibration=str(digits_cnn_trained.calibration),
+                        eval_data=str(digits_cnn_trained.eval_data))
+    first = {p.relative_to(int8_bundle.path): p.read_bytes() for p in int8_bundle.path.rglob("*")
+             if p.is_file() and "logs" not in p.parts}
+    second = {p.relative_to(again.path): p.read_bytes() for p in again.path.rglob("*")
+              if p.is_file() and "logs" not in p.parts}
+    assert first.keys() == second.keys()
+    assert [k for k in first if first[k] != second[k]] == []
