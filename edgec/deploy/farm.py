@@ -25,7 +25,7 @@ from edgec.deploy.remote import agent_zipapp, bench_on_device, check_runtime, de
 from edgec.deploy.results import ResultsStore, latency_figures
 from edgec.deploy.ssh import SshOptions, connect
 from edgec.device_agent.options import BenchOptions
-from edgec.errors import DeviceTimeoutError, EdgecError
+from edgec.errors import DeviceError, DeviceTimeoutError, EdgecError
 
 __all__ = ["DeviceOutcome", "FarmProgress", "FarmRun", "check_devices", "farm_bench"]
 
@@ -133,8 +133,8 @@ def farm_bench(devices: list[Device], bundle: Bundle, *, store: ResultsStore | N
             done = bench_on_device(device, bundle, options, ssh, timeout=device_timeout, on_connect=on_connect,
                                    on_stage=lambda s, d: progress.stage(device.name, s, d))
             outcome.result, outcome.pushed_bytes = done.result, done.pushed_bytes
-        except (EdgecError, OSError, EOFError) as exc:
-            error = exc
+        except Exception as exc:  # whatever went wrong is this device's outcome, recorded below
+            error = exc if isinstance(exc, EdgecError) else DeviceError(f"{device.name}: {type(exc).__name__}: {exc}")
             if device.name in timed_out:
                 error = DeviceTimeoutError(f"{device.name}: no outcome within the device timeout of "
                                            f"{device_timeout:g} s; stopped (last step: {progress.state[device.name][0]})")
@@ -218,7 +218,7 @@ def check_devices(devices: list[Device], ssh: SshOptions, parallel: int = 8, bun
                            platform=info.get("platform"))
                 if bundle is not None:
                     row["runtime"] = check_runtime(info, bundle, device, conn.target.label)
-        except (EdgecError, OSError, EOFError) as exc:
+        except Exception as exc:  # reported in the device's row, like any other failure
             row["error"] = {"type": type(exc).__name__, "message": str(exc)}
         return row
 

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgec.bundle import MANIFEST_NAME, Bundle, sha256_file
-from edgec.deploy.ssh import Connection, SftpWriteError
+from edgec.deploy.ssh import NETWORK_ERRORS, Connection, SftpWriteError
 from edgec.errors import BundleError, DeviceError, TransferError
 
 __all__ = ["PushReport", "install_agent", "push_bundle", "remote_home"]
@@ -49,7 +49,7 @@ def remote_home(conn: Connection) -> str:
     """The device user's home as its SFTP server sees it (the directory relative SFTP paths start from)."""
     try:
         return conn.sftp().normalize(".")
-    except OSError as exc:
+    except NETWORK_ERRORS as exc:
         raise DeviceError(f"{conn.target.label}: cannot resolve the home directory over SFTP ({exc})") from None
 
 
@@ -59,7 +59,7 @@ def _exists(conn: Connection, path: str) -> bool:
         return True
     except FileNotFoundError:
         return False
-    except OSError as exc:
+    except NETWORK_ERRORS as exc:
         raise DeviceError(f"{conn.target.label}: cannot stat {path} ({exc})") from None
 
 
@@ -185,7 +185,7 @@ def push_bundle(conn: Connection, bundle: Bundle | str | Path, progress=None) ->
 def _rename_into_place(conn: Connection, tmp: str, final: str) -> None:
     try:
         conn.sftp().posix_rename(tmp, final)
-    except OSError:
+    except NETWORK_ERRORS:
         # Another push of the same content won the race: its copy is as good as ours.
         if not _exists(conn, posixpath.join(final, MANIFEST_NAME)) and not _exists(conn, final):
             raise TransferError(f"{conn.target.label}: cannot rename {tmp} to {final}; push again") from None

@@ -29,10 +29,14 @@ import paramiko
 
 from edgec.errors import DeviceError, DeviceTimeoutError, HostKeyError, TransferError
 
-__all__ = ["CommandResult", "Connection", "RemoteProcess", "SftpWriteError", "SshOptions", "SshTarget", "connect", "host_key_name"]
+__all__ = ["NETWORK_ERRORS", "CommandResult", "Connection", "RemoteProcess", "SftpWriteError", "SshOptions", "SshTarget", "connect", "host_key_name"]
 
 log = logging.getLogger(__name__)
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)  # its tracebacks duplicate our one-line errors
+
+
+# What a network step can raise from paramiko or the socket: callers outside this module catch this tuple.
+NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException)
 
 
 @dataclass(frozen=True)
