@@ -101,9 +101,18 @@ def _run_json(argv: list[str]) -> tuple[dict, float]:
     return json.loads(done.stdout.strip().splitlines()[-1]), wall
 
 
-def _agent(agent: Path, bundle: Path, runs: int, warmup: int) -> tuple[dict, float]:
+def _agent(agent: Path, bundle: Path, runs: int, warmup: int, power: tuple = ("--power", "none")) -> tuple[dict, float]:
     return _run_json([sys.executable, str(agent), "bench", str(bundle), "--runs", str(runs), "--warmup", str(warmup),
-                      "--threads", str(THREADS), "--power", "none", "--idle", "0"])
+                      "--threads", str(THREADS), "--idle", "0", *power])
+
+
+def _fake_hwmon(root: Path) -> tuple:
+    """A fake INA219 tree: the agent samples it on its thread at the default 50 Hz during the timed window."""
+    folder = root / "class" / "hwmon" / "hwmon0"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "name").write_text("ina219\n")
+    (folder / "power1_input").write_text("3000000\n")
+    return ("--power", "hwmon", "--sysfs-root", str(root))
 
 
 def _bare(runtime: str, bundle: Path, runs: int, warmup: int) -> tuple[dict, float]:
@@ -112,16 +121,16 @@ def _bare(runtime: str, bundle: Path, runs: int, warmup: int) -> tuple[dict, flo
                       str(bundle / manifest["reference"]["inputs"]), str(runs), str(warmup), str(THREADS)])
 
 
-def compare(name: str, runtime: str, agent: Path, bundle: Path, runs: int) -> dict:
+def compare(name: str, runtime: str, agent: Path, bundle: Path, runs: int, power: tuple = ("--power", "none")) -> dict:
     """Alternate agent and bare runs REPEATS times; medians of their medians, start-up and memory."""
     agent_p50, bare_p50, agent_rss, bare_rss = [], [], [], []
     for i in range(REPEATS):
         # ABBA order: whichever goes first in a pair has no systematic edge
         if i % 2:
             bare, _ = _bare(runtime, bundle, runs, 20)
-            doc, _ = _agent(agent, bundle, runs, 20)
+            doc, _ = _agent(agent, bundle, runs, 20, power)
         else:
-            doc, _ = _agent(agent, bundle, runs, 20)
+            doc, _ = _agent(agent, bundle, runs, 20, power)
             bare, _ = _bare(runtime, bundle, runs, 20)
         agent_p50.append(doc["latency_ms"]["p50"])
         bare_p50.append(bare["p50_ms"])
@@ -132,7 +141,9 @@ def compare(name: str, runtime: str, agent: Path, bundle: Path, runs: int) -> di
     a, b = statistics.median(agent_p50), statistics.median(bare_p50)
     return {"model": name, "runtime": runtime, "runs": runs, "repeats": REPEATS, "threads": THREADS,
             "agent_p50_ms": a, "bare_p50_ms": b, "p50_ratio": a / b,
-            "pair_ratios": [round(x / y, 4) for x, y in zip(agent_p50, bare_p50)], "within_3pct": abs(a / b - 1) <= 0.03,
+            "pair_ratios": [round(x / y, 4) for x, y in zip(agent_p50, bare_p50)],
+            # interference from other work only ever adds time: the best repeat of each is the steadier comparison
+            "best_p50_ratio": min(agent_p50) / min(bare_p50), "within_3pct": abs(a / b - 1) <= 0.03,
             "agent_startup_s": agent_start, "bare_startup_s": bare_start, "startup_ratio": agent_start / bare_start,
             "agent_rss_peak_mib": statistics.median(agent_rss) / 2**20,
             "bare_rss_peak_mib": statistics.median(bare_rss) / 2**20,
@@ -157,8 +168,8 @@ def _bundles(work: Path) -> list[tuple[str, str, Path, int, str]]:
 
 
 def _print(rows: list[dict]) -> None:
-    head = f"{'model':<27}{'runtime':<12}{'agent p50':>11}{'bare p50':>11}{'ratio':>8}{'start agent/bare':>20}" \
-           f"{'RSS agent/bare MiB':>21}"
+    head = f"{'model':<27}{'runtime':<12}{'agent p50':>11}{'bare p50':>11}{'ratio':>8}{'best':>7}" \
+           f"{'start agent/bare':>20}{'RSS agent/bare MiB':>21}"
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -166,7 +177,7 @@ def _print(rows: list[dict]) -> None:
             print(f"{r['model']:<27}{r['runtime']:<12}  skipped: {r['skipped']}")
             continue
         print(f"{r['model']:<27}{r['runtime']:<12}{r['agent_p50_ms']:>9.4f}ms{r['bare_p50_ms']:>9.4f}ms"
-              f"{r['p50_ratio']:>8.3f}{r['agent_startup_s']:>9.3f}s/{r['bare_startup_s']:.3f}s"
+              f"{r['p50_ratio']:>8.3f}{r['best_p50_ratio']:>7.3f}{r['agent_startup_s']:>9.3f}s/{r['bare_startup_s']:.3f}s"
               f"{r['agent_rss_peak_mib']:>11.1f}/{r['bare_rss_peak_mib']:.1f}")
 
 
@@ -183,6 +194,9 @@ def main() -> list[dict]:
                 rows.append({"model": name, "runtime": runtime, "skipped": skipped})
                 continue
             rows.append(compare(name, runtime, agent, bundle, runs))
+            if runtime == "onnxruntime" and runs < 1000:  # the larger model again, power sampled on the thread
+                row = compare(name, runtime, agent, bundle, runs, _fake_hwmon(work / "sysfs"))
+                rows.append({**row, "runtime": "ort+power"})
     _print(rows)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"benchmark": "agent", "rows": rows}, indent=2) + "\n")
