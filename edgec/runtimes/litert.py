@@ -77,6 +77,9 @@ class LiteRTSession:
         try:
             self._interp = module.Interpreter(model_path=str(path), num_threads=int(threads) if threads else None)
             self._interp.allocate_tensors()
+        except ImportError as exc:  # tflite-runtime 2.14 imports beside numpy 2 but fails here (_ARRAY_API)
+            raise RuntimeMissingError(f"{pip_name} is installed but cannot run here ({exc}); "
+                                      f"install the maintained runtime with: {INSTALL_HINT}") from exc
         except (ValueError, RuntimeError) as exc:  # the interpreter's own errors for unreadable models / ops
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BundleError(f"{path}: {pip_name} cannot load this model: {first}") from exc
