@@ -99,7 +99,10 @@ class FarmProgress:
 
 
 def _short(error: dict) -> str:
-    return f"{error['type']}: {error['message']}"
+    """The error for the live display, without the ``device (address): `` prefix its own line already shows."""
+    message = error["message"]
+    head, sep, rest = message.partition("): ")
+    return f"{error['type']}: {rest if sep and '(' in head else message}"
 
 
 def farm_bench(devices: list[Device], bundle: Bundle, *, store: ResultsStore | None, options: BenchOptions,

@@ -8,7 +8,7 @@
     port = 22                    # optional (default: ~/.ssh/config, then 22)
     user = "pi"                  # optional (default: ~/.ssh/config, then the local user)
     key = "~/.ssh/id_ed25519"    # optional private key; relative paths are relative to this file
-    target = "rpi4"              # optional profile name or profile file, recorded with each result
+    target = "rpi4"              # optional profile name or .toml file (relative to this file), stored with results
     tags = ["rpi4", "lab"]       # optional, selects devices with --tag
     python = "python3"           # optional interpreter that runs the agent (e.g. a virtualenv's)
 
@@ -133,8 +133,11 @@ def _device_from_table(table: dict, where: str, base: Path) -> Device:
     key = table.get("key")
     if key is not None:
         key = str(base / os.path.expanduser(key))  # an absolute key path stays as it is
+    target = table.get("target")
+    if target is not None and target.endswith(".toml"):
+        target = str(base / os.path.expanduser(target))  # a profile file, like `key`, relative to this file
     return Device(name=name, host=table["host"], port=port, user=table.get("user"), key=key,
-                  target=table.get("target"), tags=tuple(tags), python=table.get("python", "python3"))
+                  target=target, tags=tuple(tags), python=table.get("python", "python3"))
 
 
 _SPEC = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:@\s\[\]]+))(?::(?P<port>\d+))?$")

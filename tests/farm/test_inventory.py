@@ -81,3 +81,11 @@ def test_device_specs(tmp_path, monkeypatch):
         resolve_device("pi-9", inv)
     with pytest.raises(UsageError, match="port must be 1-65535"):
         resolve_device("a@b:99999")
+
+
+def test_a_profile_file_target_is_relative_to_the_inventory(tmp_path):
+    path = tmp_path / "devices.toml"
+    path.write_text('[[device]]\nname = "x"\nhost = "h"\ntarget = "profiles/board.toml"\n'
+                    '[[device]]\nname = "y"\nhost = "h"\ntarget = "rpi5"\n')
+    x, y = load_inventory(path)
+    assert (x.target, y.target) == (str(tmp_path / "profiles/board.toml"), "rpi5")

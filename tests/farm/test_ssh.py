@@ -124,6 +124,19 @@ def test_unreachable_device_fails_after_the_configured_attempts(client_key, ssh_
                 replace(ssh_opts, retries=2, backoff=0.05))
 
 
+def test_a_device_that_accepts_but_never_speaks_ssh_fails_within_the_timeouts(client_key, ssh_opts):
+    import socket
+
+    with socket.socket() as hole:  # accepts TCP (the kernel does), never sends a banner
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(8)
+        start = time.monotonic()
+        with pytest.raises(DeviceError, match="cannot connect after 2 attempts"):
+            connect(SshTarget(host="127.0.0.1", port=hole.getsockname()[1], user="root", key=str(client_key)),
+                    replace(ssh_opts, connect_timeout=1, retries=1, backoff=0.1))
+        assert time.monotonic() - start < 2 * 1 + 0.1 + 2
+
+
 def test_command_deadline_closes_the_connection(sshd, client_key, ssh_opts):
     server = sshd()
     trust(server, ssh_opts)
