@@ -11,8 +11,6 @@ from edgec.commands._output import echo_json, table
 
 __all__ = ["sweep_cmd"]
 
-# Measured sources first, then the target profile's power model (the report marks those values as estimates).
-DEFAULT_POWER = "jetson,hwmon,rapl,battery,estimated"
 
 
 @click.command("sweep")
@@ -34,7 +32,9 @@ DEFAULT_POWER = "jetson,hwmon,rapl,battery,estimated"
 @click.option("--runs", type=click.IntRange(min=2), default=100, show_default=True, help="Timed inferences.")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Runtime threads on the device.")
-@click.option("--power", default=DEFAULT_POWER, show_default=True, help="Power sources to try (see edgec bench).")
+@click.option("--power", default="auto", show_default=True,
+              help="Power source (see edgec bench); auto = the device's sensors, else the profile's power model "
+                   "(marked estimated in the report).")
 @click.option("--idle", type=click.FloatRange(min=0), default=0.5, show_default=True,
               help="Seconds of idle power sampling before timing.")
 @click.option("--workdir", type=click.Path(file_okay=False), default="build/sweep", show_default=True,

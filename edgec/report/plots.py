@@ -75,7 +75,7 @@ def _scatter_panel(ax, xs: list[float], ys: list[float], labels: list[str], fron
         names.setdefault((xs[k], ys[k]), []).append(label)
     for (x, y), group in names.items():
         ax.annotate(", ".join(group), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.xaxis.set_major_locator(MaxNLocator(5))
+    ax.xaxis.set_major_locator(MaxNLocator(4))
     ax.margins(x=0.15, y=0.15)
     ordered = sorted((xs[k], ys[k]) for k in front)
     if len(ordered) > 1:

@@ -143,18 +143,27 @@ def _bench_one(bundle, device: str, opts: SweepOptions) -> tuple[dict, str, str 
 
     fields = dict(opts.bench or {})
     if device == LOCAL:
-        if "estimated" in str(fields.get("power", "")) and not fields.get("power_model"):
-            fields["power_model"] = profile_power_model("host")
+        _power(fields, profile_power_model("host"))
         return run_local(bundle.path, BenchOptions(**fields), quiet=True), LOCAL, platform.node(), opts.target
     from edgec.commands.farm import run_remote
     from edgec.deploy.inventory import resolve_device
 
     resolved = resolve_device(device, opts.inventory)
-    if "estimated" in str(fields.get("power", "")) and not fields.get("power_model"):
-        fields["power_model"] = profile_power_model(resolved.target or opts.target)
+    _power(fields, profile_power_model(resolved.target or opts.target))
     doc = run_remote(bundle.path, device, BenchOptions(**fields), inventory=opts.inventory,
                      trust_new_host=opts.trust_new_host, store_results=False)
     return doc, resolved.name, resolved.address, resolved.target
+
+
+def _power(fields: dict, model: tuple | None) -> None:
+    """``auto`` = the device's sensors, else the profile's power model (marked estimated), else none."""
+    from edgec.device_agent.power import AUTO_ORDER
+
+    power = str(fields.get("power") or "auto")
+    if power == "auto" and model is not None:
+        fields["power"] = ",".join([*AUTO_ORDER, "estimated"])
+    if "estimated" in fields.get("power", "") and not fields.get("power_model"):
+        fields["power_model"] = model
 
 
 def _baseline(variants: list[Variant]) -> str | None:

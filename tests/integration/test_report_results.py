@@ -72,7 +72,7 @@ def world(tmp_path_factory):
     a, b = mlp_onnx(tmp / "mlp_a.onnx", 96, 1), mlp_onnx(tmp / "mlp_b.onnx", 24, 2)
     common = {"target": "host", "format": "onnx", "input_shapes": {"x": [1, 64]}}
     bundles = {"a_fp32": api.compile(str(a), tmp / "a_fp32", quantize="none", **common),
-               "a_int8": api.compile(str(a), tmp / "a_int8", quantize="none", seed=1, calibration=str(tmp / "calib.npz"),
+               "a_int8": api.compile(str(a), tmp / "a_int8", quantize="int8", calibration=str(tmp / "calib.npz"),
                                      **common),
                "b_fp32": api.compile(str(b), tmp / "b_fp32", quantize="none", **common)}
     db = tmp / "results.db"
