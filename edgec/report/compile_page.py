@@ -96,7 +96,9 @@ def render_compile_report(bundle) -> str:
     extra = [k for k in _FIRST if k in report] + sorted(k for k in report if k not in _KNOWN and k not in _FIRST)
     for key in extra:
         value = report[key]
-        summary = f"<p>{esc(value['summary'])}</p>" if isinstance(value, dict) and "summary" in value else ""
+        summary = ""
+        if isinstance(value, dict) and isinstance(value.get("summary"), str):
+            summary, value = f"<p><b>{esc(value['summary'])}</b></p>", {k: v for k, v in value.items() if k != "summary"}
         sections.append((f"report-{key}", key.replace("_", " ").capitalize(), summary + generic(value)))
     sections += [("passes", "Passes", _passes(m)), ("sizes", "Size breakdown", _sizes(bundle)),
                  ("verification", "Verification", _verification(report))]

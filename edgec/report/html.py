@@ -105,13 +105,25 @@ def generic(value, depth: int = 0) -> str:
     if isinstance(value, list):
         if not value:
             return "<em>none</em>"
-        if all(isinstance(v, dict) for v in value) and _flat_records(value):
-            keys = _columns(value)
-            return table(keys, [[_cell(v.get(c)) for c in keys] for v in value])
+        records = [_flatten(v) for v in value] if all(isinstance(v, dict) for v in value) else None
+        if records is not None and _flat_records(records):
+            keys = _columns(records)
+            return table(keys, [[_cell(v.get(c)) for c in keys] for v in records])
         if all(not isinstance(v, (dict, list)) for v in value):
             return "<ul>" + "".join(f"<li>{_cell(v)}</li>" for v in value) + "</ul>"
         return "<ol>" + "".join(f"<li>{generic(v, depth + 1)}</li>" for v in value) + "</ol>"
     return _cell(value)
+
+
+def _flatten(record: dict) -> dict:
+    """One level of nesting folded into dotted column names ({"sensitivity": {"drop": 0}} -> sensitivity.drop)."""
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, dict) and value and all(not isinstance(v, (dict, list)) for v in value.values()):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
 
 
 def _flat_records(records: list[dict]) -> bool:
