@@ -31,6 +31,7 @@ COMMANDS = {
     "push": ("edgec.commands.farm", "push_cmd", "Copy a bundle to a device over SSH."),
     "farm": ("edgec.commands.farm", "farm_group", "Work with a farm of SSH devices."),
     "results": ("edgec.commands.results", "results_group", "List, show and compare stored benchmark results."),
+    "estimate": ("edgec.commands.estimate", "estimate_cmd", "Predict latency, memory, storage and energy on a target."),
     "report": ("edgec.commands.report", "report_cmd", "Write an HTML report of stored benchmark results."),
     "sweep": ("edgec.commands.sweep", "sweep_cmd", "Compile, benchmark and compare variants of a model in one report."),
 }

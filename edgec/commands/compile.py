@@ -28,13 +28,14 @@ __all__ = ["compile_cmd", "print_summary"]
 @click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max relative error of float stages vs the source.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of generated inputs and sampling.")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@click.option("--ignore-limits", is_flag=True, help="Compile even if the estimate exceeds the target's RAM or storage.")
 @click.option("--explain", is_flag=True, help="Print every pass's decisions and reasons.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON (no progress).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write the compile report as HTML.")
 @click.pass_context
 def compile_cmd(ctx, source, target, out, fmt, input_shapes, quantize, calibration, calibration_method, preprocess,
                 eval_data, max_accuracy_drop, prune, prune_rules, sparsity, low_rank, tolerance, seed, force,
-                explain, as_json, report_path):
+                explain, as_json, report_path, ignore_limits=False):
     """Compile SOURCE (.onnx, .keras, .h5, SavedModel dir, .pt2, TorchScript, file.py:factory) for a target.
 
     \b
@@ -52,7 +53,7 @@ def compile_cmd(ctx, source, target, out, fmt, input_shapes, quantize, calibrati
         target=target, format=fmt, quantize=quantize, input_shapes=parse_input_shapes(input_shapes),
         calibration=calibration, calibration_method=calibration_method, preprocess=preprocess, eval_data=eval_data,
         max_accuracy_drop=max_accuracy_drop, prune=prune, prune_rules=prune_rules, sparsity=sparsity,
-        low_rank=low_rank, tolerance=tolerance, seed=seed, force=force,
+        low_rank=low_rank, tolerance=tolerance, seed=seed, force=force, ignore_limits=ignore_limits,
     )
     if report_path:
         from edgec.report import render_compile_report, write_report

@@ -59,3 +59,57 @@ def show_cmd(name, as_json):
         for f in figures:
             click.echo(f"  {f['model']} {f['runtime']} {f['precision']}: {f['latency_ms']} ms "
                        f"({f['threads']} threads; {f['source']})")
+
+
+@targets_group.command("calibrate")
+@click.option("--device", "device_spec", default="local", show_default=True,
+              help="local, user@host[:port], or a device NAME from the inventory.")
+@click.option("--as", "name", default=None, help="Name of the new target [default: host for local, else the device].")
+@click.option("--base", default=None, help="Profile the overlay extends [default: detected / inventory target / guess].")
+@click.option("--quick", is_flag=True, help="A short suite (fewer shapes and runs): for tests and smoke checks.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Runtime threads of the tables [default: the fewest within 5% of the fastest, measured].")
+@click.option("--inventory", type=click.Path(dir_okay=False), default=None, help="Device inventory TOML.")
+@click.option("--trust-new-host", is_flag=True, help="Record an unknown SSH host key on first use.")
+@click.option("--json", "as_json", is_flag=True, help="Print the overlay as JSON (no progress).")
+def calibrate_cmd(device_spec, name, base, quick, threads, inventory, trust_new_host, as_json):
+    """Measure a device with micro-benchmarks and save a profile overlay usable as --target NAME.
+
+    Runs fp32/fp16/int8 Conv 1x1/3x3, depthwise, Gemm, pooling and elementwise kernels at representative
+    shapes through the device agent, plus overhead, bandwidth, thread scaling, load time, memory and power
+    (when a sensor exists). Writes $EDGEC_HOME/targets/NAME.toml (default ~/.edgec/targets).
+
+    \b
+    Example:
+      edgec targets calibrate --device local --as host
+      edgec targets calibrate --device pi@192.168.1.40 --as my-pi --base rpi4
+    """
+    import sys
+
+    from edgec.targets.calibrate import calibrate_target
+
+    def progress(message):
+        if not as_json and sys.stderr.isatty():
+            click.echo(f"\r  {message}\033[K", err=True, nl=False)
+
+    ssh = None
+    if device_spec != "local":
+        from edgec.commands.farm import ssh_options
+
+        ssh = ssh_options(trust_new_host)
+    path, doc = calibrate_target(device_spec, name, base, quick=quick, threads=threads, inventory=inventory,
+                                 ssh_options=ssh, progress=progress)
+    if not as_json and sys.stderr.isatty():
+        click.echo("", err=True)
+    if as_json:
+        echo_json({"path": str(path), **doc})
+        return
+    measured = doc["performance"]["measured"]
+    system, kernels = measured["system"], measured["kernels"]
+    ok = sum(1 for k in kernels if k["status"] == "ok")
+    click.echo(f"wrote {path} (base {doc['base']}); use it as --target {doc['name']}")
+    click.echo(f"  {ok}/{len(kernels)} kernels measured on {measured['device']} at {system['threads']} thread(s); "
+               f"overhead {system['overhead_ms'] * 1000:.1f} us/inference, bandwidth {system['bandwidth_gbps']:g} GB/s, "
+               f"thread speed-up {system['thread_speedup']}, power {system['power_source']}")
+    for note in measured["notes"]:
+        click.echo(f"  note: {note}")

@@ -41,6 +41,8 @@ class CompileOptions:
     tolerance: float = 1e-4
     seed: int = 0
     force: bool = False
+    # Compile even when the estimate says the model cannot fit the target's RAM or storage.
+    ignore_limits: bool = False
 
     def __post_init__(self):
         _choice("--format", self.format, Format)

@@ -87,6 +87,10 @@ def _input_sets(source: SourceModel, io: dict, options: CompileOptions, context:
 
 def _pick_format(profile: TargetProfile, options: CompileOptions) -> str:
     fmt = options.format or profile.runtime.format
+    if options.format is None and profile.performance.measured is not None:
+        from edgec.targets.decide import choose_format  # the faster measured runtime, when both were measured
+
+        fmt = choose_format(profile)[0]
     from edgec.runtimes import runtime_for_format
 
     runtime = runtime_for_format(fmt)
@@ -123,6 +127,10 @@ def compile_into(spec: str, bundle_dir: Path, options: CompileOptions, profile: 
     emitted = emitter_for(fmt)(model, source, bundle_dir, profile, options, context)
     pass_records.append({"name": f"emit-{fmt}", "settings": emitted.settings, "modified": True,
                          "notes": emitted.notes})
+    # The estimate also refuses a model that cannot fit the target (ResourceLimitError).
+    from edgec.targets.estimate import compile_estimate
+
+    context["report"]["estimate"] = compile_estimate(model, bundle_dir / emitted.model_file, fmt, profile, options)
 
     def emitted_in_ir_layout(inputs):
         return emitted.from_model(emitted.runner(emitted.to_model(inputs)))

@@ -11,12 +11,15 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 from edgec.errors import TargetError
 
 __all__ = [
     "CpuSpec",
+    "MeasuredKernel",
+    "MeasuredSpec",
+    "MeasuredSystem",
     "MemorySpec",
     "OpsSpec",
     "PerformanceFigure",
@@ -156,10 +159,79 @@ class PerformanceFigure:
 
 
 @dataclass(frozen=True)
+class MeasuredKernel:
+    """One micro-benchmark: ``op`` at ``shape`` (its input) through ``runtime`` at ``precision``.
+
+    ``ms`` is the median time of ONE op (chain time minus the per-inference overhead, divided by ``repeat``);
+    ``spread`` is (p90 - p50) / p50 of the chain. ``status`` "unsupported" means the runtime could not run it.
+    """
+
+    op: str
+    runtime: str
+    precision: str
+    shape: tuple[int, ...]
+    cout: int
+    flops: float
+    bytes: float
+    ms: float
+    spread: float = 0.0
+    repeat: int = 1
+    status: Literal["ok", "unsupported"] = "ok"
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class MeasuredSystem:
+    """Whole-model figures: per-inference and per-node overhead, bandwidth, load cost, memory, threads, power."""
+
+    overhead_ms: float
+    node_overhead_ms: float
+    bandwidth_gbps: float
+    load_ms: float
+    memory_base_bytes: float
+    memory_weights_factor: float
+    memory_arena_factor: float
+    threads: int
+    thread_speedup: tuple[float, ...] = ()  # speed-up at 1, 2, ... threads of one conv, relative to 1 thread
+    idle_watts: float = 0.0
+    active_watts: float = 0.0
+    power_source: str = "none"
+
+
+@dataclass(frozen=True)
+class MeasuredSpec:
+    """``[performance.measured]``: written by ``edgec targets calibrate`` (edgec.targets.calibrate)."""
+
+    schema: int
+    date: str
+    device: str
+    device_identity: dict
+    runtimes: dict
+    system: MeasuredSystem
+    kernels: tuple[MeasuredKernel, ...]
+    quick: bool = False
+    agent_version: str = ""
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.schema != 1:
+            raise ValueError(f"performance.measured.schema = {self.schema}: this edgec reads 1; recalibrate")
+        if not self.kernels:
+            raise ValueError("performance.measured.kernels: empty; recalibrate with `edgec targets calibrate`")
+        for i, k in enumerate(self.kernels):
+            if k.status == "ok" and not (k.ms > 0 and k.flops >= 0 and k.bytes >= 0 and k.repeat >= 1):
+                raise ValueError(f"performance.measured.kernels[{i}]: ms must be > 0, flops/bytes >= 0 "
+                                 f"(got ms={k.ms}, flops={k.flops}, bytes={k.bytes}); recalibrate")
+        if self.system.overhead_ms < 0 or self.system.bandwidth_gbps <= 0 or self.system.threads < 1:
+            raise ValueError("performance.measured.system: overhead_ms >= 0, bandwidth_gbps > 0 and threads >= 1 "
+                             "are required; recalibrate")
+
+
+@dataclass(frozen=True)
 class PerformanceSpec:
     figures: tuple[PerformanceFigure, ...] = ()
-    # Measured micro-benchmark tables written by `edgec targets calibrate` (free-form, versioned by its module).
-    measured: dict = field(default_factory=dict)
+    # Measured micro-benchmark tables written by `edgec targets calibrate`; None when never calibrated.
+    measured: Optional[MeasuredSpec] = None
 
 
 @dataclass(frozen=True)
@@ -244,6 +316,9 @@ def _convert(hint, value, key: str):
             raise _KeyProblem(f"{key}: expected an array, got {type(value).__name__}")
         return tuple(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is Union:
+        inner = [a for a in get_args(hint) if a is not type(None)]
+        if len(inner) == 1 and dataclasses.is_dataclass(inner[0]):
+            return _build(inner[0], value, key + ".")
         return value
     if hint is bool:
         if not isinstance(value, bool):

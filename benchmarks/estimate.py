@@ -1,0 +1,112 @@
+"""Estimated against measured latency and peak memory, after calibrating this machine, in the same run.
+
+Steps: calibrate the local machine into a temporary EDGEC_HOME (the full suite unless ``--quick``), compile five
+example models of different shapes for that calibrated ``host`` target (the seed's Keras linear regression, the
+digits CNN, the MobileNetV2-style CNN at 224x224, an MLP, a residual stack), then for each: ``edgec estimate``'s
+figures against the device agent's measurement of the same bundle (its zipapp in a fresh process, as on a
+device: median latency, peak RSS increase). Goal: median absolute latency error within 25%, none off by more
+than 2x.
+
+Run: ``.venv/bin/python -m benchmarks.estimate [--quick]``. Writes build/bench/estimate.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "build" / "bench" / "estimate.json"
+TORCH = "edgec.examples.torch_models"
+MODELS = [
+    ("linear regression (Keras)", None, {}),
+    ("digits CNN 1x8x8", f"{TORCH}:digits_cnn", {"x": [1, 1, 8, 8]}),
+    ("MobileNetV2-like 224", f"{TORCH}:mobilenet_v2_like", {"x": [1, 3, 224, 224]}),
+    ("MLP 256-512-512-10", f"{TORCH}:mlp", {"input": [1, 256]}),
+    ("residual stack 32x32", f"{TORCH}:residual_stack", {"x": [1, 3, 32, 32]}),
+]
+
+
+def _measure(bundle: Path, threads: int) -> dict:
+    from edgec.commands.bench import run_local
+    from edgec.device_agent.options import BenchOptions
+
+    options = BenchOptions(runs=200, warmup=20, threads=threads, duration_s=2.0, power="none", idle_s=0.0)
+    return run_local(bundle, options, quiet=True)
+
+
+def _row(label: str, bundle: Path, profile) -> dict:
+    from edgec.targets.estimate import estimate_path
+
+    est = estimate_path(bundle, profile)
+    doc = _measure(bundle, profile.threads)
+    measured_ms, fastest_ms = doc["latency_ms"]["p50"], doc["latency_ms"]["min"]
+    measured_mem = doc["memory"]["rss_increase_bytes"] or 0
+    return {"model": label, "estimated_ms": est["latency_ms"], "measured_ms": measured_ms,
+            "measured_min_ms": fastest_ms, "latency_ratio": est["latency_ms"] / measured_ms,
+            "latency_ratio_min": est["latency_ms"] / fastest_ms, "loadavg": os.getloadavg()[0],
+            "estimated_peak_mb": est["memory"]["peak_bytes"] / 2**20, "measured_peak_mb": measured_mem / 2**20,
+            "memory_ratio": est["memory"]["peak_bytes"] / measured_mem if measured_mem else None,
+            "ops_measured": est["op_counts"]["measured"], "ops_roofline": est["op_counts"]["roofline"]}
+
+
+def _print(rows: list[dict], summary: dict) -> None:
+    print(f"{'model':<28} {'est ms':>9} {'p50 ms':>9} {'ratio':>6} {'min ms':>9} {'ratio':>6} {'est MB':>7} "
+          f"{'meas MB':>7} {'ratio':>6} {'load':>5}")
+    for r in rows:
+        mem = f"{r['memory_ratio']:.2f}" if r["memory_ratio"] else "-"
+        print(f"{r['model']:<28} {r['estimated_ms']:>9.4f} {r['measured_ms']:>9.4f} {r['latency_ratio']:>6.2f} "
+              f"{r['measured_min_ms']:>9.4f} {r['latency_ratio_min']:>6.2f} {r['estimated_peak_mb']:>7.1f} "
+              f"{r['measured_peak_mb']:>7.1f} {mem:>6} {r['loadavg']:>5.1f}")
+    for key, label in (("p50", "vs measured p50"), ("min", "vs measured min")):
+        s = summary[key]
+        print(f"{label}: median |latency error| {s['median_abs_error'] * 100:.1f}% (goal <= 25%), worst "
+              f"{s['worst_factor']:.2f}x (goal <= 2x), goal {'met' if s['goal_met'] else 'NOT met'}")
+    print(f"median |memory error| {summary['median_abs_memory_error'] * 100:.1f}%; calibration "
+          f"{summary['calibration_s']:.0f} s ({'quick' if summary['quick'] else 'full'} suite, "
+          f"{summary['threads']} thread(s) chosen by the thread-scaling probes)")
+
+
+def _errors(ratios: list[float]) -> dict:
+    median = statistics.median(abs(r - 1) for r in ratios)
+    worst = max(max(r, 1 / r) for r in ratios)
+    return {"median_abs_error": median, "worst_factor": worst, "goal_met": median <= 0.25 and worst <= 2.0}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    quick = "--quick" in argv
+    home = Path(tempfile.mkdtemp(prefix="edgec-bench-estimate-"))
+    os.environ["EDGEC_HOME"] = str(home)
+    from edgec import api
+    from edgec.examples.keras_models import save_linear_regression
+    from edgec.targets import load_profile
+    from edgec.targets.calibrate import calibrate_target
+
+    start = time.perf_counter()
+    calibrate_target("local", quick=quick)
+    calibration_s = time.perf_counter() - start
+    profile = load_profile("host")
+    rows = []
+    for label, source, shapes in MODELS:
+        source = source or str(save_linear_regression(home / "linreg.h5"))
+        bundle = api.compile(source, home / f"{len(rows)}.bundle", target="host", format="onnx", input_shapes=shapes)
+        rows.append(_row(label, bundle.path, profile))
+    memory = [abs(r["memory_ratio"] - 1) for r in rows if r["memory_ratio"]]
+    summary = {"p50": _errors([r["latency_ratio"] for r in rows]),
+               "min": _errors([r["latency_ratio_min"] for r in rows]),
+               "median_abs_memory_error": statistics.median(memory) if memory else None,
+               "calibration_s": calibration_s, "quick": quick, "threads": profile.threads}
+    _print(rows, summary)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({"rows": rows, "summary": summary}, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

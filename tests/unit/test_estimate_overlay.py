@@ -1,0 +1,105 @@
+"""Profile overlays with [performance.measured]: written by calibration, validated on load (file and key named)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from edgec.errors import TargetError
+from edgec.targets import list_profiles, load_profile
+from edgec.targets.overlay import build_overlay, dump_toml, write_overlay
+
+
+def _kernel(op="conv3x3", precision="fp32", shape=(1, 16, 32, 32), ms=0.05, runtime="onnxruntime", **extra):
+    from edgec.targets.microbench import op_cost
+
+    flops, nbytes = op_cost(op, shape)
+    return {"op": op, "runtime": runtime, "precision": precision, "shape": list(shape), "cout": shape[1],
+            "flops": flops, "bytes": nbytes, "repeat": 2, "ms": ms, "spread": 0.05, "status": "ok", "note": "",
+            **extra}
+
+
+def measured_doc(kernels=None) -> dict:
+    return {
+        "schema": 1, "date": "2026-11-27T08:00:00+00:00", "device": "testboard", "quick": True,
+        "agent_version": "0123456789abcdef", "device_identity": {"machine": "aarch64", "cores": "4"},
+        "runtimes": {"onnxruntime": "1.32.0"}, "notes": ["a note"],
+        "system": {"overhead_ms": 0.004, "node_overhead_ms": 0.0003, "bandwidth_gbps": 8.0, "load_ms": 2.0,
+                   "memory_base_bytes": 30_000_000, "memory_weights_factor": 1.5, "memory_arena_factor": 1.2,
+                   "threads": 4, "thread_speedup": [1.0, 1.8, 2.5, 3.1], "idle_watts": 0.0, "active_watts": 0.0,
+                   "power_source": "none"},
+        "kernels": kernels if kernels is not None else [_kernel(), _kernel("gemm", shape=(1, 256), ms=0.01)],
+    }
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEC_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def _write(folder, doc) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{doc['name']}.toml"
+    path.write_text(dump_toml(doc))
+    return str(path)
+
+
+def test_overlay_round_trips_through_toml_and_loads_as_a_target(home):
+    doc = build_overlay("myboard", "rpi4", measured_doc())
+    path = write_overlay(doc, home / "targets")
+    profile = load_profile("myboard")
+    assert profile.source_file == str(path)
+    assert profile.cpu.model == "Cortex-A72"  # from the base
+    measured = profile.performance.measured
+    assert measured.device == "testboard" and measured.system.threads == 4
+    assert measured.system.thread_speedup == (1.0, 1.8, 2.5, 3.1)
+    assert [k.op for k in measured.kernels] == ["conv3x3", "gemm"]
+    assert measured.kernels[0].shape == (1, 16, 32, 32)
+    assert "myboard" in list_profiles()
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda m: m["kernels"][1].__setitem__("ms", "fast"), "performance.measured.kernels[1].ms"),
+    (lambda m: m.pop("system"), "performance.measured.system"),
+    (lambda m: m["system"].pop("bandwidth_gbps"), "performance.measured.system.bandwidth_gbps"),
+    (lambda m: m.__setitem__("kernels", "none"), "performance.measured.kernels"),
+    (lambda m: m["kernels"][0].__setitem__("colour", "red"), "performance.measured.kernels[0].colour"),
+    (lambda m: m["kernels"][0].__setitem__("status", "maybe"), "performance.measured.kernels[0].status"),
+    (lambda m: m["kernels"][0].__setitem__("ms", -1.0), "performance.measured.kernels[0]"),
+    (lambda m: m.__setitem__("schema", 2), "performance.measured.schema"),
+    (lambda m: m.__setitem__("kernels", []), "performance.measured.kernels"),
+])
+def test_corrupt_or_missing_table_is_refused_with_file_and_key(home, mutate, key):
+    measured = copy.deepcopy(measured_doc())
+    mutate(measured)
+    path = _write(home / "targets", build_overlay("broken", "rpi4", measured))
+    with pytest.raises(TargetError) as info:
+        load_profile("broken")
+    message = str(info.value)
+    assert path in message
+    assert key in message
+
+
+def test_write_overlay_refuses_an_invalid_document_and_keeps_the_old_file(home):
+    good = write_overlay(build_overlay("board", "rpi4", measured_doc()), home / "targets")
+    before = good.read_text()
+    bad = measured_doc()
+    bad["system"]["threads"] = 0
+    with pytest.raises(TargetError, match="nothing written"):
+        write_overlay(build_overlay("board", "rpi4", bad), home / "targets")
+    assert good.read_text() == before
+    assert sorted(p.name for p in (home / "targets").iterdir()) == ["board.toml"]
+
+
+def test_a_profile_without_measured_tables_has_none(home):
+    assert load_profile("rpi4").performance.measured is None
+
+
+def test_dump_toml_writes_nested_tables_arrays_and_escapes(home):
+    import tomllib
+
+    data = {"a": 1, "s": 'quote " and \\ slash', "t": {"x": [1.5, 2.0], "u": {"b": True}},
+            "rows": [{"k": "v"}, {"k": "w"}]}
+    assert tomllib.loads(dump_toml(data)) == data
