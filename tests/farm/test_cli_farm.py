@@ -92,6 +92,9 @@ def test_farm_bench_json_is_one_document_and_quiet_on_a_pipe(sshd, home, bundles
     assert json.loads(shown.stdout)["result"]["bundle_id"] == bundles["small"].bundle_id
     listed = edgec(home, "results", "list", "--farm-run", doc["farm_run"])
     assert listed.returncode == 0 and "RuntimeMissingError" in listed.stdout
+    run_id = str(by_name["good"]["run_id"])
+    compared = json.loads(edgec(home, "results", "compare", run_id, run_id, "--json").stdout)
+    assert compared["same_bundle"] and compared["metrics"][0]["ratio"] == 1.0
     check = edgec(home, "farm", "check", "--inventory", str(inv), "--json")
     rows = {r["device"]: r for r in json.loads(check.stdout)}
     assert rows["good"]["runtimes"]["onnxruntime"] and not rows["bare"]["runtimes"]["onnxruntime"]

@@ -86,7 +86,8 @@ def test_unknown_host_and_missing_runtime_are_per_device_failures(sshd, client_k
     trust(bare, ssh_opts)
     devices = [good.device(client_key, "good", python=device_python),
                unknown.device(client_key, "unknown", python=device_python),
-               bare.device(client_key, "bare", python=BARE_PYTHON)]
+               bare.device(client_key, "bare", python=BARE_PYTHON),
+               bare.device(client_key, "no-python", python="/opt/nowhere/python3")]
     run = farm_bench(devices, bundles["small"], store=ResultsStore(tmp_path / "r.db"), ssh=ssh_opts,
                      options=QUICK)
     outcome = {o.device.name: o for o in run.outcomes}
@@ -95,6 +96,8 @@ def test_unknown_host_and_missing_runtime_are_per_device_failures(sshd, client_k
     assert "--trust-new-host" in outcome["unknown"].error["message"]
     assert outcome["bare"].error["type"] == "RuntimeMissingError"
     assert f"`{BARE_PYTHON} -m pip install numpy onnxruntime`" in outcome["bare"].error["message"]
+    assert outcome["no-python"].error["type"] == "RuntimeMissingError"
+    assert "`/opt/nowhere/python3` not found on the device" in outcome["no-python"].error["message"]
 
 
 def test_cpu_throttled_device_still_benchmarks(sshd, client_key, ssh_opts, bundles, device_python, tmp_path):
