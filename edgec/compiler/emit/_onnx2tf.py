@@ -43,11 +43,8 @@ def channels_last(rank: int) -> list[int]:
     return [0, *range(2, rank), 1] if rank >= 3 else list(range(rank))
 
 
-def prepare(proto: onnx.ModelProto, example_shapes: dict[str, list[int]]) -> tuple[onnx.ModelProto, list[str]]:
-    """Fix every input dimension (batch 1, the rest from ``example_shapes``) and simplify; returns (model, notes)."""
-    import onnxslim
-
-    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+def _fix_shapes(proto: onnx.ModelProto, example_shapes: dict[str, list[int]]) -> list[str]:
+    """Fix every dynamic input dimension in place (batch 1, the rest from ``example_shapes``)."""
     notes = []
     initializers = {i.name for i in proto.graph.initializer}
     for value in proto.graph.input:
@@ -66,18 +63,77 @@ def prepare(proto: onnx.ModelProto, example_shapes: dict[str, list[int]]) -> tup
             dim.Clear()
             dim.dim_value = fixed
             notes.append(f"input {value.name}: dimension {axis} fixed to {fixed}")
-    for value in proto.graph.output:  # inferred again below from the fixed inputs
+    for value in proto.graph.output:  # inferred again from the fixed inputs
         for dim in value.type.tensor_type.shape.dim:
             if not dim.HasField("dim_value"):
                 dim.Clear()
     del proto.graph.value_info[:]
+    return notes
+
+
+def _ort_fold(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxruntime's basic (standard-op, semantics-preserving) optimizations: with every shape fixed, constant
+    folding turns Shape/Gather/ConstantOfShape/Slice/Cast chains into constants."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="edgec-fold-") as tmp:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(Path(tmp) / "folded.onnx")
+        ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return onnx.load(options.optimized_model_filepath)
+
+
+def _outputs(proto: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def _same_outputs(want: list[np.ndarray], proto: onnx.ModelProto, feeds: dict, tolerance: float = 1e-5) -> bool:
     try:
-        proto = onnxslim.slim(proto, model_check=False)
-    except Exception as exc:  # a helper's crash must not become the user's traceback: convert unsimplified
-        notes.append(f"onnxslim failed on the fixed-shape graph ({type(exc).__name__}); converting it unsimplified")
-    else:
-        notes.append(f"fixed-shape graph simplified: {len(proto.graph.node)} nodes")
-    return proto, notes
+        got = _outputs(proto, feeds)
+    except Exception:  # a helper produced a model onnxruntime cannot run: not the same model
+        return False
+    return all(a.shape == b.shape and np.max(np.abs(a - b), initial=0.0) <= tolerance * max(np.max(np.abs(a),
+               initial=0.0), 1e-12) for a, b in zip(want, got))
+
+
+def prepare(proto: onnx.ModelProto, example_shapes: dict[str, list[int]],
+            seed: int = 0) -> tuple[onnx.ModelProto, list[str]]:
+    """Fix every input dimension (batch 1), fold the now-constant shape arithmetic with onnxruntime, simplify
+    with onnxslim; each step is kept only if the graph still computes the same outputs. Returns (model, notes).
+
+    onnxslim alone is not trusted here: on a TF-"same"-padded PyTorch export its shape inference materializes
+    wrong pad amounts (0.1 relative error); folded by onnxruntime first, the same graph simplifies correctly.
+    """
+    import onnxslim
+
+    fixed = onnx.ModelProto.FromString(proto.SerializeToString())
+    notes = _fix_shapes(fixed, example_shapes)
+    rng = np.random.default_rng(seed)
+    initializers = {i.name for i in fixed.graph.initializer}
+    feeds = {v.name: rng.standard_normal([d.dim_value for d in v.type.tensor_type.shape.dim]).astype(
+        onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type))
+        for v in fixed.graph.input if v.name not in initializers}
+    want = _outputs(fixed, feeds)
+    best = fixed
+    steps = (("onnxruntime constant folding", _ort_fold),
+             ("onnxslim", lambda p: onnxslim.slim(onnx.ModelProto.FromString(p.SerializeToString()),
+                                                  model_check=False)))
+    for name, step in steps:
+        try:
+            candidate = step(best)
+        except Exception as exc:  # a helper's crash must not become the user's traceback: skip the step
+            notes.append(f"{name} failed on the fixed-shape graph ({type(exc).__name__}); step skipped")
+            continue
+        if _same_outputs(want, candidate, feeds):
+            best = candidate
+        else:
+            notes.append(f"{name} changed the model's outputs; step skipped")
+    notes.append(f"fixed-shape graph prepared for onnx2tf: {len(proto.graph.node)} -> {len(best.graph.node)} nodes")
+    return best, notes
 
 
 class _NoNetwork:
@@ -137,7 +193,7 @@ def _failure(exc: BaseException, proto: onnx.ModelProto, log: str) -> CompileErr
         reason = "onnx2tf has no converter for this op"
     where = f"ONNX node {name!r} (op {_node_op(proto, name)})" if name else "the model"
     return CompileError(f"onnx2tf could not convert {where}: {reason}; use --format onnx, or replace the op "
-                        "in the source model (details in the bundle's logs/compile.log with --debug)")
+                        "in the source model (rerun with --debug to see onnx2tf's own output)")
 
 
 def onnx_to_keras(proto: onnx.ModelProto, seed: int = 0):

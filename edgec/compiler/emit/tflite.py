@@ -104,7 +104,7 @@ def _keras_model(source, io: dict) -> _TFModel:
 def _onnx2tf_model(model, source, options) -> _TFModel:
     from edgec.compiler.emit import _onnx2tf
 
-    prepared, notes = _onnx2tf.prepare(edgec_ir.to_proto(model), source.example_shapes)
+    prepared, notes = _onnx2tf.prepare(edgec_ir.to_proto(model), source.example_shapes, options.seed)
     keras_model = _onnx2tf.onnx_to_keras(prepared, seed=options.seed)
     input_perms, output_perms = _onnx2tf.permutations(keras_model, prepared, options.seed)
     shapes = [[int(d) for d in t.shape] for t in keras_model.inputs]
