@@ -207,6 +207,31 @@ def test_the_pareto_front_is_marked_on_a_constructed_case():
     assert marked == {"fp32": "no", "int8": "yes", "int4": "yes", "prune30+int8": "no", "onnx-fp16": "yes"}
 
 
+def test_measured_power_is_plain_estimated_power_is_marked_and_errors_show():
+    def run(k, bundle, power, status="ok", error=None):
+        doc = {"latency_ms": {"p50": 2.0, "p90": 2.0, "p99": 2.0, "mean": 2.0, "stdev": 0.0, "count": 3},
+               "latency_samples_ms": [2.0] * 3, "power": power, "conditions": {}, "runtime": {}}
+        return Run(k, "2026-01-01T00:00:00+00:00", bundle, "jetson", "jetson-orin-nano", status, error,
+                   doc if status == "ok" else None)
+
+    measured = {"source": "jetson:ina3221", "measured": True, "status": "ok", "idle_watts": 3.1,
+                "active_watts": 7.4, "energy_per_inference_j": 0.0123}
+    estimated = {"source": "estimated", "measured": False, "status": "estimated", "idle_watts": 2.0,
+                 "active_watts": 5.0, "energy_per_inference_j": 0.0045}
+    runs = [run(1, "a" * 64, measured), run(2, "b" * 64, estimated),
+            run(3, "c" * 64, None, "error", "DeviceTimeoutError: jetson: no answer within 600 s")]
+    bundles = {r.bundle_id: BundleInfo(r.bundle_id, "net", label, "tflite", "jetson", "int8", 1000, "net|h")
+               for r, label in zip(runs, ("measured-variant", "estimated-variant", "broken-variant"))}
+    html = render_results_report(ReportData(runs=runs, bundles=bundles, results_path="mem"))
+    power = next(t for t in Tables(html).tables if t[0][1][:3] == ["device", "bundle", "source"])
+    rows = {cells[1].split()[0]: cells for _, cells in power[1:]}
+    assert rows["measured-variant"][3:7] == ["ok", "3.10 W", "7.40 W", "12.300 mJ"]
+    assert rows["estimated-variant"][3:7] == ["estimated", "≈ 2.00 W", "≈ 5.00 W", "≈ 4.500 mJ"]
+    (summary,) = Tables(html).find("bundle", "Device jetson")
+    broken = next(cells for cls, cells in summary[1:] if cells[0].startswith("broken-variant"))
+    assert "error DeviceTimeoutError: jetson: no answer within 600 s" in broken
+
+
 def test_filters_and_the_command_line(world, tmp_path):
     from click.testing import CliRunner
 
