@@ -69,11 +69,11 @@ def _machine_busy_seconds() -> float:
 
 
 def _make_bundle(root: Path):
-    import conftest  # tests/farm/conftest.py: the same tiny MatMul model the tests use
+    from farm_testbed import tiny_onnx  # the same tiny MatMul model the tests use
 
     from edgec import api
 
-    source = conftest.tiny_onnx(root / "bench.onnx", 512, 3)  # ~1 MB of weights
+    source = tiny_onnx(root / "bench.onnx", 512, 3)  # ~1 MB of weights
     return api.compile(str(source), root / "bench.bundle", target="rpi4", format="onnx")
 
 

@@ -5,19 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from farm_testbed import NetnsFarm, SshServer, have_root_tools, make_key
+from farm_testbed import DEVICE_PYTHON, NetnsFarm, SshServer, have_root_tools, make_key, tiny_onnx
 
 from edgec.deploy.ssh import SshOptions
-
-# The device Python for loopback/namespace devices: they share this machine's file system, so the venv's
-# interpreter (numpy + onnxruntime) is "a device with the runtime"; /usr/bin/python3 has neither.
-DEVICE_PYTHON = sys.executable
-BARE_PYTHON = "/usr/bin/python3"
 
 
 def pytest_collection_modifyitems(items):
@@ -84,27 +78,6 @@ def netns_farm(tmp_path, client_key):
         yield farm
     finally:
         farm.close()
-
-
-def trust(server: SshServer, opts: SshOptions) -> None:
-    with open(opts.known_hosts, "a") as handle:
-        handle.write(server.host_key_line())
-
-
-def tiny_onnx(path: Path, n: int, seed: int) -> Path:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    weight = numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], [weight])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
 
 
 @pytest.fixture(scope="session")

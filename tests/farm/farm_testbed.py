@@ -16,13 +16,22 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from edgec.deploy.inventory import Device
 
 SSHD = "/usr/sbin/sshd"
+# The device Python for loopback/namespace devices: they share this machine's file system, so the venv's
+# interpreter (numpy + onnxruntime) is "a device with the runtime"; /usr/bin/python3 has neither.
+DEVICE_PYTHON = sys.executable
+BARE_PYTHON = "/usr/bin/python3"
+
+
 
 
 def sh(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -305,3 +314,24 @@ class CpuQuota:
 
 def copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst)
+
+
+def trust(server: SshServer, opts) -> None:
+    with open(opts.known_hosts, "a") as handle:
+        handle.write(server.host_key_line())
+
+
+def tiny_onnx(path: Path, n: int, seed: int) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weight = numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path

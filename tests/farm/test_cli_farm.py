@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BARE_PYTHON
+from farm_testbed import BARE_PYTHON
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,8 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import BARE_PYTHON, trust
-from farm_testbed import CpuQuota
+from farm_testbed import BARE_PYTHON, CpuQuota, trust
 
 from edgec.deploy.farm import FarmProgress, farm_bench
 from edgec.deploy.results import ResultsStore

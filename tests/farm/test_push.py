@@ -8,7 +8,7 @@ import shlex
 import time
 
 import pytest
-from conftest import DEVICE_PYTHON, trust
+from farm_testbed import DEVICE_PYTHON, trust
 
 from edgec.deploy import push as push_module
 from edgec.deploy.push import install_agent, push_bundle

@@ -10,8 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import trust
-from farm_testbed import free_port, make_key
+from farm_testbed import free_port, make_key, trust
 
 from edgec.deploy.ssh import SshTarget, connect
 from edgec.errors import DeviceError, DeviceTimeoutError, HostKeyError
