@@ -62,7 +62,8 @@ def detect_host() -> dict:
     else:
         base = "rpi4"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    storage_mb = shutil.disk_usage(os.path.expanduser("~")).free // (1 << 20)
+    # Capacity, not free space: the profile (and its hash in every bundle) must not change as the disk fills.
+    storage_mb = shutil.disk_usage(os.path.expanduser("~")).total // (1 << 20)
     return {
         "name": "host",
         "description": f"this machine: {model}, {cores} cores (detected; extends {base})",
