@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from farm_testbed import BARE_PYTHON, CpuQuota, trust
@@ -159,3 +160,17 @@ def test_repeat_bench_pushes_nothing(sshd, client_key, ssh_opts, bundles, device
     assert again.ok and again.pushed_bytes == 0
     assert sorted(p.name for p in (server.home / ".edgec" / "agent").iterdir()) == [
         Path(p).name for p in [__import__("edgec.deploy.remote", fromlist=["x"]).agent_zipapp()]]
+
+
+def test_bench_over_a_lossy_slow_link_completes(netns_farm, client_key, ssh_opts, bundles, device_python):
+    lossy, slow = netns_farm.add(1), netns_farm.add(2)
+    for server in (lossy, slow):
+        trust(server, ssh_opts)
+    netns_farm.packet_loss(lossy, 20)
+    netns_farm.rate_limit(slow, "4mbit")
+    opts = replace(ssh_opts, connect_timeout=15, stall_timeout=15, retries=3)
+    devices = [lossy.device(client_key, "lossy", python=device_python),
+               slow.device(client_key, "slow", python=device_python)]
+    run = farm_bench(devices, bundles["big"], store=None, ssh=opts, options=QUICK, device_timeout=120)
+    assert [o.error for o in run.outcomes] == [None, None]
+    assert netns_farm.dropped_packets(lossy) > 10
