@@ -109,90 +109,100 @@ def farm_bench(devices: list[Device], bundle: Bundle, *, store: ResultsStore | N
                ssh: SshOptions, parallel: int = 8, device_timeout: float = 600.0,
                progress: FarmProgress | None = None) -> FarmRun:
     """Benchmark ``bundle`` on every device, ``parallel`` at a time; see the module docstring for guarantees."""
-    run = FarmRun(farm_run=secrets.token_hex(6), bundle_id=bundle.bundle_id)
-    progress = progress or FarmProgress(devices, enabled=False)
     agent_zipapp()  # build once, before the threads need it
-    cancel = threading.Event()
-    live: dict[str, object] = {}
-    deadlines: dict[str, float] = {}
-    timed_out: set[str] = set()
-    lock = threading.Lock()
+    runner = _FarmRunner(bundle, store, options, ssh, device_timeout, progress or FarmProgress(devices, False))
+    return runner.run(devices, parallel)
 
-    def work(device: Device) -> DeviceOutcome:
-        started = time.monotonic()
-        with lock:
-            deadlines[device.name] = started + device_timeout
-        outcome = DeviceOutcome(device)
 
-        def on_connect(conn):
-            with lock:
-                live[device.name] = conn
-            if cancel.is_set() or device.name in timed_out:
-                conn.close()
+class _FarmRunner:
+    """The state one farm bench shares between its worker threads and the watching main thread."""
 
+    def __init__(self, bundle, store, options, ssh, device_timeout, progress):
+        self.bundle, self.store, self.options, self.ssh = bundle, store, options, ssh
+        self.device_timeout, self.progress = device_timeout, progress
+        self.farm_run = FarmRun(farm_run=secrets.token_hex(6), bundle_id=bundle.bundle_id)
+        self.cancel = threading.Event()
+        self.lock = threading.Lock()
+        self.live: dict[str, object] = {}  # device -> open connection, closable from the main thread
+        self.deadlines: dict[str, float] = {}
+        self.timed_out: set[str] = set()
+
+    def run(self, devices: list[Device], parallel: int) -> FarmRun:
+        run = self.farm_run
+        pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="edgec-farm")
+        futures = [pool.submit(self.work, d) for d in devices]
         try:
-            if cancel.is_set():
-                raise KeyboardInterrupt
-            done = bench_on_device(device, bundle, options, ssh, timeout=device_timeout, on_connect=on_connect,
-                                   on_stage=lambda s, d: progress.stage(device.name, s, d))
+            pending = set(futures)
+            while pending:
+                _, pending = wait(pending, timeout=0.2)
+                self.enforce_deadlines()
+                self.progress.draw()
+        except KeyboardInterrupt:
+            run.interrupted = True
+            self.cancel.set()
+            for future in futures:
+                future.cancel()
+            with self.lock:
+                for conn in list(self.live.values()):
+                    conn.close()  # frees the worker, which then records nothing
+        finally:
+            pool.shutdown(wait=True)
+            self.progress.draw()
+        run.outcomes = [f.result() for f in futures if not f.cancelled() and f.result() is not None]
+        return run
+
+    def work(self, device: Device) -> DeviceOutcome | None:
+        """One device from connect to stored outcome; None when Ctrl-C stopped it half way."""
+        started = time.monotonic()
+        with self.lock:
+            self.deadlines[device.name] = started + self.device_timeout
+        outcome = DeviceOutcome(device)
+        try:
+            if self.cancel.is_set():
+                return None
+            done = bench_on_device(device, self.bundle, self.options, self.ssh, timeout=self.device_timeout,
+                                   on_connect=lambda conn: self.register(device.name, conn),
+                                   on_stage=lambda s, d: self.progress.stage(device.name, s, d))
             outcome.result, outcome.pushed_bytes = done.result, done.pushed_bytes
         except Exception as exc:  # whatever went wrong is this device's outcome, recorded below
-            error = exc if isinstance(exc, EdgecError) else DeviceError(f"{device.name}: {type(exc).__name__}: {exc}")
-            if device.name in timed_out:
-                error = DeviceTimeoutError(f"{device.name}: no outcome within the device timeout of "
-                                           f"{device_timeout:g} s; stopped (last step: {progress.state[device.name][0]})")
-            outcome.error = {"type": type(error).__name__, "message": str(error)}
+            outcome.error = self.describe(device, exc)
         finally:
-            with lock:
-                live.pop(device.name, None)
-                deadlines.pop(device.name, None)
+            with self.lock:
+                self.live.pop(device.name, None)
+                self.deadlines.pop(device.name, None)
         outcome.seconds = time.monotonic() - started
-        if cancel.is_set() and outcome.error:
-            return outcome  # stopped by Ctrl-C half way: not a device failure, not recorded
-        if store is not None:
-            outcome.run_id = store.record(bundle_id=bundle.bundle_id, device=device.name, address=device.address,
-                                          profile=device.target, result=outcome.result, error=outcome.error,
-                                          farm_run=run.farm_run)
-        progress.stage(device.name, "ok" if outcome.ok else "failed",
-                       _latency_text(outcome.result) if outcome.ok else _short(outcome.error))
+        if self.cancel.is_set() and outcome.error:
+            return None  # stopped by Ctrl-C half way: not a device failure, not recorded
+        if self.store is not None:
+            outcome.run_id = self.store.record(
+                bundle_id=self.bundle.bundle_id, device=device.name, address=device.address, profile=device.target,
+                result=outcome.result, error=outcome.error, farm_run=self.farm_run.farm_run)
+        self.progress.stage(device.name, "ok" if outcome.ok else "failed",
+                            _latency_text(outcome.result) if outcome.ok else _short(outcome.error))
         return outcome
 
-    pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="edgec-farm")
-    futures = {pool.submit(work, d): d for d in devices}
-    try:
-        pending = set(futures)
-        while pending:
-            _, pending = wait(pending, timeout=0.2)
-            _enforce_deadlines(deadlines, live, timed_out, lock)
-            progress.draw()
-    except KeyboardInterrupt:
-        run.interrupted = True
-        cancel.set()
-        for future in futures:
-            future.cancel()
-        with lock:
-            for conn in list(live.values()):
+    def register(self, name: str, conn) -> None:
+        with self.lock:
+            self.live[name] = conn
+            if self.cancel.is_set() or name in self.timed_out:
                 conn.close()
-    finally:
-        pool.shutdown(wait=True)
-        progress.draw()
-    for future in futures:
-        if future.cancelled():
-            continue
-        outcome = future.result()
-        if not (run.interrupted and outcome.error and outcome.run_id is None):
-            run.outcomes.append(outcome)
-    return run
 
+    def describe(self, device: Device, exc: Exception) -> dict:
+        error = exc if isinstance(exc, EdgecError) else DeviceError(f"{device.name}: {type(exc).__name__}: {exc}")
+        if device.name in self.timed_out:
+            error = DeviceTimeoutError(
+                f"{device.name}: no outcome within the device timeout of {self.device_timeout:g} s; stopped "
+                f"(last step: {self.progress.state[device.name][0]})")
+        return {"type": type(error).__name__, "message": str(error)}
 
-def _enforce_deadlines(deadlines: dict, live: dict, timed_out: set, lock) -> None:
-    now = time.monotonic()
-    with lock:
-        for name, deadline in deadlines.items():
-            if now > deadline and name not in timed_out:
-                timed_out.add(name)
-                if name in live:
-                    live[name].close()
+    def enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            for name, deadline in self.deadlines.items():
+                if now > deadline and name not in self.timed_out:
+                    self.timed_out.add(name)
+                    if name in self.live:
+                        self.live[name].close()
 
 
 def _latency_text(result: dict) -> str:
