@@ -76,7 +76,7 @@ def sweep_cmd(ctx, source, target, variants, devices, fmt, input_shapes, calibra
         echo_json({"report": str(path), "outcomes": outcomes})
     else:
         click.echo(table([[o["label"], o["device"], o["status"], (o.get("bundle_id") or "")[:12],
-                           "" if o.get("latency_ms_p50") is None else f"{o['latency_ms_p50']:.3f}",
+                           "" if o.get("latency_ms_p50") is None else f"{o['latency_ms_p50']:.4g}",
                            "" if o["metrics"].get("accuracy") is None else f"{o['metrics']['accuracy']:.2f}",
                            o.get("error") or ""] for o in outcomes],
                          ["variant", "device", "status", "bundle", "p50 ms", "accuracy", "error"]))

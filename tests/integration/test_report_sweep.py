@@ -112,3 +112,18 @@ def test_compile_report_shows_passes_layers_sizes_and_unknown_sections(model):
     bundle.manifest["report"]["future_stage"] = {"layers": [{"node": "fc1", "decision": "kept", "why": "tiny"}]}
     again = render_compile_report(bundle)
     assert 'id="report-future_stage"' in again and "<td>fc1</td>" in again and "<th>decision</th>" in again
+
+
+def test_the_digits_example_files_feed_a_sweep(tmp_path):
+    from edgec.examples.digits_files import write_digits_files
+
+    paths = write_digits_files(tmp_path, epochs=1)
+    with np.load(paths["eval"]) as data:
+        assert data["x"].shape[1:] == (1, 8, 8) and data["labels"].shape == (len(data["x"]),)
+    done = CliRunner().invoke(cli, ["sweep", str(paths["model"]), "--target", "x86-avx2", "--variants", "fp32",
+                                    "--eval-data", str(paths["eval"]), "--runs", "5", "--idle", "0", "--workdir",
+                                    str(tmp_path / "b"), "--results", str(tmp_path / "r.db"), "-o",
+                                    str(tmp_path / "r.html"), "--json"])
+    assert done.exit_code == 0, done.output
+    accuracy = json.loads(done.output)["outcomes"][0]["metrics"]["accuracy"]
+    assert 10 < accuracy <= 100  # trained for one epoch: better than chance
