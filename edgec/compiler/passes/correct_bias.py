@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
+import onnx_ir.passes.common
 
 from edgec.compiler.passes import EdgecPass
 from edgec.compiler.passes.quantize_common import channel_stats, const, replace_const, weighted_nodes

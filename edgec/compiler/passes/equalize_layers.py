@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+import onnx_ir.passes.common
 
 from edgec.compiler.passes import EdgecPass
 from edgec.compiler.passes.quantize_common import channel_stats, const, replace_const
@@ -198,7 +199,7 @@ class EqualizeLayers(EdgecPass):
         if _layer_kind(layer2) == "depthwise":
             delta = w2.reshape(w2.shape[0], -1).sum(1) * shift
         elif layer2.op_type == "Conv":
-            delta = np.einsum("oi...,i->o", w2, shift).reshape(w2.shape[0], -1).sum(1)
+            delta = np.einsum("oi...,i->o...", w2, shift).reshape(w2.shape[0], -1).sum(1)
         else:
             delta = (w2 @ shift) if layer2.attributes.get_int("transB", 0) else (shift @ w2)
         biases[id(layer1)] = biases[id(layer1)] - shift
