@@ -150,6 +150,63 @@ def compare(name: str, runtime: str, agent: Path, bundle: Path, runs: int, power
             "rss_over_bare_mib": (statistics.median(agent_rss) - statistics.median(bare_rss)) / 2**20}
 
 
+def _bare_in_process(runtime: str, bundle: Path):
+    """A zero-argument bare run of the bundle's model with its reference inputs, in this process."""
+    import numpy as np
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    model = str(bundle / manifest["model_file"])
+    with np.load(bundle / manifest["reference"]["inputs"]) as data:
+        arrays = [data[f"i{k}"] for k in range(len(data.files))]
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
+        sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        feeds = {i.name: a for i, a in zip(sess.get_inputs(), arrays)}
+        return lambda: sess.run(None, feeds)
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=model, num_threads=THREADS)
+    interp.allocate_tensors()
+    pairs = [(d["index"], a) for d, a in zip(interp.get_input_details(), arrays)]
+    outs = [d["index"] for d in interp.get_output_details()]
+
+    def run():
+        for index, a in pairs:
+            interp.set_tensor(index, a)
+        interp.invoke()
+        return [interp.get_tensor(index) for index in outs]
+
+    return run
+
+
+def compare_in_process(name: str, runtime: str, bundle: Path, runs: int) -> dict:
+    """The agent's code (run_bench) and a bare loop alternating in ONE process: no process-to-process variance."""
+    from edgec.device_agent import run_bench
+
+    bare_run = _bare_in_process(runtime, bundle)
+    agent_p50, bare_p50 = [], []
+    for _ in range(REPEATS):
+        doc = run_bench(bundle, {"runs": runs, "warmup": 20, "threads": THREADS, "power": "none", "idle_s": 0})
+        agent_p50.append(doc["latency_ms"]["p50"])
+        for _ in range(20):
+            bare_run()
+        lat = []
+        for _ in range(runs):
+            start = time.perf_counter_ns()
+            bare_run()
+            lat.append(time.perf_counter_ns() - start)
+        bare_p50.append(statistics.median(lat) / 1e6)
+    a, b = statistics.median(agent_p50), statistics.median(bare_p50)
+    return {"model": name, "runtime": f"{runtime} (1 process)", "runs": runs, "repeats": REPEATS, "threads": THREADS,
+            "agent_p50_ms": a, "bare_p50_ms": b, "p50_ratio": a / b, "within_3pct": abs(a / b - 1) <= 0.03,
+            "pair_ratios": [round(x / y, 4) for x, y in zip(agent_p50, bare_p50)],
+            "best_p50_ratio": min(agent_p50) / min(bare_p50)}
+
+
 def _bundles(work: Path) -> list[tuple[str, str, Path, int, str]]:
     """(name, runtime, bundle, runs, skip reason) for each model compared."""
     from edgec import api
@@ -168,17 +225,20 @@ def _bundles(work: Path) -> list[tuple[str, str, Path, int, str]]:
 
 
 def _print(rows: list[dict]) -> None:
-    head = f"{'model':<27}{'runtime':<12}{'agent p50':>11}{'bare p50':>11}{'ratio':>8}{'best':>7}" \
+    head = f"{'model':<27}{'runtime':<22}{'agent p50':>11}{'bare p50':>11}{'ratio':>8}{'best':>7}" \
            f"{'start agent/bare':>20}{'RSS agent/bare MiB':>21}"
     print(head)
     print("-" * len(head))
     for r in rows:
         if "skipped" in r:
-            print(f"{r['model']:<27}{r['runtime']:<12}  skipped: {r['skipped']}")
+            print(f"{r['model']:<27}{r['runtime']:<22}  skipped: {r['skipped']}")
             continue
-        print(f"{r['model']:<27}{r['runtime']:<12}{r['agent_p50_ms']:>9.4f}ms{r['bare_p50_ms']:>9.4f}ms"
-              f"{r['p50_ratio']:>8.3f}{r['best_p50_ratio']:>7.3f}{r['agent_startup_s']:>9.3f}s/{r['bare_startup_s']:.3f}s"
-              f"{r['agent_rss_peak_mib']:>11.1f}/{r['bare_rss_peak_mib']:.1f}")
+        line = (f"{r['model']:<27}{r['runtime']:<22}{r['agent_p50_ms']:>9.4f}ms{r['bare_p50_ms']:>9.4f}ms"
+                f"{r['p50_ratio']:>8.3f}{r['best_p50_ratio']:>7.3f}")
+        if "agent_startup_s" in r:
+            line += (f"{r['agent_startup_s']:>9.3f}s/{r['bare_startup_s']:.3f}s"
+                     f"{r['agent_rss_peak_mib']:>11.1f}/{r['bare_rss_peak_mib']:.1f}")
+        print(line)
 
 
 def main() -> list[dict]:
@@ -194,6 +254,7 @@ def main() -> list[dict]:
                 rows.append({"model": name, "runtime": runtime, "skipped": skipped})
                 continue
             rows.append(compare(name, runtime, agent, bundle, runs))
+            rows.append(compare_in_process(name, runtime, bundle, runs))
             if runtime == "onnxruntime" and runs < 1000:  # the larger model again, power sampled on the thread
                 row = compare(name, runtime, agent, bundle, runs, _fake_hwmon(work / "sysfs"))
                 rows.append({**row, "runtime": "ort+power"})
