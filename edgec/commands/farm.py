@@ -134,14 +134,18 @@ def list_cmd(inventory, tags, as_json):
 @device_options
 @click.option("--tag", "tags", multiple=True, help="Only devices with this tag.")
 @click.option("--parallel", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--bundle", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Also check that each device has the runtime this bundle needs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def check_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, tags, parallel, as_json):
+def check_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, tags, parallel, bundle, as_json):
     """Is each device reachable? Its Python, runtimes, free disk and agent version (installs the agent)."""
+    from edgec.bundle import Bundle
     from edgec.deploy.farm import check_devices
     from edgec.deploy.inventory import load_inventory, select_devices
 
     devices = select_devices(load_inventory(inventory), tuple(tags))
-    rows = check_devices(devices, ssh_options(trust_new_host, connect_timeout, stall_timeout), parallel)
+    rows = check_devices(devices, ssh_options(trust_new_host, connect_timeout, stall_timeout), parallel,
+                         bundle=Bundle(bundle) if bundle else None)
     if as_json:
         echo_json(rows)
     else:

@@ -226,11 +226,12 @@ def check_devices(devices: list[Device], ssh: SshOptions, parallel: int = 8, bun
             with connect(device.ssh_target(), ssh) as conn:
                 row["connect_seconds"] = round(time.monotonic() - started, 3)
                 info = device_info(conn, device, install_agent(conn, agent))
-                row.update(ok=True, python=info.get("python"), runtimes=info.get("runtimes"),
+                row.update(python=info.get("python"), runtimes=info.get("runtimes"),
                            free_disk_bytes=info.get("free_disk_bytes"), agent_version=info.get("agent_version"),
                            platform=info.get("platform"))
                 if bundle is not None:
                     row["runtime"] = check_runtime(info, bundle, device, conn.target.label)
+                row["ok"] = True
         except Exception as exc:  # reported in the device's row, like any other failure
             row["error"] = {"type": type(exc).__name__, "message": str(exc)}
         return row

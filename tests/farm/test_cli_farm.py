@@ -97,7 +97,12 @@ def test_farm_bench_json_is_one_document_and_quiet_on_a_pipe(sshd, home, bundles
     assert compared["same_bundle"] and compared["metrics"][0]["ratio"] == 1.0
     check = edgec(home, "farm", "check", "--inventory", str(inv), "--json")
     rows = {r["device"]: r for r in json.loads(check.stdout)}
+    assert check.returncode == 0
     assert rows["good"]["runtimes"]["onnxruntime"] and not rows["bare"]["runtimes"]["onnxruntime"]
+    ready = edgec(home, "farm", "check", "--inventory", str(inv), "--bundle", str(bundles["small"].path), "--json")
+    rows = {r["device"]: r for r in json.loads(ready.stdout)}
+    assert ready.returncode == 8 and rows["good"]["ok"] and rows["good"]["runtime"] == "onnxruntime"
+    assert not rows["bare"]["ok"] and rows["bare"]["error"]["type"] == "RuntimeMissingError"
 
 
 def test_ctrl_c_stops_the_farm_and_keeps_finished_results(sshd, home, bundles, device_python, tmp_path):
