@@ -85,7 +85,7 @@ def _options(runs, warmup, threads, duration, power, power_command, power_model,
 @click.option("--threads", type=int, default=None, help="Runtime threads (default: the runtime's choice).")
 @click.option("--duration", type=float, default=None, help="Time inferences for S seconds instead of --runs.")
 @click.option("--power", default="auto", show_default=True,
-              help="Power source: auto, none, hwmon, jetson, rapl, battery, command, estimated, or a comma list.")
+              help="Power source: auto, none, hwmon, jetson, pmic, rapl, battery, command, estimated, or a comma list.")
 @click.option("--power-command", default=None, help="External meter command printing watts (with --power command).")
 @click.option("--power-model", default=None, help="IDLE_W,ACTIVE_W for --power estimated (default: the profile's).")
 @click.option("--idle", type=float, default=1.0, show_default=True, help="Seconds of idle power sampling first.")

@@ -22,7 +22,7 @@ appear without a bump. Units are in the key names (``_s``, ``_ms``, ``_bytes``, 
     throughput_ips   inferences per second over the timed window (sequential, one at a time)
     memory           {rss_idle_bytes (before loading the model), rss_after_load_bytes, rss_peak_bytes,
                       rss_increase_bytes (peak - idle), peak_source (VmHWM|getrusage), peak_reset}
-    power            {source: "hwmon:ina219"|"jetson:ina3221"|"rapl"|"battery:BAT0"|"command"|"estimated"|"none",
+    power            {source: "hwmon:ina219"|"jetson:ina3221"|"pmic:rpi5"|"rapl"|"battery:BAT0"|"command"|"estimated"|"none",
                       measured: bool (false for estimated and none), kind: power|energy|model|null,
                       status: ok|lost|estimated|none, reason: why lost / why none / null,
                       detail: {paths, rails, layout, notes}, idle_watts, active_watts, energy_window_j,

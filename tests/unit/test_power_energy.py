@@ -194,3 +194,31 @@ def test_without_idle_phase_energy_is_gross_and_says_so(tmp_path):
     assert doc["idle_watts"] is None
     assert doc["energy_per_inference_j"] == pytest.approx(4.0 * doc["window_s"] / 10)
     assert "idle power not measured" in doc["reason"]
+
+
+def test_pi5_pmic_energy_is_exact(tmp_path, rewriter, monkeypatch):
+    """The PMIC source runs `vcgencmd pmic_read_adc` per reading; here a fake tool prints a file the thread rewrites."""
+    def output(amps: float) -> str:
+        return f"  3V3_SYS_A current(1)={amps:.8f}A\n  3V3_SYS_V volt(9)=3.30000000V\n"
+
+    tool = tmp_path / "bin" / "vcgencmd"
+    tool.parent.mkdir()
+    tool.write_text(f"#!/bin/sh\nexec cat {tmp_path / 'adc.txt'}\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tool.parent}{os.pathsep}{os.environ['PATH']}")
+    rewriter.set({"adc.txt": output(0.5)})
+    source, _ = select_source("pmic", str(tmp_path))
+    meter = PowerMeter(source, interval_s=0.01)
+    assert meter.interval_s == source.min_interval_s  # a process per reading: read less often
+    rewriter.set({"adc.txt": output(0.5)})
+    meter.begin("idle")
+    time.sleep(0.45)
+    meter.end()
+    rewriter.set({"adc.txt": output(1.5)})
+    meter.begin("active")
+    time.sleep(0.45)
+    meter.end()
+    doc = meter.summary(9)
+    assert doc["source"] == "pmic:rpi5" and doc["status"] == "ok" and doc["samples"] >= 3
+    assert doc["idle_watts"] == pytest.approx(1.65, rel=1e-12) and doc["active_watts"] == pytest.approx(4.95, rel=1e-12)
+    assert doc["energy_per_inference_j"] == pytest.approx(3.3 * doc["window_s"] / 9, rel=1e-9)

@@ -195,3 +195,49 @@ def test_command_source_reads_watts_or_joules(tmp_path):
     assert source.kind == "power" and source.read() == 7.25
     with pytest.raises(UsageError, match="power-command"):
         CommandSource(f"{sys.executable} -c \"print('n/a')\"")
+
+
+PMIC_OUTPUT = """\
+     3V7_WL_SW_A current(0)=0.10000000A
+     3V3_SYS_A current(1)=0.50000000A
+     DDR_VDD2_A current(4)=0.20000000A
+     3V7_WL_SW_V volt(8)=3.70000000V
+     3V3_SYS_V volt(9)=3.30000000V
+     EXT5V_V volt(24)=5.10000000V
+"""
+
+
+def fake_vcgencmd(folder, monkeypatch, body: str):
+    """A `vcgencmd` on PATH that answers like the Pi firmware's (there is none on this machine)."""
+    tool = folder / "bin" / "vcgencmd"
+    tool.parent.mkdir(parents=True, exist_ok=True)
+    tool.write_text(f"#!/bin/sh\n{body}\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tool.parent}{os.pathsep}{os.environ['PATH']}")
+    return tool
+
+
+def test_pi5_pmic_sums_rails_with_current_and_voltage(tmp_path, monkeypatch):
+    from edgec.device_agent.power.pmic import parse_pmic
+
+    assert parse_pmic(PMIC_OUTPUT) == {"3V3_SYS": pytest.approx(1.65), "3V7_WL_SW": pytest.approx(0.37)}
+    (tmp_path / "out.txt").write_text(PMIC_OUTPUT)
+    fake_vcgencmd(tmp_path, monkeypatch, f'[ "$1" = pmic_read_adc ] && exec cat {tmp_path / "out.txt"}\nexit 1')
+    source, reasons = select_source("auto", str(tmp_path / "sys"))
+    assert source.name == "pmic:rpi5" and source.min_interval_s >= 0.1
+    assert source.read() == pytest.approx(2.02) and source.describe()["rails"] == ["3V3_SYS", "3V7_WL_SW"]
+    assert len(reasons) == 2  # jetson and hwmon were tried first
+
+
+def test_pi4_vcgencmd_without_pmic_is_not_a_power_source(tmp_path, monkeypatch):
+    fake_vcgencmd(tmp_path, monkeypatch, 'echo "error=1 error_msg=\\"Command not registered\\"" >&2; exit 1')
+    source, reasons = select_source("auto", str(tmp_path))
+    assert source is None and any("pmic_read_adc" in r and "unusable" in r for r in reasons)
+
+
+def test_throttled_flags_come_from_vcgencmd(tmp_path, monkeypatch):
+    from edgec.device_agent.conditions import snapshot
+
+    fake_vcgencmd(tmp_path, monkeypatch, '[ "$1" = get_throttled ] && echo throttled=0x50005')
+    assert snapshot(str(tmp_path))["throttled"]["flags"] == [
+        "under_voltage", "throttled", "under_voltage_occurred", "throttled_occurred"]

@@ -1,6 +1,7 @@
 """Power sources, chosen by name: what the device has (``auto``), or what the user or the profile says.
 
-Names: ``jetson`` (INA3221 rails), ``hwmon`` (INA2xx), ``rapl`` (x86 energy counters), ``battery``
+Names: ``jetson`` (INA3221 rails), ``hwmon`` (INA2xx), ``pmic`` (Raspberry Pi 5 ``vcgencmd pmic_read_adc``),
+``rapl`` (x86 energy counters), ``battery``
 (power_supply), ``command`` (an external meter, ``--power-command``), ``estimated`` (the profile's power model,
 ``--power-model IDLE_W,ACTIVE_W``, never labelled measured) and ``none``. A comma list tries names in order.
 ``auto`` tries the sensors in ``AUTO_ORDER``, then the command when one is given, and otherwise reports ``none``
@@ -13,7 +14,7 @@ Every sysfs path is relative to a configurable root (``/sys`` on a device, a fak
 
 from __future__ import annotations
 
-from edgec.device_agent.power import battery, hwmon, jetson, rapl
+from edgec.device_agent.power import battery, hwmon, jetson, pmic, rapl
 from edgec.device_agent.power._sysfs import PowerSource
 from edgec.device_agent.power.command import CommandSource
 from edgec.device_agent.power.estimated import EstimatedSource, parse_model
@@ -23,8 +24,9 @@ from edgec.errors import UsageError
 __all__ = ["AUTO_ORDER", "NAMES", "SENSORS", "PowerMeter", "PowerSource", "none_summary", "parse_model",
            "select_source"]
 
-SENSORS = {"jetson": jetson.find, "hwmon": hwmon.find, "rapl": rapl.find, "battery": battery.find}
-AUTO_ORDER = ("jetson", "hwmon", "rapl", "battery")
+SENSORS = {"jetson": jetson.find, "hwmon": hwmon.find, "pmic": pmic.find, "rapl": rapl.find, "battery": battery.find}
+# A sensor on the power input (INA2xx, INA3221's VDD_IN) before the Pi 5's PMIC rails, which miss USB and losses.
+AUTO_ORDER = ("jetson", "hwmon", "pmic", "rapl", "battery")
 NAMES = ("auto", "none", *SENSORS, "command", "estimated")
 
 

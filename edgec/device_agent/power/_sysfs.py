@@ -51,6 +51,7 @@ class PowerSource:
     name = "none"  # reported as the result's power.source, e.g. "hwmon:ina219"
     kind = "power"  # "power" (watts now), "energy" (cumulative joules) or "model"
     measured = True
+    min_interval_s = 0.0  # sources that run a tool per reading ask to be read less often
     detail: dict = {}
 
     def read(self) -> float:

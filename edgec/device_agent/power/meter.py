@@ -55,7 +55,7 @@ class PowerMeter:
 
     def __init__(self, source: PowerSource, interval_s: float = 0.02, clock=time.monotonic):
         self.source = source
-        self.interval_s = interval_s
+        self.interval_s = max(interval_s, getattr(source, "min_interval_s", 0.0))
         self.clock = clock
         self.phases: dict[str, Phase] = {}
         self._stop = threading.Event()
