@@ -31,7 +31,7 @@ __all__ = ["build_float_passes", "compile_into", "run_passes"]
 FLOAT_REFERENCE_RTOL, QUANT_REFERENCE_RTOL = 1e-3, 5e-2
 # Stages the pipeline runs between the float passes and emission, each a module with
 # ``apply(model, source, profile, options, context) -> (model, records)`` (quantization, pruning, ...).
-STAGES: list[str] = ["edgec.compiler.stages.quantize"]
+STAGES: list[str] = ["edgec.compiler.stages.compress", "edgec.compiler.stages.quantize"]
 
 
 def build_float_passes(profile: TargetProfile, options: CompileOptions) -> list:
@@ -136,7 +136,7 @@ def compile_into(spec: str, bundle_dir: Path, options: CompileOptions, profile: 
         return emitted.from_model(emitted.runner(emitted.to_model(inputs)))
 
     checks.append(verify.verify_stage(f"emitted {fmt}", source.reference, emitted_in_ir_layout, input_sets,
-                                      names, None if emitted.quantized else options.tolerance))
+                                      names, None if emitted.quantized or context.get("lossy") else options.tolerance))
     progress.step("writing the bundle")
     context["float_model_bytes"] = context.get("float_model_bytes") or len(
         edgec_ir.to_proto(context["float_model"]).SerializeToString())

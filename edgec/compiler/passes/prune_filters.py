@@ -1,0 +1,243 @@
+"""Structured filter pruning: remove whole filters (output channels) and the matching inputs of every consumer.
+
+Filters are ranked by the L1 norm of their weights ("Pruning Filters for Efficient ConvNets", Li et al. 2017),
+summed over all producers of a channel group (``_channel_groups``) after normalising each producer by its mean,
+so a residual stage's producers vote equally. Each group gets a ratio: per-layer rules, or a global ratio spread
+by sensitivity (groups whose removal changes the output most on calibration data are pruned less). Kept channel
+counts are rounded to the target's SIMD width where that keeps the ratio honest. Pruned consumer layers are then
+refitted by least squares (``reconstruct_layers``). The graph keeps symbolic dimensions: nothing is specialised
+to one input size.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+import numpy as np
+import onnx_ir as ir
+import onnx_ir.passes.common as ir_common
+
+from edgec.compiler.passes import EdgecPass
+from edgec.compiler.passes._channel_groups import (
+    ChannelGroup,
+    Edit,
+    GroupAnalysis,
+    analyse_groups,
+    const_array,
+)
+from edgec.compiler.passes.reconstruct_layers import capture, reconstruct_layers, set_const
+
+__all__ = ["PruneFilters", "apply_keep", "filter_importance", "prunable_groups"]
+
+MAX_GROUP_RATIO = 0.9
+SENSITIVITY_POWER = 0.5
+
+
+def filter_importance(group: ChannelGroup) -> np.ndarray:
+    """L1 norm per channel, each producer normalised by its mean so producers of a group vote equally."""
+    total = np.zeros(group.size)
+    for node in group.producers:
+        weight = np.abs(const_array(node.inputs[1]).astype(np.float64))
+        if node.op_type == "Conv":
+            norms = weight.reshape(weight.shape[0], -1).sum(axis=1)
+        elif node.op_type == "Gemm" and node.attributes.get_int("transB", 0):
+            norms = weight.sum(axis=1)
+        else:
+            norms = weight.sum(axis=0)
+        total += norms / (norms.mean() or 1.0)
+    return total
+
+
+def keep_count(size: int, ratio: float, multiple: int) -> int:
+    """Channels to keep: at least one, rounded to ``multiple`` when the group is a multiple of it."""
+    keep = size - round(ratio * size)
+    if multiple > 1 and size % multiple == 0 and size >= 2 * multiple:
+        keep = round(keep / multiple) * multiple
+    return max(1, min(size, keep))
+
+
+def keep_indices(group: ChannelGroup, ratio: float, multiple: int) -> np.ndarray:
+    keep = keep_count(group.size, ratio, multiple)
+    order = np.argsort(-filter_importance(group), kind="stable")
+    return np.sort(order[:keep])
+
+
+def prunable_groups(analysis: GroupAnalysis) -> list[ChannelGroup]:
+    return [g for g in analysis.groups if not g.blocked and g.size > 1]
+
+
+def _indices(edit: Edit, analysis: GroupAnalysis, keep: dict[int, np.ndarray]) -> np.ndarray:
+    parts, offset = [], 0
+    for gid in edit.segments:
+        group = analysis.resolve(gid)
+        parts.append(offset + keep.get(group.gid, np.arange(group.size)))
+        offset += group.size
+    channels = np.concatenate(parts)
+    return (channels[:, None] * edit.spatial + np.arange(edit.spatial)[None, :]).reshape(-1)
+
+
+def _take(graph: ir.Graph, node: ir.Node, index: int, axis: int, indices: np.ndarray) -> None:
+    value = node.inputs[index] if index < len(node.inputs) else None
+    array = const_array(value)
+    if array is None or array.ndim <= axis or array.shape[axis] == 1:
+        return
+    set_const(graph, node, index, np.take(array, indices, axis=axis), "pruned")
+
+
+def _apply_edit(graph: ir.Graph, edit: Edit, indices: np.ndarray) -> None:
+    node = edit.node
+    if edit.kind == "out":
+        _take(graph, node, 1, edit.axis, indices)
+        bias = const_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+        if bias is not None and bias.size > 1:
+            _take(graph, node, 2, bias.ndim - 1, indices)
+    elif edit.kind == "depthwise":
+        _take(graph, node, 1, 0, indices)
+        if len(node.inputs) > 2 and node.inputs[2] is not None:
+            _take(graph, node, 2, 0, indices)
+        node.attributes["group"] = ir.AttrInt64("group", len(indices))
+    elif edit.kind in ("in", "param"):
+        _take(graph, node, edit.input_index, edit.axis, indices)
+    elif edit.kind == "reshape":
+        shape = const_array(node.inputs[1]).copy()
+        shape[1] = len(indices)
+        set_const(graph, node, 1, shape, "pruned")
+
+
+def apply_keep(model: ir.Model, analysis: GroupAnalysis, keep: dict[int, np.ndarray]) -> None:
+    """Apply every edit of the groups in ``keep`` (root gid -> sorted kept channels), then re-infer shapes."""
+    done: set[int] = set()
+    for gid in sorted(keep):
+        for edit in analysis.resolve(gid).edits:
+            if id(edit) in done:
+                continue
+            done.add(id(edit))
+            _apply_edit(model.graph, edit, _indices(edit, analysis, keep))
+    ir_common.RemoveUnusedNodesPass()(model)
+    for node in model.graph:
+        for value in node.outputs:
+            if not value.is_graph_output():
+                value.shape = None
+    ir_common.ShapeInferencePass()(model)
+
+
+def _outputs(model: ir.Model, batches) -> list[np.ndarray]:
+    names = [v.name for v in model.graph.outputs]
+    return [np.concatenate(parts) for parts in zip(*capture(model, names, batches, "pruning sensitivity"))]
+
+
+def _relative_error(reference: list[np.ndarray], got: list[np.ndarray]) -> float:
+    num = sum(float(np.sum((a.astype(np.float64) - b) ** 2)) for a, b in zip(reference, got))
+    den = sum(float(np.sum(a.astype(np.float64) ** 2)) for a in reference)
+    return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))
+
+
+def sensitivities(model: ir.Model, analysis: GroupAnalysis, groups: list[ChannelGroup], ratio: float, batches,
+                  multiple: int) -> dict[int, float]:
+    """Relative output error when each group alone is pruned by ``ratio`` (no reconstruction), by gid."""
+    proto = ir.to_proto(model)
+    reference = _outputs(model, batches)
+    result = {}
+    for group in groups:
+        trial = ir.from_proto(proto)
+        trial_analysis = analyse_groups(trial.graph)  # deterministic: same groups in the same order
+        twin = trial_analysis.groups[analysis.groups.index(group)]
+        apply_keep(trial, trial_analysis, {twin.gid: keep_indices(twin, ratio, multiple)})
+        result[group.gid] = _relative_error(reference, _outputs(trial, batches))
+    return result
+
+
+def allocate_ratios(groups: list[ChannelGroup], ratio: float, sensitivity: dict) -> dict[int, float]:
+    """Per-group ratios averaging ``ratio`` over channels; less sensitive groups get more (capped)."""
+    sens = np.array([max(sensitivity[g.gid], 1e-12) for g in groups])
+    sizes = np.array([g.size for g in groups], dtype=np.float64)
+    centre = float(np.exp(np.mean(np.log(sens))))
+    shape = (centre / sens) ** SENSITIVITY_POWER
+    cap = min(MAX_GROUP_RATIO, max(2 * ratio, ratio + 0.1))
+    low, high = 0.0, 10.0 / max(shape.min(), 1e-6)
+    for _ in range(60):  # bisection on the scale so the channel-weighted mean hits ``ratio``
+        mid = (low + high) / 2
+        mean = float(np.sum(np.minimum(shape * mid * ratio, cap) * sizes) / sizes.sum())
+        low, high = (mid, high) if mean < ratio else (low, mid)
+    return {g.gid: float(min(s * low * ratio, cap)) for g, s in zip(groups, shape)}
+
+
+def rule_ratios(groups: list[ChannelGroup], rules: list[tuple[str, float]], default: float) -> dict[int, float]:
+    """First rule whose glob matches any producer's node name wins; else ``default``."""
+    ratios = {}
+    for group in groups:
+        names = [p.name for p in group.producers]
+        match = next((r for pattern, r in rules for n in names if fnmatch.fnmatchcase(n, pattern)), default)
+        ratios[group.gid] = match
+    return ratios
+
+
+class PruneFilters(EdgecPass):
+    """Remove filters by a global ratio (sensitivity-spread) or per-layer rules; refit consumers."""
+
+    name = "prune-filters"
+
+    def __init__(self, ratio: float = 0.0, rules: list[tuple[str, float]] | None = None,
+                 batches: list | None = None, reconstruct: bool = True, sensitivity: bool = True,
+                 channel_multiple: int = 1, seed: int = 0):
+        super().__init__()
+        self.ratio, self.rules = ratio, rules
+        self.batches = batches or []
+        self.reconstruct, self.use_sensitivity = reconstruct, sensitivity
+        self.channel_multiple, self.seed = channel_multiple, seed
+        self.summary: dict = {}
+
+    def settings(self) -> dict:
+        return {"ratio": self.ratio, "rules": [list(r) for r in self.rules or []],
+                "reconstruct": self.reconstruct, "sensitivity": self.use_sensitivity and not self.rules,
+                "channel_multiple": self.channel_multiple, "calibration_batches": len(self.batches)}
+
+    def _ratios(self, model: ir.Model, analysis: GroupAnalysis, groups: list[ChannelGroup]) -> dict[int, float]:
+        if self.rules is not None:
+            return rule_ratios(groups, self.rules, self.ratio)
+        if self.use_sensitivity and self.batches and len(groups) > 1:
+            found = sensitivities(model, analysis, groups, self.ratio, self.batches, self.channel_multiple)
+            return allocate_ratios(groups, self.ratio, found)
+        return {g.gid: self.ratio for g in groups}
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        if model.ir_version < 8:  # IR < 4 wants every initializer listed as an input; opset 18 needs IR 8
+            self.note(f"raised the model's IR version {model.ir_version} -> 8 (new initializers are not inputs)")
+            model.ir_version = 8
+        ir_common.ShapeInferencePass()(model)
+        analysis = analyse_groups(model.graph)
+        groups = prunable_groups(analysis)
+        for group in analysis.groups:
+            if group.blocked:
+                self.note(f"kept group {group.name} ({group.size} channels): {group.blocked[0]}")
+        ratios = self._ratios(model, analysis, groups)
+        keep = {g.gid: keep_indices(g, ratios[g.gid], self.channel_multiple) for g in groups}
+        keep = {gid: idx for gid, idx in keep.items() if len(idx) < analysis.resolve(gid).size}
+        if not keep:
+            self.note("no filters removed")
+            return ir.passes.PassResult(model, False)
+        original = ir.from_proto(ir.to_proto(model)) if self.reconstruct and self.batches else None
+        consumers = sorted({e.node.name for gid in keep for e in analysis.resolve(gid).edits if e.kind == "in"})
+        kept_outputs = {e.node.name: _indices(e, analysis, keep) for gid in keep
+                        for e in analysis.resolve(gid).edits if e.kind == "out"}
+        self.summary = self._summarise(analysis, groups, keep, ratios)
+        apply_keep(model, analysis, keep)
+        if original is not None:
+            for line in reconstruct_layers(original, model, consumers, self.batches, kept_outputs, self.seed):
+                self.note(f"reconstructed {line}")
+        self.note(f"removed {self.summary['removed_channels']} of {self.summary['prunable_channels']} prunable "
+                  f"channels in {len(keep)} groups ({len(analysis.groups) - len(groups)} groups kept)")
+        return ir.passes.PassResult(model, True)
+
+    def _summarise(self, analysis, groups, keep, ratios) -> dict:
+        table = []
+        for group in groups:
+            kept = len(keep.get(group.gid, range(group.size)))
+            table.append({"group": group.name, "channels": group.size, "kept": kept,
+                          "ratio": round(ratios[group.gid], 4), "producers": [p.name for p in group.producers]})
+            self.note(f"group {group.name}: kept {kept} of {group.size} channels")
+        prunable = sum(g.size for g in groups)
+        removed = sum(r["channels"] - r["kept"] for r in table)
+        return {"groups": table, "prunable_channels": prunable, "removed_channels": removed,
+                "blocked": [{"group": g.name, "channels": g.size, "reason": g.blocked[0]}
+                            for g in analysis.groups if g.blocked]}
