@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["choose_format", "choose_precision", "precision_costs"]
+__all__ = ["choose_auto_precision", "choose_format", "choose_precision", "precision_costs"]
 
 # --quantize names -> kernel-table precisions.
 _PRECISION_KERNELS = {"none": "fp32", "fp16": "fp16", "int8": "int8", "int8-dynamic": "int8-dynamic"}
@@ -88,3 +88,29 @@ def choose_format(profile) -> tuple[str, str]:
     fast, slow, factor = (a, b, ratio) if ratio >= 1 else (b, a, 1 / ratio)
     return _FORMATS[fast], (f"{fast} is {factor:.2f}x faster than {slow} over {count} fp32 kernels measured on "
                             f"{measured.device} ({measured.date[:10]})")
+
+
+def choose_auto_precision(profile, ir_model, fmt: str, has_data: bool) -> tuple[str, str] | None:
+    """``--quantize auto`` from measurements: the fastest of none / fp16 / int8 (int8 only with calibration
+    data) by the estimator on this model, or None when fewer than two of them were measured on the device.
+
+    ``ir_model``: the onnx-ir model the quantization stage holds.
+    """
+    measured = profile.performance.measured
+    if measured is None:
+        return None
+    from edgec import ir as edgec_ir
+    from edgec.targets.model_stats import analyse
+
+    runtime = "onnxruntime" if fmt == "onnx" else "litert"
+    costs = precision_costs(profile, analyse(edgec_ir.to_proto(ir_model)), runtime)
+    allowed = {"none", "int8"} if has_data else {"none"}
+    if profile.quantization.fp16_arithmetic:
+        allowed.add("fp16")
+    costs = {name: ms for name, ms in costs.items() if name in allowed}
+    if len(costs) < 2:
+        return None
+    best = min(costs, key=costs.get)
+    listed = ", ".join(f"{name} {ms:.3g} ms" for name, ms in sorted(costs.items(), key=lambda kv: kv[1]))
+    return best, (f"measured on {measured.device} ({measured.date[:10]}): estimated {listed} with {runtime}; "
+                  f"{best} is fastest")

@@ -38,8 +38,8 @@ def _kernel_features(kernel) -> tuple:
     shape = tuple(kernel.shape)
     if kernel.op == "gemm":
         return (shape[0], shape[1], shape[1])
-    if kernel.op in ("conv1x1", "conv3x3", "dwconv"):
-        return (shape[1], kernel.cout, shape[2] * shape[3])
+    if kernel.op in ("conv1x1", "conv3x3", "dwconv"):  # channels as (narrow, wide), as model_stats gives them
+        return (min(shape[1], kernel.cout), max(shape[1], kernel.cout), shape[2] * shape[3])
     return (math.prod(shape),)
 
 

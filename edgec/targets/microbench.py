@@ -44,27 +44,30 @@ class KernelSpec:
     repeat: int = 4
     purpose: str = "kernel"
     threads: int = 0  # 0 = the profile's thread count
+    # conv1x1 only: the chain alternates C -> expand x C -> C (MobileNet's expansion and projection layers).
+    expand: int = 1
 
     @property
     def key(self) -> str:
         text = json.dumps({**asdict(self), "suite": SUITE_VERSION}, sort_keys=True)
         shape = "x".join(str(d) for d in self.shape)
-        return f"{self.op}-{self.precision}-{shape}-r{self.repeat}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+        grow = f"-e{self.expand}" if self.expand > 1 else ""
+        return f"{self.op}-{self.precision}-{shape}{grow}-r{self.repeat}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
     @property
     def cout(self) -> int:
-        return int(self.shape[1])
+        return int(self.shape[1]) * self.expand
 
 
-def op_cost(op: str, shape: tuple) -> tuple[float, float]:
+def op_cost(op: str, shape: tuple, expand: int = 1) -> tuple[float, float]:
     """(FLOPs, bytes moved at fp32) of ONE op of the suite at ``shape``; the estimator uses the same formulas."""
     if op == "gemm":
         m, k = shape
         return 2.0 * m * k * k, 4.0 * (m * k * 2 + k * k + k)
     n, c, h, w = shape
     act = n * c * h * w
-    if op == "conv1x1":
-        return 2.0 * act * c, 4.0 * (2 * act + c * c)
+    if op == "conv1x1":  # with expand > 1: the mean of the expansion and the projection (same FLOPs)
+        return 2.0 * act * c * expand, 4.0 * ((1 + expand) * act + c * c * expand)
     if op == "conv3x3":
         return 2.0 * act * c * 9, 4.0 * (2 * act + 9 * c * c)
     if op == "dwconv":
@@ -96,6 +99,18 @@ _QUICK = {
     "eltwise": [(1, 16, 16, 16), (1, 32, 64, 64)],
 }
 _QUANTIZABLE = ("conv1x1", "conv3x3", "dwconv", "gemm")
+# MobileNetV2's expansion/projection 1x1 convolutions: (input shape, expansion); full suite only.
+_EXPANDING = [((1, 16, 112, 112), 6), ((1, 24, 56, 56), 6), ((1, 32, 28, 28), 6), ((1, 64, 14, 14), 6),
+              ((1, 96, 14, 14), 6), ((1, 160, 7, 7), 6)]
+# A chain stops at about this many FLOPs, so that one run stays short (shared machines preempt long runs).
+_CHAIN_FLOPS = 60e6
+
+
+def _repeat(op: str, shape: tuple, quick: bool, expand: int = 1) -> int:
+    if expand > 1:
+        return 2
+    most = 2 if quick else 4
+    return max(1, min(most, int(_CHAIN_FLOPS // max(op_cost(op, shape)[0], 1.0))))
 
 
 def thread_probes(quick: bool, cores: int) -> list[KernelSpec]:
@@ -116,7 +131,9 @@ def suite(quick: bool = False, precisions: tuple = PRECISIONS) -> list[KernelSpe
                     continue
                 if precision == "int8-dynamic" and op == "dwconv":  # onnxruntime has no depthwise ConvInteger path
                     continue
-                specs.append(KernelSpec(op, shape, precision, repeat=2 if quick else 4))
+                specs.append(KernelSpec(op, shape, precision, repeat=_repeat(op, shape, quick)))
+    for shape, expand in [] if quick else _EXPANDING:
+        specs += [KernelSpec("conv1x1", shape, precision, repeat=2, expand=expand) for precision in precisions]
     specs += [
         KernelSpec("eltwise", (1, 1, 1, 1), repeat=1, purpose="overhead"),
         KernelSpec("eltwise", (1, 1, 1, 1), repeat=16, purpose="overhead"),
@@ -126,7 +143,7 @@ def suite(quick: bool = False, precisions: tuple = PRECISIONS) -> list[KernelSpe
     return specs
 
 
-def _node(op: str, x: str, y: str, c: int, i: int, helper, inits: list, rng, dtype) -> object:
+def _node(op: str, x: str, y: str, c: int, i: int, helper, inits: list, rng, dtype, cout: int = 0) -> object:
     if op == "gemm":
         k = c
         inits.append(_tensor(f"w{i}", rng.standard_normal((k, k)) / math.sqrt(k), dtype))
@@ -135,10 +152,11 @@ def _node(op: str, x: str, y: str, c: int, i: int, helper, inits: list, rng, dty
     if op in ("conv1x1", "conv3x3", "dwconv"):
         kernel = 1 if op == "conv1x1" else 3
         group = c if op == "dwconv" else 1
+        cout = cout or c
         fan_in = (c // group) * kernel * kernel
-        weight = rng.standard_normal((c, c // group, kernel, kernel)) / math.sqrt(fan_in)
+        weight = rng.standard_normal((cout, c // group, kernel, kernel)) / math.sqrt(fan_in)
         inits.append(_tensor(f"w{i}", weight, dtype))
-        inits.append(_tensor(f"b{i}", rng.standard_normal(c) * 0.1, dtype))
+        inits.append(_tensor(f"b{i}", rng.standard_normal(cout) * 0.1, dtype))
         pad = kernel // 2
         return helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [y], kernel_shape=[kernel, kernel],
                                 pads=[pad] * 4, group=group)
@@ -165,7 +183,9 @@ def float_model(spec: KernelSpec, dtype=np.float32):
     for i in range(spec.repeat):
         x = "x" if i == 0 else f"t{i}"
         y = "y" if i == spec.repeat - 1 else f"t{i + 1}"
-        nodes.append(_node(spec.op, x, y, c, i, helper, inits, rng, dtype))
+        # An expanding chain alternates C -> expand x C (even steps) -> C (odd steps).
+        cin, cout = (c, c * spec.expand) if i % 2 == 0 else (c * spec.expand, c)
+        nodes.append(_node(spec.op, x, y, cin, i, helper, inits, rng, dtype, cout))
     shape = list(spec.shape)
     graph = helper.make_graph(nodes, "microbench", [helper.make_tensor_value_info("x", elem, shape)],
                               [helper.make_tensor_value_info("y", elem, shape)], inits)

@@ -42,7 +42,7 @@ class NodeStats:
     precision: str
     flops: float
     bytes: float
-    features: tuple  # what nearest-shape matching compares: conv (cin, cout, out HW); gemm (M, K, N); else (elements,)
+    features: tuple  # nearest-shape matching compares: conv (min/max channels, out HW); gemm (M, K, N); else (elements,)
     shape: tuple = ()  # the node's main input shape
     note: str = ""
 
@@ -111,7 +111,8 @@ def _conv(node, shapes, attrs, precision) -> tuple:
     kind = "dwconv" if group > 1 and group == cin else ("conv1x1" if spatial == 1 else "conv3x3")
     if group > 1 and group != cin:
         kind = "other"  # grouped convolution: no measured kernel
-    return kind, precision, flops, nbytes, (cin, cout, out_hw), tuple(x)
+    # Channels as (narrow, wide): an expansion and its projection cost alike.
+    return kind, precision, flops, nbytes, (min(cin, cout), max(cin, cout), out_hw), tuple(x)
 
 
 def _gemm(node, shapes, attrs, precision) -> tuple:

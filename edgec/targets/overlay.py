@@ -55,7 +55,7 @@ def _overheads(results: list) -> tuple[float, float]:
 
 
 def _kernel_row(spec, doc: dict, overhead: float) -> dict:
-    flops, nbytes = op_cost(spec.op, spec.shape)
+    flops, nbytes = op_cost(spec.op, spec.shape, spec.expand)
     row = {"op": spec.op, "runtime": "onnxruntime", "precision": spec.precision, "shape": list(spec.shape),
            "cout": spec.cout, "flops": flops, "bytes": nbytes, "repeat": spec.repeat}
     if "error" in doc:
