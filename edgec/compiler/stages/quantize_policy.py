@@ -21,23 +21,26 @@ def _dims(value: ir.Value | None) -> list[int] | None:
 
 
 def model_profile(model: ir.Model) -> dict:
-    """Counts that drive ``auto``: MACs per sample, weight parameters by kind, conv and matmul layer counts."""
-    macs, conv_params, matmul_params, convs, matmuls = 0, 0, 0, 0, 0
+    """Counts that drive ``auto``: MACs per sample, weight parameters by kind, conv and matmul layer counts, and
+    the MAC-weighted mean output channels (int8 kernels need wide layers to beat float)."""
+    macs, conv_params, matmul_params, convs, matmuls, channel_macs = 0, 0, 0, 0, 0, 0.0
     for node in weighted_nodes(model):
         weight = const(node.inputs[1])
         out = _dims(node.outputs[0])
         if node.op_type in ("Conv", "ConvTranspose"):
             convs += 1
             conv_params += weight.size
-            spatial = int(np.prod(out[2:])) if out and len(out) > 2 else 1
-            macs += spatial * weight.size
+            layer = (int(np.prod(out[2:])) if out and len(out) > 2 else 1) * weight.size
+            channels = weight.shape[0]
         else:
             matmuls += 1
             matmul_params += weight.size
-            rows = int(np.prod(out[1:-1])) if out and len(out) > 2 else 1
-            macs += rows * weight.size
+            layer = (int(np.prod(out[1:-1])) if out and len(out) > 2 else 1) * weight.size
+            channels = weight.shape[-1] if node.op_type == "MatMul" else min(weight.shape)
+        macs += layer
+        channel_macs += layer * channels
     return {"macs": int(macs), "conv_params": int(conv_params), "matmul_params": int(matmul_params),
-            "convs": convs, "matmuls": matmuls}
+            "convs": convs, "matmuls": matmuls, "mean_channels": round(channel_macs / max(macs, 1), 1)}
 
 
 def _check_supported(precision: str, profile, flag: str) -> None:
@@ -60,10 +63,14 @@ def _auto(model: ir.Model, profile, fmt: str, has_data: bool) -> tuple[str, str]
     share = stats["matmul_params"] / total
     if stats["macs"] < spec.auto_min_macs:
         return "none", (f"{stats['macs']:,} MACs per sample < quantization.auto_min_macs {spec.auto_min_macs:,}: "
-                        "Q/DQ overhead would make int8 slower than float on this target")
+                        "Q/DQ overhead would make a quantized model slower than float on this target")
     if fmt == "onnx" and "int4" in spec.supported and share >= spec.auto_int4_min_share and stats["matmuls"]:
         return "int4", (f"MatMul/Gemm hold {share:.0%} of {total:,} weights (>= quantization.auto_int4_min_share "
                         f"{spec.auto_int4_min_share:.0%}): int4 weight-only, block {spec.int4_block_size}")
+    if stats["mean_channels"] < spec.auto_min_channels:
+        return "none", (f"layers average {stats['mean_channels']:g} output channels (MAC-weighted) < "
+                        f"quantization.auto_min_channels {spec.auto_min_channels}: int8 kernels on channels this "
+                        "narrow run slower than float on this target")
     from edgec.targets.decide import choose_auto_precision  # a calibrated profile: the measured speeds decide
 
     measured = choose_auto_precision(profile, model, fmt, has_data)
