@@ -67,15 +67,15 @@ def _auto(model: ir.Model, profile, fmt: str, has_data: bool) -> tuple[str, str]
     if fmt == "onnx" and "int4" in spec.supported and share >= spec.auto_int4_min_share and stats["matmuls"]:
         return "int4", (f"MatMul/Gemm hold {share:.0%} of {total:,} weights (>= quantization.auto_int4_min_share "
                         f"{spec.auto_int4_min_share:.0%}): int4 weight-only, block {spec.int4_block_size}")
-    if stats["mean_channels"] < spec.auto_min_channels:
-        return "none", (f"layers average {stats['mean_channels']:g} output channels (MAC-weighted) < "
-                        f"quantization.auto_min_channels {spec.auto_min_channels}: int8 kernels on channels this "
-                        "narrow run slower than float on this target")
     from edgec.targets.decide import choose_auto_precision  # a calibrated profile: the measured speeds decide
 
     measured = choose_auto_precision(profile, model, fmt, has_data)
     if measured is not None:
         return measured
+    if stats["mean_channels"] < spec.auto_min_channels:
+        return "none", (f"layers average {stats['mean_channels']:g} output channels (MAC-weighted) < "
+                        f"quantization.auto_min_channels {spec.auto_min_channels}: int8 kernels on channels this "
+                        "narrow run slower than float on this target")
     if "int8" in spec.supported and has_data:
         return "int8", (f"{stats['convs']} Conv / {stats['matmuls']} MatMul layers, {stats['macs']:,} MACs per "
                         "sample: int8 static QDQ")
