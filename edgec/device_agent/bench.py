@@ -26,10 +26,10 @@ from edgec.runtimes import load_runtime, runtime_for_format
 __all__ = ["LoadedModel", "check_bundle", "load_model", "run_bench"]
 
 
-def _progress(message: str) -> None:
-    """Human progress on stderr, only when someone watches it."""
+def _progress(message: str | None) -> None:
+    """Human progress on one stderr line, only when someone watches it; None clears the line."""
     if sys.stderr.isatty():
-        sys.stderr.write(f"\redgec-agent: {message}\033[K")
+        sys.stderr.write(f"\redgec-agent: {message}\033[K" if message else "\r\033[K")
         sys.stderr.flush()
 
 
@@ -150,7 +150,7 @@ def _measure(model: LoadedModel, opts: BenchOptions, meter: PowerMeter | None) -
             meter.end()
         if was_enabled:
             gc.enable()
-    _progress("done\n")
+    _progress(None)
     return latencies, warmup_s, window_s
 
 

@@ -121,6 +121,8 @@ def main(argv=None) -> int:
         print(json.dumps({"error": {"type": "Interrupted", "message": "interrupted", "exit_code": 130}}))
         return 130
     except Exception as exc:  # one JSON error document for whatever went wrong, typed when it is ours
+        if sys.stderr.isatty():
+            sys.stderr.write("\r\033[K")  # clear a progress line left unfinished
         doc = error_doc(exc)
         print(json.dumps({"error": doc}))
         return doc["exit_code"]
