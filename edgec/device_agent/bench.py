@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -95,10 +96,9 @@ def check_bundle(bundle_dir, threads: int | None = None) -> dict:
             "load_s": model.load_s, "first_inference_s": model.first_inference_s}
 
 
-def _timed(call, runs: int, duration_s: float | None) -> list[int]:
-    """Per-inference durations in ns: ``runs`` runs, or as many as fit in ``duration_s``."""
+def _timed(call, runs: int, duration_s: float | None, latencies: list) -> list[int]:
+    """Per-inference durations in ns appended to ``latencies``: ``runs`` runs, or as many as fit in ``duration_s``."""
     clock = time.perf_counter_ns
-    latencies = []
     record = latencies.append
     if duration_s is None:
         for _ in range(runs):
@@ -114,6 +114,24 @@ def _timed(call, runs: int, duration_s: float | None) -> list[int]:
         record(stop - start)
         start = stop
     return latencies
+
+
+class _Ticker:
+    """Shows how far the timed window is, twice a second, from its own thread (terminal only)."""
+
+    def __init__(self, latencies: list, opts: BenchOptions):
+        self._done = threading.Event()
+        total = f"{opts.duration_s:g} s" if opts.duration_s else f"{opts.runs} runs"
+        self._thread = threading.Thread(target=self._run, args=(latencies, total), daemon=True)
+        self._thread.start()
+
+    def _run(self, latencies: list, total: str) -> None:
+        while not self._done.wait(0.5):
+            _progress(f"timing: {len(latencies)} runs of {total}")
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def _bound(session, feeds: list):
@@ -137,15 +155,20 @@ def _measure(model: LoadedModel, opts: BenchOptions, meter: PowerMeter | None) -
         meter.measure_idle(opts.idle_s)
     _progress("timing" + (f" for {opts.duration_s:g} s" if opts.duration_s else f" {opts.runs} runs"))
     gc.collect()
+    ticker = None
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         if meter is not None:
             meter.begin("active")
+        latencies: list[int] = []
+        ticker = _Ticker(latencies, opts) if sys.stderr.isatty() else None
         start = time.perf_counter()
-        latencies = _timed(call, opts.runs, opts.duration_s)
+        _timed(call, opts.runs, opts.duration_s, latencies)
         window_s = time.perf_counter() - start
     finally:
+        if ticker is not None:
+            ticker.stop()
         if meter is not None:
             meter.end()
         if was_enabled:
