@@ -72,9 +72,9 @@ def _shell(conn: Connection, command: str, what: str, timeout: float = 60) -> st
     return result.stdout
 
 
-def _free_bytes(conn: Connection, directory: str, setup: str = "") -> int:
+def _free_bytes(conn: Connection, directory: str, setup: str = "", timeout: float = 60) -> int:
     """Bytes free where ``directory`` lives (``df -Pk``), after running the shell ``setup`` in the same exec."""
-    out = _shell(conn, f"{setup}df -Pk {shlex.quote(directory)} | tail -n 1", "df")
+    out = _shell(conn, f"{setup}df -Pk {shlex.quote(directory)} | tail -n 1", "df", timeout=timeout)
     try:
         return int(out.split()[3]) * 1024
     except (IndexError, ValueError):
@@ -115,7 +115,7 @@ def _upload_verified(conn: Connection, store: str, files: list[tuple[Path, str, 
             conn.put(local, posixpath.join(tmp, rel),
                      progress=(lambda sent, _size, base=done: progress(base + sent, total)) if progress else None)
         except SftpWriteError as exc:
-            free = _free_bytes(conn, store)
+            free = _free_bytes(conn, store, timeout=conn.options.stall_timeout)  # the link may be the problem
             if free < total - done - exc.sent:
                 raise _disk_full(conn, store, total - done, free + exc.sent) from None
             raise TransferError(f"{conn.target.label}: upload of {rel} failed ({exc}); push again") from None

@@ -286,7 +286,8 @@ class Connection:
                 self._sftp = self.client.open_sftp()
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 raise DeviceError(f"{self.target.label}: cannot open SFTP ({exc}); is the sftp subsystem on?") from None
-            self._sftp.get_channel().settimeout(self.options.stall_timeout)
+            # Longer than the stall watchdog, so a stalled upload is always reported as a stall.
+            self._sftp.get_channel().settimeout(2 * self.options.stall_timeout + 5)
         return self._sftp
 
     def _transport(self, what: str):
@@ -353,7 +354,7 @@ class Connection:
             if progress:
                 progress(done, size)
 
-        with _Watchdog(self.client.get_transport(), self.options.stall_timeout) as dog:
+        with _Watchdog(self._transport("upload"), self.options.stall_timeout) as dog:
             try:
                 sftp.put(str(local), remote, callback=on_progress, confirm=True)
             except (OSError, EOFError, paramiko.SSHException) as exc:

@@ -128,9 +128,9 @@ def test_disk_filling_up_during_upload_removes_the_partial_files(netns_farm, cli
     real_free = push_module._free_bytes
     calls = []
 
-    def free_lies_once(conn, directory, setup=""):
+    def free_lies_once(conn, directory, setup="", **kw):
         calls.append(directory)  # the up-front check sees plenty; the disk fills while writing
-        real = real_free(conn, directory, setup)
+        real = real_free(conn, directory, setup, **kw)
         return 10**9 if len(calls) == 1 else real
 
     monkeypatch.setattr(push_module, "_free_bytes", free_lies_once)
