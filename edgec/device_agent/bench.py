@@ -46,6 +46,8 @@ class LoadedModel:
     """A checked bundle with its runtime session, and what loading it cost."""
 
     def __init__(self, bundle_dir, threads: int | None):
+        import numpy  # noqa: F401  # part of the idle agent: the increase is the runtime's and the model's
+
         self.rss_before_load = memory.rss_bytes()
         bundle = self.bundle = Bundle(bundle_dir)
         bundle.check_files()

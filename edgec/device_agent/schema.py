@@ -20,7 +20,7 @@ appear without a bump. Units are in the key names (``_s``, ``_ms``, ``_bytes``, 
     latency_ms       {count, min, p50, p90, p99, max, mean, stdev}  (stdev: sample, n-1)
     latency_samples_ms  per-inference latencies in time order (at most 5000, evenly spaced when more)
     throughput_ips   inferences per second over the timed window (sequential, one at a time)
-    memory           {rss_idle_bytes (before loading the model), rss_after_load_bytes, rss_peak_bytes,
+    memory           {rss_idle_bytes (agent with numpy, before the runtime and model), rss_after_load_bytes, rss_peak_bytes,
                       rss_increase_bytes (peak - idle), peak_source (VmHWM|getrusage), peak_reset}
     power            {source: "hwmon:ina219"|"jetson:ina3221"|"pmic:rpi5"|"rapl"|"battery:BAT0"|"command"|"estimated"|"none",
                       measured: bool (false for estimated and none), kind: power|energy|model|null,
