@@ -10,6 +10,10 @@ The statistic (documented in the report's "Method" section):
   the runs) *and* the median grew by at least ``MIN_CHANGE`` (5%): two runs of one bundle also differ by
   things the within-run spread does not see (temperature, background load), so a tiny but "significant" shift
   on a very steady device is reported as ``below threshold``, not flagged. Symmetrically for an improvement.
+* when the bundle has at least ``MIN_HISTORY`` earlier runs on the device, their run-to-run spread is
+  measured too: the threshold becomes the larger of ``MIN_CHANGE`` and twice the standard deviation of the
+  relative change between consecutive earlier medians (a busy or thermally unstable device must move further
+  before a run counts as a regression).
 * runs stored without per-inference latencies (older agents) fall back to a normal approximation: the spread
   is estimated from the percentiles, sigma ~ (p90 - p50) / 1.2816, the standard error of a median
   ~ 1.2533 sigma / sqrt(n), and the interval is diff +- 1.96 sqrt(se1^2 + se2^2).
@@ -25,10 +29,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CONFIDENCE", "MIN_CHANGE", "RESAMPLES", "LatencyChange", "compare_latency", "samples_of"]
+__all__ = ["CONFIDENCE", "MIN_CHANGE", "MIN_HISTORY", "RESAMPLES", "LatencyChange", "compare_latency",
+           "history_threshold", "samples_of"]
 
 CONFIDENCE = 0.95
 MIN_CHANGE = 0.05
+MIN_HISTORY = 3
 RESAMPLES = 1000
 _Z95 = 1.959964
 
@@ -44,6 +50,7 @@ class LatencyChange:
     ci_high: float
     verdict: str  # regression | improvement | within noise | below threshold
     method: str  # bootstrap | normal approximation
+    threshold: float = MIN_CHANGE  # smallest relative change flagged (MIN_CHANGE or the run-to-run spread)
 
     @property
     def flagged(self) -> bool:
@@ -86,9 +93,20 @@ def _verdict(change: float, low: float, high: float, min_change: float) -> str:
     return "within noise"
 
 
+def history_threshold(medians: list[float], min_change: float = MIN_CHANGE) -> float:
+    """The flagging threshold given the medians (ms, oldest first) of the runs before the latest one."""
+    if len(medians) < MIN_HISTORY:
+        return min_change
+    values = np.asarray(medians, dtype=np.float64)
+    steps = np.diff(values) / np.where(values[:-1] > 0, values[:-1], 1.0)
+    return max(min_change, 2.0 * float(np.std(steps, ddof=1)))
+
+
 def compare_latency(base: dict, new: dict, min_change: float = MIN_CHANGE, resamples: int = RESAMPLES,
                     seed: int = 0) -> LatencyChange:
-    """Compare two BenchResult documents of the same bundle on the same device (``new`` ran later)."""
+    """Compare two BenchResult documents of the same bundle on the same device (``new`` ran later).
+
+    ``min_change``: the smallest relative change flagged (see ``history_threshold``)."""
     a, b = samples_of(base), samples_of(new)
     if a is not None and b is not None:
         base_median, new_median = float(np.median(a)), float(np.median(b))
@@ -103,4 +121,4 @@ def compare_latency(base: dict, new: dict, min_change: float = MIN_CHANGE, resam
     scale = base_median if base_median > 0 else 1.0
     change = (new_median - base_median) / scale
     return LatencyChange(base_median, new_median, change, low / scale, high / scale,
-                         _verdict(change, low, high, min_change), method)
+                         _verdict(change, low, high, min_change), method, min_change)

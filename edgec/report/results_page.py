@@ -7,7 +7,7 @@ from edgec.report import plots
 from edgec.report.data import BundleInfo, ReportData, Run, accuracy_of
 from edgec.report.html import esc, figure, fmt, ms, page, table
 from edgec.report.pareto import pareto_front
-from edgec.report.regression import MIN_CHANGE, LatencyChange, compare_latency
+from edgec.report.regression import MIN_CHANGE, MIN_HISTORY, LatencyChange, compare_latency, history_threshold
 
 __all__ = ["render_results_report"]
 
@@ -135,7 +135,9 @@ def _changes(data: ReportData) -> dict[tuple[str, str], LatencyChange]:
         for device in data.devices():
             ok = [r for r in data.runs if r.bundle_id == bundle_id and r.device == device and r.ok]
             if len(ok) >= 2:
-                out[(bundle_id, device)] = compare_latency(ok[-2].result, ok[-1].result)
+                history = [r.result["latency_ms"]["p50"] for r in ok[:-1]]
+                out[(bundle_id, device)] = compare_latency(ok[-2].result, ok[-1].result,
+                                                           min_change=history_threshold(history))
     return out
 
 
@@ -148,14 +150,15 @@ def _comparison(data: ReportData, changes: dict) -> str:
         badge = {"regression": "regression", "improvement": "improvement"}.get(c.verdict, "noise")
         rows.append([_bundle_cell(data.bundles[bundle_id]), esc(device), f"#{ok[-2].id} &rarr; #{ok[-1].id}",
                      ms(c.base_median_ms), ms(c.new_median_ms), f"{c.change * 100:+.1f}%",
-                     f"[{c.ci_low * 100:+.1f}%, {c.ci_high * 100:+.1f}%]",
+                     f"[{c.ci_low * 100:+.1f}%, {c.ci_high * 100:+.1f}%]", f"{c.threshold * 100:.1f}%",
                      f'<span class="badge {badge}">{esc(c.verdict)}</span>', esc(c.method)])
         classes.append({"regression": "bad", "improvement": "good"}.get(c.verdict, ""))
     return (f"<p>The latest run of each bundle on each device against the run before it. Flagged as a regression "
             f"when the 95% bootstrap interval of the change in median latency is above zero and the median grew "
-            f"by at least {MIN_CHANGE * 100:.0f}% (see <a href='#method'>How to read this report</a>).</p>"
+            f"by at least the threshold: {MIN_CHANGE * 100:.0f}%, or twice the run-to-run spread of the earlier "
+            f"medians when there are {MIN_HISTORY} or more (see <a href='#method'>How to read this report</a>).</p>"
             + table(["bundle", "device", "runs", "previous p50 ms", "latest p50 ms", "change", "95% interval",
-                     "verdict", "method"], rows, classes, numeric={3, 4, 5, 6}))
+                     "threshold", "verdict", "method"], rows, classes, numeric={3, 4, 5, 6, 7}))
 
 
 def _float_score(infos: list[BundleInfo]) -> tuple[float | None, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import random
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -167,12 +168,13 @@ def test_every_bundle_and_device_appears_with_the_numbers_in_the_database(world)
 def test_an_injected_regression_is_flagged_and_a_run_within_noise_is_not(world):
     (compare,) = Tables(world["html"]).find("bundle", None) and [
         t for t in Tables(world["html"]).tables if t[0][1][:2] == ["bundle", "device"] and "verdict" in t[0][1]]
-    verdicts = {(cells[0].split()[-1], cells[1]): (cls, cells[7]) for cls, cells in compare[1:]}
+    verdicts = {(cells[0].split()[-1], cells[1]): (cls, cells[8]) for cls, cells in compare[1:]}
     a, b = world["bundles"]["a_fp32"].bundle_id[:12], world["bundles"]["b_fp32"].bundle_id[:12]
     assert verdicts[(a, "local")] == ("bad", "regression")
     assert verdicts[(b, "local")][1] == "within noise" and verdicts[(b, "local")][0] != "bad"
     assert (a, SECOND_DEVICE) not in verdicts  # one run there: nothing to compare
-    assert '<span class="badge regression">1 regression(s)</span>' in world["html"]
+    alert = re.search(r'<span class="badge regression">\d+ regression\(s\)</span>(.*?)</p>', world["html"]).group(1)
+    assert "mlp_a onnx fp32 on local" in alert and "mlp_b" not in alert
 
 
 def test_variants_of_one_model_share_a_plot_and_the_conditions_list_every_run(world):
@@ -244,6 +246,7 @@ def test_filters_and_the_command_line(world, tmp_path):
         assert collect(store, devices=(SECOND_DEVICE,)).devices() == [SECOND_DEVICE]
         with pytest.raises(ResultsError, match="no stored results match --device nowhere"):
             collect(store, devices=("nowhere",))
+        assert render_results_report(collect(store)) == world["html"]  # same database, same page (byte for byte)
     out = tmp_path / "r.html"
     done = CliRunner().invoke(cli, ["report", "--results", str(world["db"]), "--bundle", bundle.bundle_id[:10],
                                     "-o", str(out)])
@@ -261,8 +264,19 @@ def screenshot(browser: str, page, png, tmp_path) -> None:
     profile = tmp_path / f"profile-{png.stem}"
     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={profile}", "--hide-scrollbars", "--window-size=1200,2600",
+                    f"--user-data-dir={profile}", "--hide-scrollbars", "--window-size=1200,6000",
                     f"--screenshot={png}", page.as_uri()], check=True, capture_output=True, timeout=120)
+
+
+def blank_svg(match) -> str:
+    """An empty SVG with the width, height and viewBox of the plot in ``match`` (a base64 data URI payload)."""
+    import base64
+
+    svg = base64.b64decode(match.group(1)).decode()
+    head = re.search(r"<svg [^>]*>", svg).group(0)
+    attrs = " ".join(re.findall(r'(?:width|height|viewBox)="[^"]*"', head))
+    empty = f'<svg xmlns="http://www.w3.org/2000/svg" {attrs}></svg>'.encode()
+    return f'src="data:image/svg+xml;base64,{base64.b64encode(empty).decode()}"'
 
 
 def coloured_pixels(png) -> int:
@@ -276,17 +290,16 @@ def coloured_pixels(png) -> int:
 @pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (scripts/install-system.sh installs "
                                                  "Debian's chromium package; it needs root and apt)")
 def test_the_page_renders_its_images_in_headless_chromium(world, tmp_path):
-    import re
-
     browser = chromium()
     dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
                           f"--user-data-dir={tmp_path / 'profile-dom'}", "--dump-dom", world["path"].as_uri()],
                          check=True, capture_output=True, text=True, timeout=120).stdout
     assert "Summary per device and bundle" in dom and dom.count("<img ") == world["html"].count("<img ")
-    # The same page with every image emptied is the control: what the plots add must show in the pixels.
-    blank = tmp_path / "no-images.html"
-    blank.write_text(re.sub(r'src="data:image/svg\+xml;base64,[^"]*"', 'src=""', world["html"]))
+    # The control is the same page with every plot replaced by a blank image of the same size (same layout):
+    # what the plots add must show in the pixels.
+    blank = tmp_path / "blank-images.html"
+    blank.write_text(re.sub(r'src="data:image/svg\+xml;base64,([^"]*)"', blank_svg, world["html"]))
     shots = {name: tmp_path / f"{name}.png" for name in ("report", "control")}
     screenshot(browser, world["path"], shots["report"], tmp_path)
     screenshot(browser, blank, shots["control"], tmp_path)

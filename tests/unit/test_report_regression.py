@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edgec.device_agent.stats import latency_samples, latency_stats
-from edgec.report.regression import MIN_CHANGE, compare_latency
+from edgec.report.regression import MIN_CHANGE, compare_latency, history_threshold
 
 
 def doc(samples_ms, keep_samples=True):
@@ -63,3 +63,14 @@ def test_the_same_runs_give_the_same_interval():
 def test_long_runs_keep_an_evenly_spaced_subset_of_samples():
     kept = latency_samples(list(range(1_000_000, 1_000_000 + 12000)), limit=5000)
     assert len(kept) == 5000 and kept[0] == 1.0 and kept == sorted(kept)
+
+
+def test_the_threshold_grows_with_the_run_to_run_spread_of_earlier_runs():
+    assert history_threshold([10.0, 10.1]) == MIN_CHANGE  # too few runs to measure a spread
+    assert history_threshold([10.0, 10.05, 10.0, 10.02]) == MIN_CHANGE  # steady device
+    drifting = history_threshold([10.0, 11.5, 9.8, 11.9, 10.1])
+    assert drifting > 0.2
+    base, new = doc(run(10, 0.1, seed=1)), doc(run(11.0, 0.1, seed=2))  # +10%, far outside within-run noise
+    assert compare_latency(base, new).flagged
+    unsteady = compare_latency(base, new, min_change=drifting)
+    assert unsteady.verdict == "below threshold" and unsteady.threshold == drifting
