@@ -44,8 +44,9 @@ for _ in range(runs):
 hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")][0].split()[1]
 print(json.dumps({"p50_ms": statistics.median(lat) / 1e6, "rss_peak_bytes": int(hwm) * 1024}))
 """
-BARE = {
-    "onnxruntime": _BARE_COMMON + """
+# How a careful user runs each runtime by hand: given model, arrays and threads, defines run().
+BARE_SETUP = {
+    "onnxruntime": """
 import onnxruntime as ort
 opts = ort.SessionOptions()
 opts.log_severity_level = 3
@@ -54,8 +55,8 @@ sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 feeds = {i.name: a for i, a in zip(sess.get_inputs(), arrays)}
 def run():
     return sess.run(None, feeds)
-""" + _BARE_TAIL,
-    "litert": _BARE_COMMON + """
+""",
+    "litert": """
 from ai_edge_litert.interpreter import Interpreter
 interp = Interpreter(model_path=model, num_threads=threads)
 interp.allocate_tensors()
@@ -66,8 +67,9 @@ def run():
         interp.set_tensor(index, a)
     interp.invoke()
     return [interp.get_tensor(index) for index in outs]
-""" + _BARE_TAIL,
+""",
 }
+BARE = {name: _BARE_COMMON + setup + _BARE_TAIL for name, setup in BARE_SETUP.items()}
 
 
 def _mlp_onnx(path: Path, width: int, depth: int) -> Path:
@@ -151,36 +153,15 @@ def compare(name: str, runtime: str, agent: Path, bundle: Path, runs: int, power
 
 
 def _bare_in_process(runtime: str, bundle: Path):
-    """A zero-argument bare run of the bundle's model with its reference inputs, in this process."""
+    """The same bare run as the subprocess baseline (BARE_SETUP), set up in this process."""
     import numpy as np
 
     manifest = json.loads((bundle / "manifest.json").read_text())
-    model = str(bundle / manifest["model_file"])
     with np.load(bundle / manifest["reference"]["inputs"]) as data:
         arrays = [data[f"i{k}"] for k in range(len(data.files))]
-    if runtime == "onnxruntime":
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
-        sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-        feeds = {i.name: a for i, a in zip(sess.get_inputs(), arrays)}
-        return lambda: sess.run(None, feeds)
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_path=model, num_threads=THREADS)
-    interp.allocate_tensors()
-    pairs = [(d["index"], a) for d, a in zip(interp.get_input_details(), arrays)]
-    outs = [d["index"] for d in interp.get_output_details()]
-
-    def run():
-        for index, a in pairs:
-            interp.set_tensor(index, a)
-        interp.invoke()
-        return [interp.get_tensor(index) for index in outs]
-
-    return run
+    namespace = {"model": str(bundle / manifest["model_file"]), "arrays": arrays, "threads": THREADS}
+    exec(BARE_SETUP[runtime], namespace)  # our own constant source, not input
+    return namespace["run"]
 
 
 def compare_in_process(name: str, runtime: str, bundle: Path, runs: int) -> dict:
