@@ -194,3 +194,25 @@ def test_edgec_bench_bad_input_is_one_line(bundle, tmp_path, argv, code, words):
 def test_edgec_bench_missing_bundle(tmp_path):
     done = edgec(tmp_path / "nope.bundle", home=tmp_path)
     assert done.returncode == 3 and "nope.bundle" in done.stderr
+
+
+def test_edgec_bench_power_from_meter_command_and_profile_model(bundle, tmp_path):
+    meter = tmp_path / "meter.py"
+    meter.write_text("print(4.25)\n")
+    done = edgec(bundle, "--runs", "30", "--idle", "0.2", "--power", "command", "--power-command",
+                 f"{sys.executable} {meter}", "--json", home=tmp_path)
+    assert done.returncode == 0 and done.stderr == "", done.stderr  # --json: machine-readable and quiet
+    power = json.loads(done.stdout)["power"]
+    assert power["source"] == "command" and power["measured"] is True
+    assert power["idle_watts"] == pytest.approx(4.25) and power["active_watts"] == pytest.approx(4.25)
+    from edgec.commands.bench import profile_power_model
+
+    model = profile_power_model("host")
+    done = edgec(bundle, "--runs", "30", "--idle", "0", "--power", "estimated", home=tmp_path)
+    if model is None:  # a host profile without a power model: said plainly, no made-up figure
+        assert done.returncode == 2 and "--power-model" in done.stderr
+        return
+    idle_w, active_w = model
+    assert done.returncode == 0, done.stderr
+    assert "estimated (not measured)" in done.stdout and "ESTIMATED" in done.stdout
+    assert f"{active_w:.2f} W" in done.stdout and f"{idle_w:.2f} W" in done.stdout
