@@ -51,7 +51,9 @@ def filter_importance(group: ChannelGroup) -> np.ndarray:
 def keep_count(size: int, ratio: float, multiple: int) -> int:
     """Channels to keep: at least one, rounded to ``multiple`` when the group is a multiple of it."""
     keep = size - round(ratio * size)
-    if multiple > 1 and size % multiple == 0 and size >= 2 * multiple:
+    while multiple > 1 and size < 4 * multiple:  # small groups: a coarse step would overshoot the ratio
+        multiple //= 2
+    if multiple > 1 and size % multiple == 0:
         keep = round(keep / multiple) * multiple
     return max(1, min(size, keep))
 
