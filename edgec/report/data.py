@@ -68,6 +68,7 @@ class ReportData:
     results_path: str
     title: str = "edgec benchmark report"
     sweep: list[dict] | None = None
+    min_change: float = 0.05  # smallest relative change in median latency flagged (regression.MIN_CHANGE)
 
     def devices(self) -> list[str]:
         return sorted({r.device for r in self.runs})

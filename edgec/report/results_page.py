@@ -7,7 +7,7 @@ from edgec.report import plots
 from edgec.report.data import BundleInfo, ReportData, Run, accuracy_of
 from edgec.report.html import esc, figure, fmt, ms, page, table
 from edgec.report.pareto import pareto_front
-from edgec.report.regression import MIN_CHANGE, MIN_HISTORY, LatencyChange, compare_latency, history_threshold
+from edgec.report.regression import MIN_HISTORY, LatencyChange, compare_latency, history_threshold
 
 __all__ = ["render_results_report"]
 
@@ -122,7 +122,7 @@ def render_results_report(data: ReportData) -> str:
                  ("power", "Power and energy per inference", power(data)),
                  ("compare", "Compared with the previous run", _comparison(data, changes)),
                  ("conditions", "Conditions of each run", conditions(data)),
-                 ("method", "How to read this report", method())]
+                 ("method", "How to read this report", method(data.min_change))]
     subtitle = (f"{len(data.runs)} run(s) of {len(data.bundles)} bundle(s) on {len(data.devices())} device(s), "
                 f"from <code>{esc(data.results_path)}</code>")
     return page(data.title, subtitle, sections)
@@ -137,7 +137,7 @@ def _changes(data: ReportData) -> dict[tuple[str, str], LatencyChange]:
             if len(ok) >= 2:
                 history = [r.result["latency_ms"]["p50"] for r in ok[:-1]]
                 out[(bundle_id, device)] = compare_latency(ok[-2].result, ok[-1].result,
-                                                           min_change=history_threshold(history))
+                                                           min_change=history_threshold(history, data.min_change))
     return out
 
 
@@ -155,7 +155,7 @@ def _comparison(data: ReportData, changes: dict) -> str:
         classes.append({"regression": "bad", "improvement": "good"}.get(c.verdict, ""))
     return (f"<p>The latest run of each bundle on each device against the run before it. Flagged as a regression "
             f"when the 95% bootstrap interval of the change in median latency is above zero and the median grew "
-            f"by at least the threshold: {MIN_CHANGE * 100:.0f}%, or twice the run-to-run spread of the earlier "
+            f"by at least the threshold: {data.min_change * 100:.0f}%, or twice the run-to-run spread of the earlier "
             f"medians when there are {MIN_HISTORY} or more (see <a href='#method'>How to read this report</a>).</p>"
             + table(["bundle", "device", "runs", "previous p50 ms", "latest p50 ms", "change", "95% interval",
                      "threshold", "verdict", "method"], rows, classes, numeric={3, 4, 5, 6, 7}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from edgec.report import plots
 from edgec.report.data import ReportData
 from edgec.report.html import esc, figure, fmt, table
-from edgec.report.regression import CONFIDENCE, MIN_CHANGE, RESAMPLES
+from edgec.report.regression import CONFIDENCE, RESAMPLES
 
 __all__ = ["conditions", "method", "power"]
 
@@ -86,7 +86,7 @@ def conditions(data: ReportData) -> str:
                  rows, classes, css="small")
 
 
-def method() -> str:
+def method(min_change: float) -> str:
     return (
         "<ul>"
         "<li><b>Latency</b> is the wall time of one inference measured by the agent on the device, after warm-up, "
@@ -96,7 +96,7 @@ def method() -> str:
         f"{CONFIDENCE * 100:.0f}% percentile-bootstrap interval of that difference, resampling each run's own "
         f"per-inference latencies {RESAMPLES} times (fixed seed: the same database gives the same report). A run "
         f"is flagged as a regression when the whole interval is above zero <i>and</i> the median grew by at least "
-        f"{MIN_CHANGE * 100:.0f}%: runs also differ by things the within-run spread does not capture "
+        f"{min_change * 100:.0f}%: runs also differ by things the within-run spread does not capture "
         "(temperature, background load), so a statistically clear but tiny shift is reported as "
         "<i>below threshold</i> rather than flagged. With three or more earlier runs of the bundle on the device, "
         "the threshold grows to twice the standard deviation of the relative change between consecutive earlier "

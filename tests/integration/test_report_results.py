@@ -252,6 +252,9 @@ def test_filters_and_the_command_line(world, tmp_path):
                                     "-o", str(out)])
     assert done.exit_code == 0, done.output
     assert bundle.bundle_id[:12] in out.read_text() and world["bundles"]["b_fp32"].bundle_id[:12] not in out.read_text()
+    # The injected +40% is beyond the noise but under a 50% threshold: reported, not flagged.
+    lenient = CliRunner().invoke(cli, ["report", "--results", str(world["db"]), "--min-change", "50", "-o", str(out)])
+    assert lenient.exit_code == 0 and "badge regression" not in out.read_text() and "below threshold" in out.read_text()
     bad = CliRunner().invoke(cli, ["report", "--results", str(world["db"]), "--bundle", "not-a-bundle", "-o", str(out)])
     assert bad.exit_code != 0 and "neither a bundle directory nor a bundle id" in str(bad.exception)
 
