@@ -21,7 +21,7 @@ from edgec.device_agent.power import PowerMeter, none_summary, select_source
 from edgec.device_agent.schema import SCHEMA_VERSION
 from edgec.device_agent.stats import latency_samples, latency_stats
 from edgec.device_agent.zipapp import agent_version
-from edgec.errors import BundleError
+from edgec.errors import BundleError, RuntimeMissingError
 from edgec.runtimes import load_runtime, runtime_for_format
 
 __all__ = ["LoadedModel", "check_bundle", "load_model", "run_bench"]
@@ -46,7 +46,11 @@ class LoadedModel:
     """A checked bundle with its runtime session, and what loading it cost."""
 
     def __init__(self, bundle_dir, threads: int | None):
-        import numpy  # noqa: F401  # part of the idle agent: the increase is the runtime's and the model's
+        try:
+            import numpy  # noqa: F401  # part of the idle agent: the increase is the runtime's and the model's
+        except ImportError:
+            raise RuntimeMissingError("numpy is not installed here; install it with: python3 -m pip install numpy "
+                                      "(and the runtime: onnxruntime or ai-edge-litert)") from None
 
         self.rss_before_load = memory.rss_bytes()
         bundle = self.bundle = Bundle(bundle_dir)

@@ -28,7 +28,7 @@ def device_venv(packages: list[str]) -> Path:
     """A virtualenv with exactly ``packages`` (and their dependencies), made once and reused; its python."""
     pins = sorted(f"{p}=={importlib.metadata.version(p)}" for p in packages)
     key = hashlib.sha256(json.dumps([sys.version, pins]).encode()).hexdigest()[:12]
-    folder = VENV_CACHE / f"{'-'.join(packages)}-{key}"
+    folder = VENV_CACHE / f"{'-'.join(packages) or 'bare'}-{key}"
     python = folder / "bin" / "python"
     VENV_CACHE.mkdir(parents=True, exist_ok=True)
     with open(VENV_CACHE / f"{folder.name}.lock", "w") as lock:
@@ -36,11 +36,13 @@ def device_venv(packages: list[str]) -> Path:
         if not (folder / ".ready").is_file():
             shutil.rmtree(folder, ignore_errors=True)
             base = getattr(sys, "_base_executable", sys.executable)
-            subprocess.run([base, "-m", "venv", str(folder)], check=True, capture_output=True, timeout=300)
-            done = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pins],
-                                  capture_output=True, text=True, timeout=900)
-            if done.returncode != 0:
-                pytest.fail(f"pip install {' '.join(pins)} failed: {done.stderr[-1500:]}")
+            subprocess.run([base, "-m", "venv", *([] if pins else ["--without-pip"]), str(folder)], check=True,
+                           capture_output=True, timeout=300)
+            if pins:
+                done = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                                       *pins], capture_output=True, text=True, timeout=900)
+                if done.returncode != 0:
+                    pytest.fail(f"pip install {' '.join(pins)} failed: {done.stderr[-1500:]}")
             (folder / ".ready").write_text("\n".join(pins))
     return python
 
@@ -117,3 +119,11 @@ def test_missing_runtime_names_the_package_to_install(agent, bundles, ort_python
     assert "pip install ai-edge-litert" in doc["error"]["message"]
     code, doc = run_agent(agent, "check", bundles["onnx"], python=str(litert_python))
     assert code == 7 and "pip install onnxruntime" in doc["error"]["message"]
+
+
+def test_python_without_numpy_is_told_what_to_install(agent, bundles):
+    python = device_venv([])
+    code, info = run_agent(agent, "info", python=str(python))
+    assert code == 0 and info["numpy"] is None and info["runtimes"] == {"litert": None, "onnxruntime": None}
+    code, doc = run_agent(agent, "bench", bundles["onnx"], python=str(python))
+    assert code == 7 and "pip install numpy" in doc["error"]["message"]
