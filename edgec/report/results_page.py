@@ -70,19 +70,23 @@ def _summary(data: ReportData, changes: dict) -> str:
 
 def _sweep(data: ReportData) -> str:
     rows, classes = [], []
+    metric = next((v["metrics"]["accuracy_metric"] for v in data.sweep or []
+                   if (v.get("metrics") or {}).get("accuracy_metric")), "accuracy")
     for v in data.sweep or []:
         info = data.bundles.get(v.get("bundle_id") or "")
-        acc = v.get("metrics", {}).get("accuracy")
+        metrics = v.get("metrics") or {}
+        acc = fmt(metrics.get("accuracy"), ".2f") if "accuracy_error" not in metrics else \
+            f'<span class="badge error">not measured</span> {esc(metrics["accuracy_error"])}'
         status = '<span class="badge ok">ok</span>' if v["status"] == "ok" else \
             f'<span class="badge error">{esc(v["status"])}</span> {esc(v.get("error"))}'
         rows.append([f"<b>{esc(v['label'])}</b>", esc(v.get("device") or ""), status,
                      f"<code>{esc((v.get('bundle_id') or '')[:12])}</code>",
                      esc(f"{info.format} / {info.precision}") if info else "-",
-                     _kib(info.model_bytes) if info else "-", fmt(acc, ".2f")])
+                     _kib(info.model_bytes) if info else "-", acc])
         classes.append("" if v["status"] == "ok" else "error")
     return ("<p>Every variant the sweep asked for; a variant that could not be compiled or benchmarked shows its "
             "error and the others carry on.</p>"
-            + table(["variant", "device", "status", "bundle", "format / precision", "size", "accuracy"], rows,
+            + table(["variant", "device", "status", "bundle", "format / precision", "size", metric], rows,
                     classes, numeric={5, 6}))
 
 
