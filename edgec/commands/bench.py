@@ -65,7 +65,8 @@ def print_result(doc: dict, as_json: bool) -> None:
     click.echo(format_result(doc))
 
 
-def _options(runs, warmup, threads, duration, power, power_command, power_model, idle, sysfs_root) -> BenchOptions:
+def _options(runs, warmup, threads, duration, power, power_command, power_model, idle, sysfs_root,
+             power_interval=0.02) -> BenchOptions:
     from edgec.device_agent.power import parse_model
 
     model = parse_model(power_model) if power_model else None
@@ -74,7 +75,8 @@ def _options(runs, warmup, threads, duration, power, power_command, power_model,
         if model is None:
             raise UsageError("--power estimated: the host profile has no power model; give --power-model IDLE_W,ACTIVE_W")
     return BenchOptions(runs=runs, warmup=warmup, threads=threads, duration_s=duration, power=power,
-                        power_command=power_command, power_model=model, idle_s=idle, sysfs_root=sysfs_root)
+                        power_command=power_command, power_model=model, idle_s=idle, sysfs_root=sysfs_root,
+                        power_interval_s=power_interval)
 
 
 @click.command("bench")
@@ -89,6 +91,8 @@ def _options(runs, warmup, threads, duration, power, power_command, power_model,
 @click.option("--power-command", default=None, help="External meter command printing watts (with --power command).")
 @click.option("--power-model", default=None, help="IDLE_W,ACTIVE_W for --power estimated (default: the profile's).")
 @click.option("--idle", type=float, default=1.0, show_default=True, help="Seconds of idle power sampling first.")
+@click.option("--power-interval", type=float, default=0.02, show_default=True,
+              help="Seconds between power samples (meter commands and vcgencmd are read at most every 0.1-0.2 s).")
 @click.option("--sysfs-root", default="/sys", show_default=True, help="Where the sensors are (tests: a fake tree).")
 @click.option("--inventory", type=click.Path(dir_okay=False), default=None,
               help="Device inventory for --device NAME (default ./devices.toml, then ~/.edgec/devices.toml).")
@@ -97,11 +101,12 @@ def _options(runs, warmup, threads, duration, power, power_command, power_model,
               help="Results database; remote runs are stored by default in ~/.edgec/results.db, local runs only "
                    "when this is given.")
 @click.option("--json", "as_json", is_flag=True, help="Print the BenchResult JSON document.")
-def bench_cmd(bundle, device, runs, warmup, threads, duration, power, power_command, power_model, idle, sysfs_root,
-              inventory, trust_new_host, results, as_json):
+def bench_cmd(bundle, device, runs, warmup, threads, duration, power, power_command, power_model, idle,
+              power_interval, sysfs_root, inventory, trust_new_host, results, as_json):
     """Benchmark BUNDLE with the device agent: latency, throughput, memory, power and energy, and the
     conditions it ran under."""
-    options = _options(runs, warmup, threads, duration, power, power_command, power_model, idle, sysfs_root)
+    options = _options(runs, warmup, threads, duration, power, power_command, power_model, idle, sysfs_root,
+                       power_interval)
     if device != LOCAL:  # user@host[:port] or an inventory NAME: the SSH deploy layer
         from edgec.commands.farm import run_remote
 
