@@ -41,6 +41,7 @@ class CalibrationRun:
     quick: bool
     threads: int
     speedup: list  # speed-up at 1..N threads over 1 thread
+    notes: list  # what was not measured, and why
 
 
 def default_name(device: str) -> str:
@@ -179,10 +180,14 @@ class RemoteAgent:
 
 
 def _bundles(specs: list[KernelSpec], cache: Path, progress) -> list[Path]:
+    from edgec._capture import captured_output
+
     out = []
     for i, spec in enumerate(specs):
         progress(f"generating micro-benchmark {i + 1}/{len(specs)}: {spec.key}")
-        out.append(build_bundle(spec, cache / spec.key))
+        # TensorFlow's converter and onnxruntime.quantization print from C++: into a log, not over our output.
+        with captured_output(cache / "build.log", enabled=not (cache / spec.key / "manifest.json").exists()):
+            out.append(build_bundle(spec, cache / spec.key))
     return out
 
 
@@ -190,7 +195,9 @@ def _memory_probes(agent, specs: list[KernelSpec], places: list[str], threads: i
     """Fresh-process benches of the overhead (trivial) and memory probes: {spec key: result}."""
     found = {}
     for spec, place in zip(specs, places):
-        if spec.purpose == "memory" or (spec.purpose == "overhead" and spec.repeat == 1):
+        # The memory model is onnxruntime's (the probes are ONNX models).
+        if spec.runtime == "onnxruntime" and (spec.purpose == "memory" or (spec.purpose == "overhead"
+                                                                           and spec.repeat == 1)):
             options = BenchOptions(runs=5, warmup=1, threads=threads, power="none", idle_s=0.0)
             try:
                 found[spec.key] = agent.bench(place, options)
@@ -253,11 +260,27 @@ def calibrate(device: str = LOCAL, *, quick: bool = False, threads: int | None =
             say("thread scaling")
             probe_docs = _run_specs(agent, probes, cache, cores, quick, say)
             threads, speedup = choose_threads(list(zip(probes, probe_docs)))
-        specs = suite(quick=quick)
+        runtimes, notes = _runtimes(info)
+        specs = suite(quick=quick, runtimes=runtimes)
         docs = _run_specs(agent, specs, cache, threads, quick, say)
     results = list(zip(probes, probe_docs)) + list(zip(specs, docs))
     return CalibrationRun(device=agent.label, info=info, results=results, quick=quick, threads=threads,
-                          speedup=speedup)
+                          speedup=speedup, notes=notes)
+
+
+def _runtimes(info: dict) -> tuple[tuple, list]:
+    """The runtimes to measure (those the device has), and notes on the ones skipped."""
+    from edgec.targets.microbench_tflite import available
+
+    have = info.get("runtimes") or {}
+    runtimes, notes = ["onnxruntime"], []
+    if have.get("litert") and available():
+        runtimes.append("litert")
+    elif have.get("litert"):
+        notes.append("litert not measured: TensorFlow (the TFLite converter) is not installed on this host")
+    else:
+        notes.append("litert not measured: the device has no LiteRT/TFLite runtime")
+    return tuple(runtimes), notes
 
 
 def _guess_base(info: dict) -> str:

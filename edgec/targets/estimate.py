@@ -118,7 +118,7 @@ def latency(stats: ModelStats, profile, runtime: str = "onnxruntime", precision:
                 counts["measured"] += 1
         rows.append({"node": node.name, "op": node.op_type, "class": node.kind, "precision": node.precision,
                      "flops": node.flops, "bytes": node.bytes, "ms": ms, "basis": basis})
-    overhead = system.overhead_ms if system else 0.0
+    overhead = system.runtime_overhead_ms.get(runtime, system.overhead_ms) if system else 0.0
     total = overhead + sum(r["ms"] for r in rows)
     if measured:
         basis = (f"{counts['measured']} ops from kernels measured on {measured.device} ({measured.date}), "

@@ -46,13 +46,15 @@ class KernelSpec:
     threads: int = 0  # 0 = the profile's thread count
     # conv1x1 only: the chain alternates C -> expand x C -> C (MobileNet's expansion and projection layers).
     expand: int = 1
+    runtime: str = "onnxruntime"  # or "litert": a .tflite bundle (microbench_tflite)
 
     @property
     def key(self) -> str:
         text = json.dumps({**asdict(self), "suite": SUITE_VERSION}, sort_keys=True)
         shape = "x".join(str(d) for d in self.shape)
         grow = f"-e{self.expand}" if self.expand > 1 else ""
-        return f"{self.op}-{self.precision}-{shape}{grow}-r{self.repeat}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+        lite = "tflite-" if self.runtime == "litert" else ""
+        return f"{lite}{self.op}-{self.precision}-{shape}{grow}-r{self.repeat}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
     @property
     def cout(self) -> int:
@@ -120,8 +122,26 @@ def thread_probes(quick: bool, cores: int) -> list[KernelSpec]:
             for t in range(1, cores + 1)]
 
 
-def suite(quick: bool = False, precisions: tuple = PRECISIONS) -> list[KernelSpec]:
-    """The calibration suite: kernel rows, then the overhead and memory probes."""
+def suite(quick: bool = False, precisions: tuple = PRECISIONS, runtimes: tuple = ("onnxruntime",)) -> list[KernelSpec]:
+    """The calibration suite: kernel rows, then the overhead and memory probes, for each runtime."""
+    specs = _onnx_suite(quick, precisions)
+    if "litert" in runtimes:
+        specs += _litert_suite(quick, precisions)
+    return specs
+
+
+def _litert_suite(quick: bool, precisions: tuple) -> list[KernelSpec]:
+    from dataclasses import replace
+
+    kernels = [replace(s, runtime="litert") for s in _onnx_suite(quick, precisions) if s.purpose == "kernel"]
+    if quick:  # converting with TensorFlow takes about a second per model: the quick suite keeps four
+        kernels = [s for s in kernels if s.op in ("conv3x3", "gemm") and s.precision in ("fp32", "int8")
+                   and s.shape != (1, 8, 8, 8)]
+    return kernels + [KernelSpec("eltwise", (1, 1, 1, 1), repeat=r, purpose="overhead", runtime="litert")
+                      for r in (1, 16)]
+
+
+def _onnx_suite(quick: bool, precisions: tuple) -> list[KernelSpec]:
     table = _QUICK if quick else _FULL
     specs = []
     for op, shapes in table.items():
@@ -239,9 +259,23 @@ def _run(path: Path, feed: np.ndarray) -> np.ndarray:
     return session.run(None, {"x": feed})[0]
 
 
+def _write_tflite(spec: KernelSpec, tmp: Path, sample: np.ndarray) -> tuple[Path, np.ndarray, np.ndarray]:
+    from edgec.runtimes import load_runtime
+    from edgec.targets.microbench_tflite import nhwc_shape, tflite_bytes
+
+    feed = sample if len(spec.shape) == 2 else np.ascontiguousarray(sample.transpose(0, 2, 3, 1))
+    assert feed.shape == nhwc_shape(spec.shape)
+    model_path = tmp / "model.tflite"
+    model_path.write_bytes(tflite_bytes(spec, feed))
+    return model_path, feed, load_runtime("litert").load(model_path, threads=1).run([feed])[0]
+
+
 def _write_model(spec: KernelSpec, tmp: Path, sample: np.ndarray) -> tuple[Path, np.ndarray, np.ndarray]:
-    """model.onnx in ``tmp``; returns (path, reference input, reference output)."""
+    """model.onnx (or model.tflite) in ``tmp``; returns (path, reference input, reference output)."""
     import onnx
+
+    if spec.runtime == "litert":
+        return _write_tflite(spec, tmp, sample)
 
     fp32 = tmp / "fp32.onnx"
     onnx.save(float_model(spec), fp32)
@@ -269,21 +303,24 @@ def build_bundle(spec: KernelSpec, out: Path) -> Path:
         sample = np.random.default_rng(0).uniform(-1, 1, spec.shape).astype(np.float32)
         with tempfile.TemporaryDirectory() as work:
             model_path, feed, expected = _write_model(spec, Path(work), sample)
-            (tmp / "model.onnx").write_bytes(model_path.read_bytes())
+            (tmp / model_path.name).write_bytes(model_path.read_bytes())
         (tmp / "reference").mkdir()
         with open(tmp / "reference" / "inputs.npz", "wb") as handle:
             np.savez(handle, i0=feed)
         with open(tmp / "reference" / "outputs.npz", "wb") as handle:
             np.savez(handle, o0=expected)
-        dtype = "float16" if spec.precision == "fp16" else "float32"
-        layout = "nc" if spec.op == "gemm" else "nchw"
-        io = {kind: [{"name": name, "shape": list(spec.shape), "dtype": dtype, "layout": layout}]
+        lite = spec.runtime == "litert"
+        dtype = "float16" if spec.precision == "fp16" and not lite else "float32"
+        layout = "nc" if spec.op == "gemm" else ("nhwc" if lite else "nchw")
+        io = {kind: [{"name": name, "shape": list(feed.shape), "dtype": dtype, "layout": layout}]
               for kind, name in (("inputs", "x"), ("outputs", "y"))}
+        model_file = "model.tflite" if lite else "model.onnx"
         files = {rel: {"sha256": sha256_file(tmp / rel), "size": (tmp / rel).stat().st_size}
-                 for rel in ("model.onnx", "reference/inputs.npz", "reference/outputs.npz")}
+                 for rel in (model_file, "reference/inputs.npz", "reference/outputs.npz")}
         rtol, atol = _TOLERANCE[spec.precision]
-        manifest = {"schema_version": SCHEMA_VERSION, "name": spec.key, "format": "onnx", "model_file": "model.onnx",
-                    "runtime": {"name": "onnxruntime", "threads": spec.threads or None}, "io": io, "files": files,
+        manifest = {"schema_version": SCHEMA_VERSION, "name": spec.key, "format": "tflite" if lite else "onnx",
+                    "model_file": model_file, "io": io, "files": files,
+                    "runtime": {"name": spec.runtime, "threads": spec.threads or None},
                     "reference": {"inputs": "reference/inputs.npz", "outputs": "reference/outputs.npz",
                                   "rtol": rtol, "atol": atol},
                     "target": {"name": "calibration"}, "microbench": asdict(spec), "passes": [], "report": {}}

@@ -43,9 +43,10 @@ def _stats(model_path: Path):
     return analyse(load_onnx(model_path))
 
 
-def _overheads(results: list) -> tuple[float, float]:
-    single = [d for s, d in results if s.purpose == "overhead" and s.repeat == 1 and "error" not in d]
-    chain = [(s, d) for s, d in results if s.purpose == "overhead" and s.repeat > 1 and "error" not in d]
+def _overheads(results: list, runtime: str = "onnxruntime") -> tuple[float, float]:
+    probes = [(s, d) for s, d in results if s.purpose == "overhead" and s.runtime == runtime and "error" not in d]
+    single = [d for s, d in probes if s.repeat == 1]
+    chain = [(s, d) for s, d in probes if s.repeat > 1]
     if not single or not chain:
         raise DeviceError("calibration: the overhead probes failed on the device; see `edgec bench` on one of "
                           "the bundles under ~/.edgec/calibration/bundles for the reason")
@@ -56,13 +57,12 @@ def _overheads(results: list) -> tuple[float, float]:
 
 def _kernel_row(spec, doc: dict, overhead: float) -> dict:
     flops, nbytes = op_cost(spec.op, spec.shape, spec.expand)
-    row = {"op": spec.op, "runtime": "onnxruntime", "precision": spec.precision, "shape": list(spec.shape),
+    row = {"op": spec.op, "runtime": spec.runtime, "precision": spec.precision, "shape": list(spec.shape),
            "cout": spec.cout, "flops": flops, "bytes": nbytes, "repeat": spec.repeat}
     if "error" in doc:
         error = doc["error"]
         return {**row, "ms": 0.0, "spread": 0.0, "status": "unsupported",
                 "note": f"{error.get('type')}: {str(error.get('message'))[:160]}"}
-    row["runtime"] = (doc.get("runtime") or {}).get("name") or "onnxruntime"
     # Never below 2% of the chain's median per op: timer noise must not make a kernel free.
     ms = max((_p50(doc) - overhead) / spec.repeat, 0.02 * _p50(doc) / spec.repeat)
     return {**row, "ms": round(ms, 6), "spread": _spread(doc), "status": "ok", "note": ""}
@@ -112,7 +112,14 @@ def measured_tables(run, cache: Path) -> dict:
     """The ``[performance.measured]`` tables of a CalibrationRun (``cache``: where its bundles are)."""
     results = run.results
     overhead, node = _overheads(results)
-    kernels = [_kernel_row(s, d, overhead) for s, d in results if s.purpose == "kernel"]
+    runtimes = sorted({s.runtime for s, _ in results})
+    per_runtime = {}
+    for runtime in runtimes:
+        try:
+            per_runtime[runtime] = _overheads(results, runtime)[0]
+        except DeviceError:  # its kernels failed too (status unsupported); onnxruntime's overhead stands in
+            per_runtime[runtime] = overhead
+    kernels = [_kernel_row(s, d, per_runtime[s.runtime]) for s, d in results if s.purpose == "kernel"]
     loads = [d["timing"]["load_s"] * 1000 for s, d in results if s.purpose == "overhead" and "error" not in d]
     base, wf, af, notes = _memory_fit(results, cache)
     idle, active, source = _power(results)
@@ -124,8 +131,7 @@ def measured_tables(run, cache: Path) -> dict:
     failed = [k for k in kernels if k["status"] != "ok"]
     if failed:
         notes.append(f"{len(failed)} kernel(s) the device could not run (status unsupported)")
-    notes.append("litert (TFLite/XNNPACK) kernels not measured: the suite is ONNX only until the TFLite "
-                 "emitter can build it")
+    notes.extend(run.notes)
     return {
         "schema": 1,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -140,7 +146,8 @@ def measured_tables(run, cache: Path) -> dict:
                    "load_ms": round(statistics.median(loads), 3) if loads else 0.0,
                    "memory_base_bytes": round(base), "memory_weights_factor": round(wf, 4),
                    "memory_arena_factor": round(af, 4), "threads": run.threads, "thread_speedup": list(run.speedup),
-                   "idle_watts": idle, "active_watts": active, "power_source": source},
+                   "idle_watts": idle, "active_watts": active, "power_source": source,
+                   "runtime_overhead_ms": {r: round(ms, 6) for r, ms in per_runtime.items()}},
         "kernels": kernels,
     }
 

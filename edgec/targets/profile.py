@@ -206,6 +206,8 @@ class MeasuredSystem:
     idle_watts: float = 0.0
     active_watts: float = 0.0
     power_source: str = "none"
+    # Per-inference overhead of each runtime measured (``overhead_ms`` is onnxruntime's).
+    runtime_overhead_ms: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
