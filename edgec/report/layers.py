@@ -13,6 +13,9 @@ import numpy as np
 __all__ = ["layer_sizes"]
 
 _PASS_THROUGH = {"DequantizeLinear", "Cast", "Reshape", "Transpose", "DEQUANTIZE"}
+# TFLite ops whose constant operands (after the first) are shapes, permutations or axes, not weights.
+_SHAPE_OPS = {"RESHAPE", "TRANSPOSE", "PAD", "PADV2", "STRIDED_SLICE", "SLICE", "MEAN", "SUM", "GATHER",
+              "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "CONCATENATION", "SPLIT", "EXPAND_DIMS"}
 
 
 def layer_sizes(model_path: str | Path, fmt: str) -> list[dict]:
@@ -92,8 +95,16 @@ def _tflite_layers(path: Path) -> list[dict]:
         op = by_input[index][0]
         if op["op_name"] == "DEQUANTIZE" and by_input.get(op["outputs"][0]):
             op = by_input[op["outputs"][0]][0]
+        if op["op_name"] in _SHAPE_OPS and list(op["inputs"][:1]) != [index]:
+            continue
         count = int(np.prod(tensor["shape"])) if len(tensor["shape"]) else 1
         dtype = np.dtype(tensor["dtype"])
-        name = tensors[op["outputs"][0]]["name"] if op["outputs"] else op["op_name"]
+        name = _short(tensors[op["outputs"][0]]["name"]) if op["outputs"] else op["op_name"]
         _add(layers, name, op["op_name"], dtype.name, count, count * dtype.itemsize)
     return list(layers.values())
+
+
+def _short(name: str) -> str:
+    """A fused TFLite tensor name ("a/Relu;a/Add;a/conv;Const_3") as its most telling part ("a/conv")."""
+    parts = [p for p in name.split(";") if p and not p.startswith("Const")]
+    return parts[-1] if parts else name

@@ -45,10 +45,14 @@ def sweep(model, variants: str, out: str, target: str = "host"):
 
 
 def test_a_sweep_compiles_scores_benchmarks_and_reports_every_variant(model):
-    done = sweep(model, "fp32,int8,int4,int4+tflite", "sweep.html")
+    done = sweep(model, "fp32,int8,int4,int8+tflite,int4+tflite", "sweep.html")
     doc = json.loads(done.output)
     outcomes = {o["label"]: o for o in doc["outcomes"]}
-    assert list(outcomes) == ["fp32", "int8", "int4", "int4+tflite"]
+    assert list(outcomes) == ["fp32", "int8", "int4", "int8+tflite", "int4+tflite"]
+    # The int8 TFLite model takes int8 inputs: scored through its recorded scale/zero point, it agrees with
+    # the float model about as well as the ONNX int8 variant does.
+    tflite = outcomes["int8+tflite"]
+    assert tflite["status"] == "ok" and tflite["metrics"]["accuracy"] >= 80
     # TFLite cannot carry int4: that variant fails, with its reason, and the others still run.
     assert outcomes["int4+tflite"]["status"] == "compile failed" and "int4" in outcomes["int4+tflite"]["error"]
     assert done.exit_code == 8
@@ -127,3 +131,17 @@ def test_the_digits_example_files_feed_a_sweep(tmp_path):
     assert done.exit_code == 0, done.output
     accuracy = json.loads(done.output)["outcomes"][0]["metrics"]["accuracy"]
     assert 10 < accuracy <= 100  # trained for one epoch: better than chance
+
+
+def test_compile_report_of_a_tflite_bundle_lists_its_int8_layers(model):
+    out = model / "tflite.html"
+    done = CliRunner().invoke(cli, ["compile", str(model / "mlp.onnx"), "--target", "rpi4", "--format", "tflite",
+                                    "--input-shape", "x=1x64", "--quantize", "int8", "--calibration",
+                                    str(model / "calib.npz"), "--max-accuracy-drop", "50", "-o",
+                                    str(model / "int8.tflite.bundle"), "--report", str(out)])
+    assert done.exit_code == 0, done.output
+    layers = layer_sizes(Bundle(model / "int8.tflite.bundle").model_path, "tflite")
+    assert [r["op"] for r in layers] == ["FULLY_CONNECTED", "FULLY_CONNECTED"]
+    assert all("int8" in r["dtypes"] for r in layers)
+    html = out.read_text()
+    assert all(f"<td>{r['layer']}</td>" in html for r in layers) and 'id="report-tflite"' in html
