@@ -19,12 +19,16 @@ def estimate_source(source: str, profile, input_shapes: dict) -> dict:
     if (path.is_dir() and (path / "manifest.json").is_file()) or (path.is_file() and path.suffix == ".onnx"):
         return estimate_path(path, profile)
     from edgec import ir as edgec_ir
+    from edgec._capture import captured_output
     from edgec.compiler.frontends import lower
     from edgec.compiler.options import CompileOptions
     from edgec.compiler.pipeline import build_float_passes, run_passes
+    from edgec.deploy.inventory import edgec_home
 
-    lowered = lower(source, input_shapes)
-    model, _ = run_passes(lowered.model, build_float_passes(profile, CompileOptions(target=profile.name)))
+    # Front-ends (torch.export, TensorFlow) print from C++: into a log, as `edgec compile` does.
+    with captured_output(edgec_home() / "logs" / "estimate.log"):
+        lowered = lower(source, input_shapes)
+        model, _ = run_passes(lowered.model, build_float_passes(profile, CompileOptions(target=profile.name)))
     return estimate_model(edgec_ir.to_proto(model), profile)
 
 

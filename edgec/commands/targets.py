@@ -59,6 +59,12 @@ def show_cmd(name, as_json):
         for f in figures:
             click.echo(f"  {f['model']} {f['runtime']} {f['precision']}: {f['latency_ms']} ms "
                        f"({f['threads']} threads; {f['source']})")
+    measured = profile.performance.measured
+    if measured:
+        ok = sum(1 for k in measured.kernels if k.status == "ok")
+        click.echo(f"[performance.measured] {ok}/{len(measured.kernels)} kernels measured on {measured.device} "
+                   f"({measured.date}; {', '.join(f'{n} {v}' for n, v in sorted(measured.runtimes.items()))}; "
+                   f"{measured.system.threads} thread(s))")
 
 
 @targets_group.command("calibrate")
