@@ -224,3 +224,29 @@ def test_digits_cnn_int8_loses_at_most_one_point(tmp_path):
     assert float_acc - int8_acc <= 1.0, (float_acc, int8_acc)
     accuracy = bundle.manifest["report"]["accuracy"]
     assert accuracy["metric"] == "top-1 accuracy" and accuracy["drop"] <= 1.0
+
+
+def test_keras_model_with_two_inputs_and_two_outputs(tmp_path):
+    """TFLite orders tensors its own way: the signature map puts every array back under its IR name."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    flat = keras.Input((8,), name="flat")
+    image = keras.Input((4, 4, 2), name="image")
+    joined = keras.layers.Concatenate()([flat, keras.layers.Flatten()(keras.layers.Conv2D(3, 3)(image))])
+    first = keras.layers.Dense(3, name="first")(joined)
+    second = keras.layers.Dense(5, name="second")(keras.layers.ReLU()(joined))
+    model = keras.Model([flat, image], [first, second])
+    model.save(tmp_path / "multi.keras")
+    bundle = _compile(tmp_path / "multi.keras", tmp_path / "b", target="rpi4", quantize="none")
+    assert [m["name"] for m in bundle.inputs] in (["flat", "image"], ["image", "flat"])
+    rng = np.random.default_rng(2)
+    arrays = {"flat": rng.standard_normal((1, 8)).astype(np.float32),
+              "image": rng.standard_normal((1, 4, 4, 2)).astype(np.float32)}
+    got = _run_bundle(bundle, [arrays[m["name"]] for m in bundle.inputs])
+    want = dict(zip(["first", "second"], (o.numpy() for o in model([arrays["flat"], arrays["image"]]))))
+    assert sorted(m["name"] for m in bundle.outputs) == ["first", "second"]
+    for meta, array in zip(bundle.outputs, got):
+        assert array.shape == want[meta["name"]].shape
+        assert _rel(array, want[meta["name"]]) <= 1e-5
+    assert api.verify_bundle(bundle.path)["ok"]

@@ -180,3 +180,65 @@ def test_conversion_failure_names_the_node_and_op(unconvertible_onnx, tmp_path):
     assert "odd_fused_matmul" in message and "FusedMatMul" in message and "--format onnx" in message
     assert "\n" not in message
     assert not out.exists()  # nothing half-written
+
+
+class _Quant:
+    def __init__(self, dynamic_range_ok: bool):
+        self.dynamic_range_ok = dynamic_range_ok
+
+
+class _Profile:
+    def __init__(self, dynamic_range_ok: bool):
+        self.name, self.source_file = "test-board", "test-board.toml"
+        self.quantization = _Quant(dynamic_range_ok)
+
+
+@pytest.mark.parametrize(("precision", "explicit", "data", "dynamic_ok", "variant"), [
+    ("none", True, False, False, "fp32"),
+    ("fp16", True, False, False, "fp16"),
+    ("int8", True, True, False, "int8"),
+    ("int8", False, False, True, "dynamic"),  # only where the profile says dynamic range is not slower
+    ("int8", False, False, False, "fp32"),  # the profile's default without data: float, with a note
+])
+def test_variant_policy(precision, explicit, data, dynamic_ok, variant):
+    from edgec.compiler.emit.tflite import choose_variant
+
+    chosen, notes = choose_variant(precision, explicit, data, _Profile(dynamic_ok))
+    assert chosen == variant
+    assert bool(notes) == (variant in ("dynamic",) or (variant == "fp32" and precision == "int8"))
+
+
+def test_variant_policy_refuses_what_tflite_cannot_do():
+    from edgec.compiler.emit.tflite import choose_variant
+    from edgec.errors import UsageError
+
+    with pytest.raises(UsageError, match="dynamic_range_ok"):
+        choose_variant("int8", True, False, _Profile(False))
+    with pytest.raises(UsageError, match="--format onnx"):
+        choose_variant("int4", True, True, _Profile(True))
+
+
+def test_dynamic_range_variant_converts(tmp_path):
+    """The dynamic-range flatbuffer: int8 weights, float I/O, close to float."""
+    import tensorflow as tf
+
+    from edgec.compiler.emit import _tflite_convert
+    from edgec.runtimes import litert
+
+    rng = np.random.default_rng(0)
+    weight = tf.Variable(rng.standard_normal((64, 256)).astype(np.float32))
+    module = tf.Module()
+    module.weight = weight
+    inputs = [{"name": "x", "shape": [1, 64], "dtype": "float32"}]
+    holder = _tflite_convert.serving_function(lambda args: [tf.matmul(args[0], weight)], inputs, ["y"], module)
+    sizes = {}
+    for variant in ("fp32", "dynamic"):
+        path = tmp_path / f"{variant}.tflite"
+        path.write_bytes(_tflite_convert.convert_function(holder, variant, ["x"]))
+        sizes[variant] = path.stat().st_size
+    x = rng.standard_normal((1, 64)).astype(np.float32)
+    got = litert.load(tmp_path / "dynamic.tflite").run([x])[0]
+    want = x @ weight.numpy()
+    assert got.dtype == np.float32
+    assert float(np.max(np.abs(got - want)) / np.max(np.abs(want))) < 0.05
+    assert sizes["dynamic"] < 0.5 * sizes["fp32"]
