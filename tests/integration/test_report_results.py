@@ -31,6 +31,14 @@ OPTIONS = BenchOptions(runs=60, warmup=5, power="estimated", power_model=(2.0, 5
 SECOND_DEVICE = "local-1thread"  # the same machine benchmarked with one runtime thread: a second stored device
 
 
+@pytest.fixture(scope="module", autouse=True)
+def edgec_home(tmp_path_factory):
+    """Agent builds go to a temporary EDGEC_HOME, never the real ~/.edgec."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGEC_HOME", str(tmp_path_factory.mktemp("edgec_home")))
+        yield
+
+
 def mlp_onnx(path, hidden: int, seed: int):
     """x[?, 64] -> Gemm -> Relu -> Gemm -> logits[?, 10], deterministic weights."""
     import onnx

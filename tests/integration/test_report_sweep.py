@@ -20,6 +20,14 @@ from edgec.report.layers import layer_sizes
 pytestmark = pytest.mark.xdist_group("report_sweep")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def edgec_home(tmp_path_factory):
+    """Agent builds go to a temporary EDGEC_HOME, never the real ~/.edgec."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGEC_HOME", str(tmp_path_factory.mktemp("edgec_home")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A small MLP, calibration samples, and evaluation samples labelled with the float model's own answers
