@@ -241,3 +241,16 @@ def test_throttled_flags_come_from_vcgencmd(tmp_path, monkeypatch):
     fake_vcgencmd(tmp_path, monkeypatch, '[ "$1" = get_throttled ] && echo throttled=0x50005')
     assert snapshot(str(tmp_path))["throttled"]["flags"] == [
         "under_voltage", "throttled", "under_voltage_occurred", "throttled_occurred"]
+
+
+def test_jetson_agx_rails_on_two_chips_are_summed(tmp_path):
+    for hw, rails in (("hwmon1", [("VDD_GPU_SOC", 5000, 600), ("VDD_CPU_CV", 5000, 400)]),
+                      ("hwmon4", [("VIN_SYS_5V0", 5000, 300)])):
+        put(tmp_path, f"class/hwmon/{hw}/name", "ina3221")
+        for k, (label, mv, ma) in enumerate(rails, start=1):
+            put(tmp_path, f"class/hwmon/{hw}/in{k}_label", label)
+            put(tmp_path, f"class/hwmon/{hw}/in{k}_input", mv)
+            put(tmp_path, f"class/hwmon/{hw}/curr{k}_input", ma)
+    source, _ = select_source("jetson", str(tmp_path))
+    assert source.describe()["rails"] == ["VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0"]
+    assert source.read() == pytest.approx(6.5)

@@ -6,7 +6,7 @@
   ``rail_name_K`` and ``in_power K_input`` in mW (also under ``bus/i2c/drivers/ina3221x/*/iio:device*``).
 
 When a rail measures the whole module's input (``VDD_IN``, ``POM_5V_IN``) it alone is read; otherwise the rails
-are summed (AGX boards have no total rail) and the result says so.
+of every INA3221 found are summed (AGX boards have no total rail and two chips) and the result says so.
 """
 
 from __future__ import annotations
@@ -86,14 +86,20 @@ def _candidates(sysfs_root: str):
 
 
 def find(sysfs_root: str) -> tuple[JetsonSource | None, str]:
-    """All INA3221 rails of the first layout found, or None."""
+    """The rails of every INA3221 of the first layout found (AGX Orin has two chips), or None."""
+    by_layout: dict[str, list] = {}
     for layout, folder, chip, rails_of in _candidates(sysfs_root):
         try:
-            rails = rails_of(folder) if read_text(os.path.join(folder, "name")) == chip else []
-            if rails:
-                source = JetsonSource(layout, rails)
-                source.read()  # present but unreadable counts as absent
-                return source, ""
-        except (OSError, ValueError):
+            if read_text(os.path.join(folder, "name")) == chip:
+                by_layout.setdefault(layout, []).extend(rails_of(folder))
+        except OSError:
             continue
+    for layout, rails in by_layout.items():
+        if rails:
+            source = JetsonSource(layout, rails)
+            try:
+                source.read()  # present but unreadable counts as absent
+            except (OSError, ValueError):
+                continue
+            return source, ""
     return None, f"no {LOOKED_FOR}"
