@@ -9,7 +9,7 @@ from edgec.report.html import esc, figure, fmt, ms, page, table
 from edgec.report.pareto import pareto_front
 from edgec.report.regression import MIN_HISTORY, LatencyChange, compare_latency, history_threshold
 
-__all__ = ["render_results_report"]
+__all__ = ["latency_changes", "render_results_report"]
 
 
 def _kib(n) -> str:
@@ -117,7 +117,7 @@ def render_results_report(data: ReportData) -> str:
     """The whole results page as one self-contained HTML string."""
     from edgec.report.results_sections import conditions, method, power
 
-    changes = _changes(data)
+    changes = latency_changes(data)
     sections = [("summary", "Summary per device and bundle", _summary(data, changes))]
     if data.sweep is not None:
         sections.append(("sweep", "Sweep variants", _sweep(data)))
@@ -132,7 +132,7 @@ def render_results_report(data: ReportData) -> str:
     return page(data.title, subtitle, sections)
 
 
-def _changes(data: ReportData) -> dict[tuple[str, str], LatencyChange]:
+def latency_changes(data: ReportData) -> dict[tuple[str, str], LatencyChange]:
     """(bundle, device) -> the latest run against the one before it."""
     out = {}
     for bundle_id in data.bundles:

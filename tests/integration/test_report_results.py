@@ -5,6 +5,7 @@ opened in headless Chromium."""
 from __future__ import annotations
 
 import copy
+import json
 import random
 import re
 import shutil
@@ -260,6 +261,12 @@ def test_filters_and_the_command_line(world, tmp_path):
                                     "-o", str(out)])
     assert done.exit_code == 0, done.output
     assert bundle.bundle_id[:12] in out.read_text() and world["bundles"]["b_fp32"].bundle_id[:12] not in out.read_text()
+    flagged = CliRunner().invoke(cli, ["report", "--results", str(world["db"]), "--fail-on-regression", "--json",
+                                       "-o", str(out)])
+    assert flagged.exit_code == 10
+    comparisons = {(c["bundle_id"], c["device"]): c for c in json.loads(flagged.output)["comparisons"]}
+    injected = comparisons[(world["bundles"]["a_fp32"].bundle_id, "local")]
+    assert injected["flagged"] and injected["verdict"] == "regression" and 0.3 < injected["change"] < 0.5
     # The injected +40% is beyond the noise but under a 50% threshold: reported, not flagged.
     lenient = CliRunner().invoke(cli, ["report", "--results", str(world["db"]), "--min-change", "50", "-o", str(out)])
     assert lenient.exit_code == 0 and "badge regression" not in out.read_text() and "below threshold" in out.read_text()
