@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edgec.device_agent.client import bench_argv, parse_output
 from edgec.device_agent.options import BenchOptions
-from edgec.errors import DeviceError, EdgecError, UsageError
+from edgec.errors import DeviceError, DeviceTimeoutError, EdgecError, UsageError
 from edgec.targets.microbench import KernelSpec, build_bundle, suite, thread_probes
 
 __all__ = ["CalibrationRun", "calibrate", "calibrate_target", "choose_threads", "default_name"]
@@ -102,8 +102,12 @@ class LocalAgent:
     def __exit__(self, *exc):
         return None
 
-    def _run(self, argv: list[str], stdin: str | None = None, timeout: float | None = None):
-        return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False, timeout=timeout)
+    def _run(self, argv: list[str], stdin: str | None = None, timeout: float = 3600.0):
+        try:
+            return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise DeviceTimeoutError(f"local agent: `{' '.join(argv[2:4])}` did not finish within {timeout:g} s; "
+                                     "stopped (rerun with --quick?)") from None
 
     def info(self) -> dict:
         done = self._run([self.python, self.agent, "info"], timeout=120)
@@ -140,7 +144,11 @@ class RemoteAgent:
         from edgec.deploy.ssh import connect
 
         self.conn = connect(self.device.ssh_target(), self.options).__enter__()
-        self.agent = install_agent(self.conn, agent_zipapp())
+        try:
+            self.agent = install_agent(self.conn, agent_zipapp())
+        except BaseException:
+            self.conn.close()
+            raise
         return self
 
     def __exit__(self, *exc):

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from edgec.errors import TargetError
+from edgec.errors import DeviceError, TargetError
 from edgec.targets import list_profiles, load_profile
 from edgec.targets.overlay import build_overlay, dump_toml, write_overlay
 
@@ -103,3 +103,42 @@ def test_dump_toml_writes_nested_tables_arrays_and_escapes(home):
     data = {"a": 1, "s": 'quote " and \\ slash', "t": {"x": [1.5, 2.0], "u": {"b": True}},
             "rows": [{"k": "v"}, {"k": "w"}]}
     assert tomllib.loads(dump_toml(data)) == data
+
+
+def _doc(p50, p90=None, fastest=None, runtime="onnxruntime"):
+    p90 = p50 * 1.1 if p90 is None else p90
+    return {"latency_ms": {"p50": p50, "p90": p90, "min": fastest or p50 * 0.95},
+            "timing": {"load_s": 0.002}, "runtime": {"name": runtime}, "power": {"measured": False}}
+
+
+def test_measured_tables_from_agent_answers_subtract_overhead_and_record_failures(home, tmp_path):
+    from edgec.targets.calibrate import CalibrationRun, _parse_serve
+    from edgec.targets.microbench import KernelSpec
+    from edgec.targets.overlay import measured_tables
+
+    results = [
+        (KernelSpec("eltwise", (1, 1, 1, 1), repeat=1, purpose="overhead"), _doc(0.010)),
+        (KernelSpec("eltwise", (1, 1, 1, 1), repeat=16, purpose="overhead"), _doc(0.025)),
+        (KernelSpec("conv3x3", (1, 16, 32, 32), repeat=4), _doc(0.409)),
+        # A preempted chain: its median is the neighbours'; 1.05 x its fastest run stands in.
+        (KernelSpec("conv3x3", (1, 32, 32, 32), repeat=2), _doc(5.0, p90=9.0, fastest=0.4)),
+        (KernelSpec("conv3x3", (1, 16, 32, 32), "fp16", repeat=4),
+         {"error": {"type": "BundleError", "message": "onnxruntime cannot load this model: no fp16 Conv"}}),
+    ]
+    run = CalibrationRun(device="board", info={"cpu": {"cores": 2}, "runtimes": {"onnxruntime": "1.0"}},
+                         results=results, quick=True, threads=2, speedup=[1.0, 1.9], notes=["n"])
+    tables = measured_tables(run, tmp_path)
+    system, kernels = tables["system"], tables["kernels"]
+    assert system["node_overhead_ms"] == pytest.approx(0.001)
+    assert system["overhead_ms"] == pytest.approx(0.009)
+    assert kernels[0]["ms"] == pytest.approx((0.409 - 0.009) / 4)
+    assert kernels[1]["ms"] == pytest.approx((1.05 * 0.4 - 0.009) / 2)
+    assert kernels[2]["status"] == "unsupported" and "no fp16 Conv" in kernels[2]["note"]
+    assert tables["system"]["thread_speedup"] == [1.0, 1.9] and "n" in tables["notes"]
+    write_overlay(build_overlay("fromrun", "rpi4", tables), home / "targets")
+    assert load_profile("fromrun").performance.measured.kernels[2].status == "unsupported"
+
+    answers = '{"id": 0, "ok": true, "result": {"a": 1}}\n{"id": 1, "ok": false, "error": {"type": "X"}}\n'
+    assert _parse_serve(answers, 2, "dev") == [{"a": 1}, {"error": {"type": "X"}}]
+    with pytest.raises(DeviceError, match="ended after 2 of 3 micro-benchmarks"):
+        _parse_serve(answers, 3, "dev")
