@@ -153,3 +153,15 @@ def test_compile_report_of_a_tflite_bundle_lists_its_int8_layers(model):
     assert all("int8" in r["dtypes"] for r in layers)
     html = out.read_text()
     assert all(f"<td>{r['layer']}</td>" in html for r in layers) and 'id="report-tflite"' in html
+
+
+def test_evaluation_data_that_does_not_fit_leaves_accuracy_unmeasured_with_the_reason(model, tmp_path):
+    np.savez(tmp_path / "wrong.npz", x=np.zeros((8, 32), np.float32), labels=np.zeros(8, np.int64))
+    done = CliRunner().invoke(cli, ["sweep", str(model / "mlp.onnx"), "--target", "x86-avx2", "--variants", "fp32",
+                                    "--input-shape", "x=1x64", "--eval-data", str(tmp_path / "wrong.npz"), "--runs",
+                                    "5", "--idle", "0", "--workdir", str(tmp_path / "b"), "--results",
+                                    str(tmp_path / "r.db"), "-o", str(tmp_path / "r.html"), "--json"])
+    (outcome,) = json.loads(done.output)["outcomes"]
+    assert done.exit_code == 0 and outcome["status"] == "ok" and "accuracy" not in outcome["metrics"]
+    assert outcome["metrics"]["accuracy_error"]
+    assert "not measured" in (tmp_path / "r.html").read_text()
