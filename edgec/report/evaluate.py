@@ -61,10 +61,23 @@ def _from_model(array: np.ndarray, entry: dict) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
-def run_bundle(bundle, arrays: list[np.ndarray]) -> list[np.ndarray]:
+def _check_shapes(arrays: list[np.ndarray], entries: list[dict], source: str) -> None:
+    for array, entry in zip(arrays, entries):
+        perm = entry.get("permutation")
+        shape = [array.shape[p] for p in perm] if perm and len(perm) == array.ndim else list(array.shape)
+        wanted = entry.get("shape") or []
+        if len(shape) != len(wanted) or any(w not in (None, -1) and w != s for w, s in zip(wanted[1:], shape[1:])):
+            raise CalibrationDataError(
+                f"{source}: samples of input {entry['name']!r} have shape {list(array.shape)}, the model takes "
+                f"{['?' if w is None else w for w in wanted]} (samples on the first axis); write the .npz for "
+                "this model's input")
+
+
+def run_bundle(bundle, arrays: list[np.ndarray], source: str = "evaluation data") -> list[np.ndarray]:
     """Run ``bundle`` on source-layout ``arrays`` (manifest input order); outputs in manifest order, float."""
     from edgec.runtimes import load_runtime, runtime_for_format
 
+    _check_shapes(arrays, bundle.inputs, source)
     session = load_runtime(runtime_for_format(bundle.format)).load(bundle.model_path)
     ins, outs = bundle.inputs, bundle.outputs
     manifest_names = [e["name"] for e in ins]

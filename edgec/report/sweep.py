@@ -125,7 +125,7 @@ def _accuracy(bundles: dict, baseline: str | None, opts: SweepOptions) -> dict[s
     for label, bundle in bundles.items():
         try:
             arrays, labels = load_eval(path, [e["name"] for e in bundle.inputs])
-            outputs[label] = run_bundle(bundle, arrays)
+            outputs[label] = run_bundle(bundle, arrays, str(path))
         except Exception as exc:  # e.g. evaluation data of the wrong shape: shown for that variant in the report
             metrics[label] = {"accuracy_error": _error_text(exc)}
     reference = outputs.get(baseline) if baseline else None

@@ -163,5 +163,7 @@ def test_evaluation_data_that_does_not_fit_leaves_accuracy_unmeasured_with_the_r
                                     str(tmp_path / "r.db"), "-o", str(tmp_path / "r.html"), "--json"])
     (outcome,) = json.loads(done.output)["outcomes"]
     assert done.exit_code == 0 and outcome["status"] == "ok" and "accuracy" not in outcome["metrics"]
-    assert outcome["metrics"]["accuracy_error"]
+    assert outcome["metrics"]["accuracy_error"] == (
+        f"{tmp_path / 'wrong.npz'}: samples of input 'x' have shape [8, 32], the model takes ['?', 64] (samples on "
+        "the first axis); write the .npz for this model's input")
     assert "not measured" in (tmp_path / "r.html").read_text()
