@@ -14,7 +14,7 @@ from pathlib import Path
 from edgec.bundle import Bundle, check_reference, write_atomically
 from edgec.errors import BundleError
 
-__all__ = ["compile", "default_output", "inspect_bundle", "verify_bundle"]
+__all__ = ["bench", "compile", "default_output", "farm_bench", "inspect_bundle", "push", "verify_bundle"]
 
 
 def default_output(source: str, target: str) -> Path:
@@ -80,3 +80,54 @@ def verify_bundle(path: str | os.PathLike, threads: int | None = None) -> dict:
                           "the model file or its runtime changed: recompile the bundle")
     return {"ok": True, "bundle_id": bundle.bundle_id, "path": str(bundle.path), "runtime": runtime.version(),
             "outputs": records}
+
+
+def bench(bundle: str | os.PathLike, device: str = "local", *, inventory=None, trust_new_host: bool = False,
+          results: str | os.PathLike | None = None, **options) -> dict:
+    """Benchmark a bundle with the device agent and return its BenchResult document.
+
+    ``device`` is ``local``, ``user@host[:port]`` or an inventory name; remote runs push the bundle when needed.
+    ``options`` are the fields of ``edgec.device_agent.options.BenchOptions`` (runs, warmup, threads, power...).
+    Remote results are stored in ``results`` (default ``~/.edgec/results.db``); local ones only when it is given.
+    """
+    from edgec.commands.bench import run_local
+    from edgec.commands.farm import run_remote, store_local
+    from edgec.device_agent.options import BenchOptions
+
+    bench_options = BenchOptions(**options)
+    if device != "local":
+        return run_remote(bundle, device, bench_options, inventory=inventory, trust_new_host=trust_new_host,
+                          results=results)
+    doc = run_local(bundle, bench_options, quiet=True)
+    if results:
+        store_local(results, doc)
+    return doc
+
+
+def push(bundle: str | os.PathLike, device: str, *, inventory=None, trust_new_host: bool = False) -> dict:
+    """Copy a bundle to a device's content-addressed store; returns the push report (bytes sent, where)."""
+    from edgec.commands.farm import ssh_options
+    from edgec.deploy.inventory import resolve_device
+    from edgec.deploy.push import push_bundle
+    from edgec.deploy.ssh import connect
+
+    target = resolve_device(device, inventory)
+    with connect(target.ssh_target(), ssh_options(trust_new_host)) as conn:
+        return push_bundle(conn, Bundle(bundle)).to_dict()
+
+
+def farm_bench(bundle: str | os.PathLike, *, inventory=None, tags: tuple[str, ...] = (), names: tuple[str, ...] = (),
+               parallel: int = 8, device_timeout: float = 600.0, results: str | os.PathLike | None = None,
+               trust_new_host: bool = False, **options):
+    """Benchmark a bundle on every selected inventory device in parallel; returns the FarmRun (one outcome
+    per device, each stored in the results database as soon as it is known)."""
+    from edgec.commands.farm import ssh_options
+    from edgec.deploy.farm import farm_bench as run_farm
+    from edgec.deploy.inventory import load_inventory, select_devices
+    from edgec.deploy.results import ResultsStore
+    from edgec.device_agent.options import BenchOptions
+
+    devices = select_devices(load_inventory(inventory), tags, names)
+    with ResultsStore(results) as store:
+        return run_farm(devices, Bundle(bundle), store=store, options=BenchOptions(**options),
+                        ssh=ssh_options(trust_new_host), parallel=parallel, device_timeout=device_timeout)
