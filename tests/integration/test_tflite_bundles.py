@@ -250,3 +250,40 @@ def test_keras_model_with_two_inputs_and_two_outputs(tmp_path):
         assert array.shape == want[meta["name"]].shape
         assert _rel(array, want[meta["name"]]) <= 1e-5
     assert api.verify_bundle(bundle.path)["ok"]
+
+
+def test_keras_source_whose_ir_a_stage_changed_goes_through_onnx2tf(keras_cnn_file, tmp_path):
+    """A pruning/compression stage hands the emitter a new IR: that IR ships, NHWC inputs stay NHWC."""
+    import keras
+
+    from edgec import ir as edgec_ir
+    from edgec.compiler.emit.tflite import emit_tflite
+    from edgec.compiler.frontends import lower
+    from edgec.compiler.options import CompileOptions
+    from edgec.targets import load_profile
+
+    source = lower(str(keras_cnn_file))
+    changed = edgec_ir.from_proto(edgec_ir.to_proto(source.model))  # stands in for a stage's new model
+    name = source.input_names[0]
+    x = np.random.default_rng(8).standard_normal((2, 16, 16, 3)).astype(np.float32)
+    context = {"float_model": source.model, "report": {}, "input_sets": [[x]]}
+    options = CompileOptions(target="rpi4", format="tflite", quantize="none")
+    emitted = emit_tflite(changed, source, tmp_path, load_profile("rpi4"), options, context)
+    assert emitted.settings["converter"].startswith("onnx2tf")
+    meta = emitted.io["inputs"][0]
+    assert meta["name"] == name and meta["layout"] == "NHWC" and meta["permutation"] == [0, 1, 2, 3]
+    got = emitted.from_model(emitted.runner(emitted.to_model([x])))[0]
+    want = keras.models.load_model(keras_cnn_file, compile=False)(x).numpy()
+    assert _rel(got, want) <= 1e-4
+
+
+def test_savedmodel_source(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
+    model.export(str(tmp_path / "saved"), verbose=False)
+    bundle = _compile(tmp_path / "saved", tmp_path / "b", target="rpi4", quantize="none")
+    assert bundle.manifest["report"]["tflite"]["converter"] == "tf.lite.TFLiteConverter"
+    x = np.random.default_rng(9).standard_normal((1, 6)).astype(np.float32)
+    assert _rel(_run_bundle(bundle, [x])[0], model(x).numpy()) <= 1e-5

@@ -196,8 +196,9 @@ def _failure(exc: BaseException, proto: onnx.ModelProto, log: str) -> CompileErr
                         "in the source model (rerun with --debug to see onnx2tf's own output)")
 
 
-def onnx_to_keras(proto: onnx.ModelProto, seed: int = 0):
-    """Convert a prepared (fixed-shape) ONNX model; returns onnx2tf's tf_keras model (inputs channels-last)."""
+def onnx_to_keras(proto: onnx.ModelProto, seed: int = 0, keep_channels_last: list[str] | None = None):
+    """Convert a prepared (fixed-shape) ONNX model; returns onnx2tf's tf_keras model. Its inputs are made
+    channels-last, except those named in ``keep_channels_last`` (already channels-last)."""
     log = io.StringIO()
     with tempfile.TemporaryDirectory(prefix="edgec-onnx2tf-") as tmp:
         workdir = Path(tmp)
@@ -206,7 +207,8 @@ def onnx_to_keras(proto: onnx.ModelProto, seed: int = 0):
         try:
             with offline(workdir, seed) as o2t, contextlib.redirect_stdout(log):
                 model = o2t.convert(input_onnx_file_path=str(copy), output_folder_path=str(workdir / "out"),
-                                    disable_model_save=True, non_verbose=True, not_use_onnxsim=True)
+                                    disable_model_save=True, non_verbose=True, not_use_onnxsim=True,
+                                    keep_nwc_or_nhwc_or_ndhwc_input_names=keep_channels_last or None)
         except (Exception, SystemExit) as exc:  # onnx2tf raises anything, or calls sys.exit(1)
             raise _failure(exc, proto, log.getvalue()) from None
         finally:
@@ -221,7 +223,8 @@ def _candidates(onnx_shape: tuple, tf_shape: tuple) -> list[list[int]]:
     return [p for p in unique if tuple(onnx_shape[a] for a in p) == tuple(tf_shape)]
 
 
-def permutations(keras_model, proto: onnx.ModelProto, seed: int = 0) -> tuple[list, list]:
+def permutations(keras_model, proto: onnx.ModelProto, seed: int = 0,
+                 keep: list[str] | None = None) -> tuple[list, list]:
     """(input perms, output perms) from ONNX layout to the TF model's.
 
     Inputs: onnx2tf makes rank >= 3 inputs channels-last; the shapes confirm it. Outputs: onnx2tf decides per
@@ -235,7 +238,8 @@ def permutations(keras_model, proto: onnx.ModelProto, seed: int = 0) -> tuple[li
     for meta, tensor in zip(session.get_inputs(), keras_model.inputs):
         tf_shape = tuple(int(d) for d in tensor.shape)
         options = _candidates(tuple(meta.shape), tf_shape) or [None]
-        perm = channels_last(len(meta.shape)) if channels_last(len(meta.shape)) in options else options[0]
+        preferred = list(range(len(meta.shape))) if meta.name in (keep or []) else channels_last(len(meta.shape))
+        perm = preferred if preferred in options else options[0]
         if perm is None:
             raise CompileError(f"onnx2tf made input {meta.name!r} {list(tf_shape)} from ONNX {meta.shape}; edgec "
                                "cannot map that layout: use --format onnx")

@@ -101,12 +101,14 @@ def _keras_model(source, io: dict) -> _TFModel:
                     notes=["Keras model converted directly with tf.lite.TFLiteConverter (batch fixed to 1)"])
 
 
-def _onnx2tf_model(model, source, options) -> _TFModel:
+def _onnx2tf_model(model, source, options, io: dict) -> _TFModel:
     from edgec.compiler.emit import _onnx2tf
 
     prepared, notes = _onnx2tf.prepare(edgec_ir.to_proto(model), source.example_shapes, options.seed)
-    keras_model = _onnx2tf.onnx_to_keras(prepared, seed=options.seed)
-    input_perms, output_perms = _onnx2tf.permutations(keras_model, prepared, options.seed)
+    # Inputs already channels-last (a Keras source whose IR a stage changed) stay as they are.
+    keep = [i["name"] for i in io["inputs"] if i["layout"] in ("NWC", "NHWC", "NDHWC")]
+    keras_model = _onnx2tf.onnx_to_keras(prepared, seed=options.seed, keep_channels_last=keep)
+    input_perms, output_perms = _onnx2tf.permutations(keras_model, prepared, options.seed, keep)
     shapes = [[int(d) for d in t.shape] for t in keras_model.inputs]
 
     def call(args):
@@ -115,6 +117,18 @@ def _onnx2tf_model(model, source, options) -> _TFModel:
     return _TFModel(call, keras_model, shapes, input_perms, output_perms,
                     notes=[*notes, "converted with onnx2tf from the float ONNX (never a QDQ model)"],
                     converter="onnx2tf + tf.lite.TFLiteConverter")
+
+
+def _tf_model(model, source, options, io: dict, context: dict) -> _TFModel:
+    """Keras sources convert from the Keras model, unless a stage (pruning, ...) changed the IR: then the changed
+    IR is what must ship, and it goes through onnx2tf like every other source."""
+    if source.kind not in KERAS_KINDS:
+        return _onnx2tf_model(model, source, options, io)
+    if model is context.get("float_model"):
+        return _keras_model(source, io)
+    tf_model = _onnx2tf_model(model, source, options, io)
+    tf_model.notes.insert(0, "a compile stage changed the Keras model's IR: converted from that IR with onnx2tf")
+    return tf_model
 
 
 def _calibration(options, io: dict, context: dict):
@@ -179,7 +193,7 @@ def emit_tflite(model, source, bundle_dir: Path, profile, options, context) -> E
     evaluator, measured_on = None, "float variant: not measured"
     if variant == "int8":
         calibration, evaluator, measured_on = _evaluation(context["float_model"], calibration, options, io)
-    tf_model = _keras_model(source, io) if source.kind in KERAS_KINDS else _onnx2tf_model(model, source, options)
+    tf_model = _tf_model(model, source, options, io, context)
     io_dtype = profile.quantization.tflite_io_dtype if variant == "int8" else "float32"
     path = bundle_dir / "model.tflite"
     path.write_bytes(_tflite_file(tf_model, io, variant, calibration, io_dtype))
