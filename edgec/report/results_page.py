@@ -90,23 +90,25 @@ def _sweep(data: ReportData) -> str:
                     classes, numeric={5, 6}))
 
 
+_MAX_CURVES = 10  # more lines than this on one plot cannot be told apart
+
+
 def _distributions(data: ReportData) -> str:
     parts = []
     for device in data.devices():
-        series, notes = [], []
-        for bundle_id, info in data.bundles.items():
-            run = data.latest(bundle_id, device)
-            if run is None:
-                continue
-            samples = run.result.get("latency_samples_ms")
-            if samples:
-                series.append((info.label, samples))
-            else:
-                notes.append(info.label)
+        latest = sorted(((run, info) for info in data.bundles.values()
+                         if (run := data.latest(info.bundle_id, device)) is not None), key=lambda p: -p[0].id)
+        series = [(info.label, run.result["latency_samples_ms"]) for run, info in latest
+                  if run.result.get("latency_samples_ms")][:_MAX_CURVES]
+        notes = [info.label for run, info in latest if not run.result.get("latency_samples_ms")]
+        shown = len(series)
+        more = len(latest) - len(notes) - shown
         if series:
-            parts.append(figure(plots.latency_cdf(series, f"Latency on {device}"), f"latency CDF on {device}",
-                                f"Empirical CDF of every timed inference of the latest run of each bundle on "
-                                f"{device}; the dotted line is the median."))
+            caption = (f"Empirical CDF of every timed inference of the latest run of each bundle on {device}"
+                       + (f" (the {shown} most recently run; {more} more in the tables)" if more else "")
+                       + "; the dotted line is the median.")
+            parts.append(figure(plots.latency_cdf(series[::-1], f"Latency on {device}"), f"latency CDF on {device}",
+                                caption))
         if notes:
             parts.append(f"<p class='meta'>No per-inference latencies stored for: {esc(', '.join(notes))} "
                          "(run by an older agent).</p>")
