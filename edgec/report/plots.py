@@ -16,7 +16,13 @@ COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f
 
 
 def _pyplot():
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        from edgec.errors import UsageError
+
+        raise UsageError("reports draw their plots with matplotlib, which is not installed: "
+                         "pip install 'edgec[report]' (or pip install matplotlib)") from None
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
