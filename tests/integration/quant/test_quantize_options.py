@@ -137,3 +137,24 @@ def test_image_directory_and_function_calibration_compile_to_int8(nets, tmp_path
     assert [r["precision"] for r in quant["nodes"] if r["op"] == "Conv"] == ["int8", "int8"]
     accuracy = bundle.manifest["report"]["accuracy"]
     assert accuracy["metric"].startswith("cosine") and accuracy["samples"] == 10 and accuracy["cosine"] > 0.99
+
+
+def test_cli_quantizes_and_refuses_with_one_line(nets, tmp_path):
+    import json
+
+    from tests.conftest import run_cli
+
+    spec = f"{nets / 'nets.py'}:convnet"
+    out = tmp_path / "cli.bundle"
+    code, stdout, stderr = run_cli(["compile", spec, "-t", "x86-avx512-vnni", "--input-shape", "input=1x3x8x8",
+                                    "--quantize", "int8", "--calibration", str(nets / "calib.npz"),
+                                    "--calibration-method", "mse", "-o", str(out), "--json"])
+    assert code == 0, stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["report"]["quantization"]["settings"]["calibration_method"] == "mse"
+    assert json.loads(stdout)["path"] == str(out)
+    code, _, stderr = run_cli(["compile", spec, "-t", "x86-avx512-vnni", "--input-shape", "input=1x3x8x8",
+                               "--quantize", "fp16", "-o", str(tmp_path / "no.bundle")])
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "quantization.fp16_arithmetic" in lines[0]
+    assert not (tmp_path / "no.bundle").exists()
