@@ -62,9 +62,9 @@ def test_profile_default_without_data_stays_float_and_explicit_requests_are_chec
     assert _resolve(_conv(256, 32), None)[0] == "int8"
     with pytest.raises(UsageError, match="needs calibration data"):
         _resolve(_conv(256, 32), "int8", has_data=False)
-    with pytest.raises(UsageError, match="quantization.fp16_arithmetic = false"):
+    with pytest.raises(UsageError, match=r"quantization\.fp16_arithmetic = false"):
         _resolve(_conv(256, 32), "fp16")
-    with pytest.raises(UsageError, match="quantization.supported"):
+    with pytest.raises(UsageError, match=r"quantization\.supported"):
         _resolve(_matmul(64, 64), "int4", target="android-arm64")
 
 
