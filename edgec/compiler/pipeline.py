@@ -130,7 +130,8 @@ def compile_into(spec: str, bundle_dir: Path, options: CompileOptions, profile: 
     # The estimate also refuses a model that cannot fit the target (ResourceLimitError).
     from edgec.targets.estimate import compile_estimate
 
-    context["report"]["estimate"] = compile_estimate(model, bundle_dir / emitted.model_file, fmt, profile, options)
+    context["report"]["estimate"] = compile_estimate(model, bundle_dir / emitted.model_file, fmt, profile, options,
+                                                     [a.shape for a in input_sets[0]])
 
     def emitted_in_ir_layout(inputs):
         return emitted.from_model(emitted.runner(emitted.to_model(inputs)))

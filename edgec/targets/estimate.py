@@ -168,8 +168,15 @@ def _energy(latency_ms: float, profile) -> dict:
 
 
 def estimate_model(model, profile, *, storage_bytes: int | None = None, runtime: str | None = None,
-                   precision: str | None = None) -> dict:
-    """The estimate document of an ``onnx.ModelProto`` on ``profile``."""
+                   precision: str | None = None, input_shapes: list | None = None) -> dict:
+    """The estimate document of an ``onnx.ModelProto`` on ``profile``.
+
+    ``input_shapes``: concrete shapes for dynamic input dimensions (else they count as 1).
+    """
+    if input_shapes:
+        from edgec.targets.model_stats import pin_input_shapes
+
+        pin_input_shapes(model, input_shapes)
     stats = analyse(model)
     runtime = runtime or "onnxruntime"
     lat = latency(stats, profile, runtime, precision)
@@ -200,7 +207,10 @@ def estimate_path(path: str | Path, profile) -> dict:
                              "source model instead (edgec estimate SOURCE --target ...)")
         size = sum(f["size"] for f in bundle.manifest["files"].values())
         runtime = (bundle.manifest.get("runtime") or {}).get("name") or "onnxruntime"
-        return estimate_model(load_onnx(bundle.model_path), profile, storage_bytes=size, runtime=runtime)
+        # Dynamic dimensions take the reference inputs' sizes: what `edgec bench` runs.
+        shapes = [a.shape for a in bundle.reference()[0]]
+        return estimate_model(load_onnx(bundle.model_path), profile, storage_bytes=size, runtime=runtime,
+                              input_shapes=shapes)
     return estimate_model(load_onnx(path), profile, storage_bytes=path.stat().st_size)
 
 
@@ -220,17 +230,19 @@ def check_limits(report: dict, profile, what: str = "the model") -> None:
             "shrink it or pass --ignore-limits")
 
 
-def compile_estimate(ir_model, model_path: Path, fmt: str, profile, options) -> dict:
+def compile_estimate(ir_model, model_path: Path, fmt: str, profile, options, input_shapes=None) -> dict:
     """The compile report's ``estimate``: the emitted model on the target, and the choices measurements made.
 
-    Raises ResourceLimitError when it cannot fit the target, unless ``options.ignore_limits``.
+    ``input_shapes``: the shapes of the reference inputs the bundle will carry (in the IR's layout), for
+    dynamic dimensions. Raises ResourceLimitError when it cannot fit the target, unless ``options.ignore_limits``.
     """
     from edgec import ir as edgec_ir
     from edgec.targets.decide import choose_format, choose_precision
 
     proto = load_onnx(model_path) if fmt == "onnx" else edgec_ir.to_proto(ir_model)
     runtime = "onnxruntime" if fmt == "onnx" else "litert"
-    report = estimate_model(proto, profile, storage_bytes=model_path.stat().st_size, runtime=runtime)
+    report = estimate_model(proto, profile, storage_bytes=model_path.stat().st_size, runtime=runtime,
+                            input_shapes=input_shapes)
     report["storage"]["basis"] = "emitted model file"
     if options.ignore_limits:
         report["limits"] = "not enforced (--ignore-limits)"

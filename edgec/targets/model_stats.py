@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["ModelStats", "NodeStats", "analyse"]
+__all__ = ["ModelStats", "NodeStats", "analyse", "pin_input_shapes"]
 
 ELTWISE = {"Add", "Sub", "Mul", "Div", "Relu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "LeakyRelu",
            "Neg", "Sqrt", "Exp", "Pow", "Max", "Min", "Erf", "Gelu", "Softmax", "BatchNormalization", "Abs",
@@ -217,6 +217,20 @@ def _arena(graph, shapes, weights, kinds: list) -> int:
         for name in [n for n in live if last_use.get(n, -1) <= index]:
             del live[name]
     return int(peak)
+
+
+def pin_input_shapes(model, shapes: list) -> None:
+    """Give the graph inputs (in order) the concrete ``shapes``, in place: e.g. the batch a bundle's reference
+    inputs have, which is what ``edgec bench`` runs (a dynamic dimension otherwise counts as 1)."""
+    weights = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    for value, shape in zip(inputs, shapes):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != len(shape):
+            continue
+        for dim, size in zip(dims, shape):
+            if not dim.HasField("dim_value"):
+                dim.dim_value = int(size)
 
 
 def analyse(model) -> ModelStats:
