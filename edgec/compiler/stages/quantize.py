@@ -65,8 +65,10 @@ def _evaluator(model: ir.Model, samples, options, io: dict):
     if options.eval_data:
         data = load_samples(options.eval_data, io["inputs"], need_labels=True, preprocess=options.preprocess)
         return samples, Evaluator(reference, data, batch), f"labelled evaluation data {options.eval_data}"
-    if samples is None or len(samples) < 2:
-        return samples, None, "no --eval-data and too few calibration samples to hold some out: not measured"
+    if samples is None:
+        return samples, None, "no --eval-data or --calibration data to measure it on"
+    if len(samples) < 2:
+        return samples, None, "no --eval-data and too few calibration samples to hold some out"
     calib, held = samples.split(0.5)
     held = held.subset(0, HELD_OUT_LIMIT)
     return calib, Evaluator(reference, held, batch), f"{len(held)} held-out calibration samples"
