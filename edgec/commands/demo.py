@@ -62,6 +62,7 @@ def demo_cmd(ctx, workdir, runs, as_json):
     from edgec import api
     from edgec._capture import captured_output
     from edgec._progress import Progress
+    from edgec.commands.farm import store_local
     from edgec.examples.keras_models import save_linear_regression
 
     workdir = Path(workdir)
@@ -85,14 +86,28 @@ def demo_cmd(ctx, workdir, runs, as_json):
         if variant["bench"]:
             progress.step(f"benchmarking {variant['label']} on this machine")
             result = _bench(out, runs)
+            store_local(workdir / "results.db", result)
             record["bench"] = {"p50_ms": result["latency_ms"]["p50"], "p99_ms": result["latency_ms"]["p99"],
                                "power": result["power"]}
         records.append(record)
+    progress.step("writing the HTML report")
+    report = _report(workdir)
     progress.close()
     if as_json:
-        echo_json({"workdir": str(workdir), "bundles": records})
+        echo_json({"workdir": str(workdir), "bundles": records, "report": str(report)})
         return
     _print(records, workdir)
+    click.echo(f"report: {report} (open it in a browser; `edgec report --results {workdir}/results.db` redoes it)")
+
+
+def _report(workdir: Path) -> Path:
+    from edgec.deploy.results import ResultsStore
+    from edgec.report import collect, render_results_report, write_report
+
+    with ResultsStore(workdir / "results.db") as store:
+        data = collect(store, (), ())
+    data.title = "edgec demo"
+    return write_report(workdir / "report.html", render_results_report(data))
 
 
 def _energy(power: dict) -> str:
