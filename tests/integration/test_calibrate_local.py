@@ -52,7 +52,7 @@ def test_calibrating_the_local_machine_writes_an_overlay_that_loads_as_a_target(
     assert set(measured.system.runtime_overhead_ms) == {"onnxruntime", "litert"}
     assert all(k.ms > 0 and k.spread >= 0 for k in measured.kernels if k.status == "ok")
     system = measured.system
-    assert system.overhead_ms > 0 and system.bandwidth_gbps > 0 and system.load_ms > 0
+    assert system.overhead_ms > 0 and 0 < system.bandwidth_gbps < 2000 and system.load_ms > 0
     assert len(system.thread_speedup) == len(__import__("os").sched_getaffinity(0))
     assert system.thread_speedup[0] == 1.0 and 1 <= system.threads == profile.threads
     assert system.memory_base_bytes > 0 and system.power_source == "none"  # no sensor on this machine
