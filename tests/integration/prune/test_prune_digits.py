@@ -101,3 +101,15 @@ def test_guard_backs_off_when_the_budget_is_tight(digits_files, tmp_path):
     report = bundle.manifest["report"]["compression"]
     assert report["strength"] < 1.0 and report["accuracy"]["drop"] <= 0.5
     assert any("over the 0.5-point budget" in n for n in report["notes"])
+
+
+def test_prune_rules_file_sets_per_layer_ratios(digits_files, tmp_path):
+    rules = tmp_path / "rules.toml"
+    rules.write_text('default = 0.0\n[[rule]]\nmatch = "/features/features.0/*"\nratio = 0.5\n')
+    bundle = api.compile(str(digits_files["model"]), tmp_path / "r", target="host", format="onnx", quantize="none",
+                         prune_rules=str(rules), calibration=str(digits_files["calibration"]),
+                         eval_data=str(digits_files["eval"]), max_accuracy_drop=2.0)
+    groups = {row["group"]: (row["kept"], row["channels"])
+              for row in bundle.manifest["report"]["compression"]["pruning"]["groups"]}
+    assert groups.pop("/features/features.0/Conv") == (8, 16)
+    assert all(kept == channels for kept, channels in groups.values())
