@@ -31,6 +31,29 @@ __all__ = ["PruneFilters", "apply_keep", "filter_importance", "prunable_groups"]
 
 MAX_GROUP_RATIO = 0.9
 SENSITIVITY_POWER = 0.5
+SENSITIVITY_SAMPLES = 8  # one trial per group: a few samples rank the groups well enough
+
+
+def _first_samples(batches: list, count: int) -> list:
+    chosen, total = [], 0
+    for batch in batches:
+        if total >= count:
+            break
+        chosen.append(batch)
+        total += int(batch[0].shape[0]) if batch and batch[0].ndim else 1
+    return chosen
+
+
+def _name_nodes(graph: ir.Graph) -> None:
+    """Unique node names: reconstruction and the report refer to layers by name."""
+    seen = {n.name for n in graph if n.name}
+    for index, node in enumerate(graph):
+        if not node.name:
+            name = f"{node.op_type}_{index}"
+            while name in seen:
+                name += "_"
+            node.name = name
+            seen.add(name)
 
 
 def filter_importance(group: ChannelGroup) -> np.ndarray:
@@ -198,7 +221,8 @@ class PruneFilters(EdgecPass):
         if self.rules is not None:
             return rule_ratios(groups, self.rules, self.ratio)
         if self.use_sensitivity and self.batches and len(groups) > 1:
-            found = sensitivities(model, analysis, groups, self.ratio, self.batches, self.channel_multiple)
+            found = sensitivities(model, analysis, groups, self.ratio, _first_samples(self.batches, SENSITIVITY_SAMPLES),
+                                  self.channel_multiple)
             return allocate_ratios(groups, self.ratio, found)
         return {g.gid: self.ratio for g in groups}
 
@@ -206,6 +230,7 @@ class PruneFilters(EdgecPass):
         if model.ir_version < 8:  # IR < 4 wants every initializer listed as an input; opset 18 needs IR 8
             self.note(f"raised the model's IR version {model.ir_version} -> 8 (new initializers are not inputs)")
             model.ir_version = 8
+        _name_nodes(model.graph)
         ir_common.ShapeInferencePass()(model)
         analysis = analyse_groups(model.graph)
         groups = prunable_groups(analysis)
