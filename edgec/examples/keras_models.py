@@ -11,10 +11,11 @@ __all__ = ["keras_cnn", "save_linear_regression"]
 
 
 def _keras():
+    """Keras 3 itself: ``tf.keras`` can resolve to tf_keras once tf_keras has been imported in the process."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    import keras
 
-    return tf.keras
+    return keras
 
 
 def save_linear_regression(path: str | os.PathLike, epochs: int = 100, seed: int = 0) -> Path:

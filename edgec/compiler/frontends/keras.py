@@ -37,10 +37,27 @@ def _h5_keras_version(path: Path) -> str:
     return version.decode() if isinstance(version, bytes) else str(version)
 
 
+def _keras_zip_version(path: Path) -> str:
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return str(json.loads(archive.read("metadata.json")).get("keras_version", ""))
+    except (KeyError, ValueError, zipfile.BadZipFile):
+        return ""
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _load_keras(path: Path, kind: str):
     _tensorflow()
+    version = _h5_keras_version(path) if kind == "keras-h5" else _keras_zip_version(path)
     try:
-        if kind == "keras-h5" and _h5_keras_version(path).startswith("2."):
+        if version.startswith("2."):  # written by tf.keras 2 / tf_keras: Keras 3 cannot read it
             import tf_keras
 
             return tf_keras.models.load_model(path, compile=False)
@@ -50,8 +67,7 @@ def _load_keras(path: Path, kind: str):
     except SourceModelError:
         raise
     except Exception as exc:  # Keras raises many kinds of errors for unreadable files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceModelError(f"{path}: Keras cannot load this model: {first}") from None
+        raise SourceModelError(f"{path}: Keras cannot load this model: {_first_line(exc)}") from None
 
 
 def _specs(names, shapes, dtypes, input_shapes: dict[str, list[int]], path: Path):
@@ -78,8 +94,7 @@ def _convert(function, specs, path: Path):
     try:
         proto, _ = tf2onnx.convert.from_function(function, input_signature=specs, opset=edgec_ir.IR_OPSET)
     except Exception as exc:  # tf2onnx raises assorted errors; name the model and the first line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceModelError(f"{path}: tf2onnx could not convert the model: {first}") from None
+        raise SourceModelError(f"{path}: tf2onnx could not convert the model: {_first_line(exc)}") from None
     return proto
 
 
@@ -125,8 +140,7 @@ def _lower_savedmodel(path: Path, input_shapes: dict[str, list[int]]) -> SourceM
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # TF raises many error types for bad SavedModels
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceModelError(f"{path}: TensorFlow cannot load this SavedModel: {first}") from None
+        raise SourceModelError(f"{path}: TensorFlow cannot load this SavedModel: {_first_line(exc)}") from None
     signature = loaded.signatures.get("serving_default")
     if signature is None:
         raise SourceModelError(f"{path}: the SavedModel has no 'serving_default' signature; export it with one")
