@@ -172,3 +172,13 @@ def test_sparsity_zeroes_the_smallest_weights_per_tensor():
     for node in (n for n in model.graph if n.op_type in ("Gemm", "MatMul")):
         weight = node.inputs[1].const_value.numpy()
         assert abs(float(np.mean(weight == 0)) - 0.6) < 0.01
+
+
+def test_compress_stage_returns_at_once_when_nothing_is_requested():
+    from edgec.compiler.options import CompileOptions
+    from edgec.compiler.stages.compress import apply, channel_multiple
+    from edgec.targets import load_profile
+
+    model = _mlp()
+    assert apply(model, None, load_profile("rpi4"), CompileOptions(), {}) == (model, [])
+    assert channel_multiple(load_profile("rpi4")) == 4 and channel_multiple(load_profile("x86-avx2")) == 8
