@@ -65,15 +65,29 @@ def print_result(doc: dict, as_json: bool) -> None:
     click.echo(format_result(doc))
 
 
+def _device_profile(device: str, inventory) -> str:
+    """The profile whose power model estimates this device: ``host`` locally, else the inventory's target."""
+    if device == LOCAL:
+        return "host"
+    from edgec.deploy.inventory import resolve_device
+
+    target = resolve_device(device, inventory).target
+    if not target:
+        raise UsageError(f"--power estimated: device {device!r} has no target profile in the inventory; give "
+                         "--power-model IDLE_W,ACTIVE_W")
+    return target
+
+
 def _options(runs, warmup, threads, duration, power, power_command, power_model, idle, sysfs_root,
-             power_interval=0.02) -> BenchOptions:
+             power_interval=0.02, profile: str = "host") -> BenchOptions:
     from edgec.device_agent.power import parse_model
 
     model = parse_model(power_model) if power_model else None
     if model is None and "estimated" in power.split(","):
-        model = profile_power_model("host")
+        model = profile_power_model(profile)
         if model is None:
-            raise UsageError("--power estimated: the host profile has no power model; give --power-model IDLE_W,ACTIVE_W")
+            raise UsageError(f"--power estimated: profile {profile!r} has no power model; give "
+                             "--power-model IDLE_W,ACTIVE_W")
     return BenchOptions(runs=runs, warmup=warmup, threads=threads, duration_s=duration, power=power,
                         power_command=power_command, power_model=model, idle_s=idle, sysfs_root=sysfs_root,
                         power_interval_s=power_interval)
@@ -105,8 +119,9 @@ def bench_cmd(bundle, device, runs, warmup, threads, duration, power, power_comm
               power_interval, sysfs_root, inventory, trust_new_host, results, as_json):
     """Benchmark BUNDLE with the device agent: latency, throughput, memory, power and energy, and the
     conditions it ran under."""
+    needs_model = "estimated" in power.split(",") and not power_model
     options = _options(runs, warmup, threads, duration, power, power_command, power_model, idle, sysfs_root,
-                       power_interval)
+                       power_interval, profile=_device_profile(device, inventory) if needs_model else "host")
     if device != LOCAL:  # user@host[:port] or an inventory NAME: the SSH deploy layer
         from edgec.commands.farm import run_remote
 

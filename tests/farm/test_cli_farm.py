@@ -77,6 +77,17 @@ def test_bench_on_a_remote_device_prints_and_stores_the_result(sshd, home, bundl
     assert [(r["device"], r["status"]) for r in listed] == [("pi", "ok")]
 
 
+def test_remote_estimated_power_uses_the_device_profile_not_the_host(sshd, home, bundles, device_python):
+    server = sshd()
+    inv = inventory(home, [("pi", server, device_python)])  # target = "rpi4": 2.7 W idle, 6.4 W active
+    done = edgec(home, "bench", str(bundles["small"].path), "--device", "pi", "--inventory", str(inv),
+                 "--trust-new-host", "--runs", "20", "--idle", "0.2", "--power", "estimated", "--json")
+    assert done.returncode == 0, done.stderr
+    power = json.loads(done.stdout)["power"]
+    assert power["source"] == "estimated" and power["measured"] is False
+    assert (power["idle_watts"], power["active_watts"]) == (2.7, 6.4)
+
+
 def test_farm_bench_json_is_one_document_and_quiet_on_a_pipe(sshd, home, bundles, device_python):
     good, bare = sshd("good"), sshd("bare")
     inv = inventory(home, [("good", good, device_python), ("bare", bare, BARE_PYTHON)])
