@@ -66,6 +66,11 @@ def build_cases(tmp: Path, quick: bool) -> list[Case]:
     (xt, yt), (xe, ye) = digits("nchw")
     source, model = _lower(tmp, "digits_cnn", train_classifier(digits_cnn(), xt, yt, epochs=8), xt[:1])
     cases.append(Case("digits CNN", source, model, xt[:256], xe, ye))
+    if not quick:  # a trained depthwise-separable CNN: digits upscaled to 32x32 through tiny_mobilenet
+        xt32, xe32 = _upscale(xt, 32), _upscale(xe, 32)
+        trained = train_classifier(tiny_mobilenet(10, in_channels=1), xt32, yt, epochs=4)
+        source, model = _lower(tmp, "digits_tiny_mobilenet", trained, xt32[:1])
+        cases.append(Case("digits tiny MobileNet", source, model, xt32[:256], xe32, ye))
     (xt, yt), (xe, ye) = digits("flat")
     source, model = _lower(tmp, "digits_mlp", train_classifier(digits_mlp(), xt, yt, epochs=10), xt[:1])
     cases.append(Case("digits MLP", source, model, xt[:256], xe, ye))
@@ -79,6 +84,12 @@ def build_cases(tmp: Path, quick: bool) -> list[Case]:
     cut = len(images) // 3
     cases.append(Case("tiny MobileNet 64, wide", source, model, images[:cut], images[cut:]))
     return cases
+
+
+def _upscale(x: np.ndarray, size: int) -> np.ndarray:
+    import torch
+
+    return torch.nn.functional.interpolate(torch.from_numpy(x), size=(size, size), mode="bilinear").numpy()
 
 
 def _wide_ranges(model):
