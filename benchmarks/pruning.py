@@ -106,7 +106,8 @@ def run(ratio: float, rounds: int) -> dict:
                          "latency_ms": latency[variant["name"]], "flops_ratio": flops / base_flops,
                          "params_ratio": params / base_params, "size_ratio": variant["bytes"] / base["bytes"],
                          "speedup": latency[base["name"]] / latency[variant["name"]],
-                         "agreement": accuracy.get("agreement"), "compile_s": round(variant["compile_s"], 1)})
+                         "agreement": accuracy.get("agreement"), "rel_error": accuracy.get("rel_error"),
+                         "compile_s": round(variant["compile_s"], 1)})
     return {"model": "mobilenet_v2_like 1x3x224x224", "ratio": ratio, "threads": THREADS, "rows": rows,
             "int8": "edgec.compiler.stages.quantize (issue 3) through edgec.api.compile",
             "goal": f"{ratio:g} pruning gives >= 1.3x lower latency"}
@@ -123,6 +124,10 @@ def _print(result: dict) -> None:
         print(f"{r['variant']:<14}{r['flops'] / 1e9:>8.3f}{r['params']:>10}{r['bytes'] / 1e6:>7.2f}"
               f"{r['latency_ms']:>8.2f}{r['flops_ratio']:>7.2f}{r['params_ratio']:>8.2f}{r['size_ratio']:>7.2f}"
               f"{r['speedup']:>6.2f}x{agreement:>8}")
+    pruned = [r for r in result["rows"] if r["variant"].startswith("pruned")]
+    met = all(r["speedup"] >= 1.3 for r in pruned)
+    speedups = ", ".join(f"{r['variant']} {r['speedup']:.2f}x" for r in pruned)
+    print(f"goal ({result['goal']}): {'met' if met else 'NOT met'} ({speedups})")
 
 
 def main() -> None:
