@@ -77,8 +77,9 @@ def show_cmd(name, as_json):
               help="Runtime threads of the tables [default: the fewest within 5% of the fastest, measured].")
 @click.option("--inventory", type=click.Path(dir_okay=False), default=None, help="Device inventory TOML.")
 @click.option("--trust-new-host", is_flag=True, help="Record an unknown SSH host key on first use.")
+@click.option("--sysfs-root", default="/sys", show_default=True, help="Where the power sensors are (tests: a fake tree).")
 @click.option("--json", "as_json", is_flag=True, help="Print the overlay as JSON (no progress).")
-def calibrate_cmd(device_spec, name, base, quick, threads, inventory, trust_new_host, as_json):
+def calibrate_cmd(device_spec, name, base, quick, threads, inventory, trust_new_host, sysfs_root, as_json):
     """Measure a device with micro-benchmarks and save a profile overlay usable as --target NAME.
 
     Runs fp32/fp16/int8 Conv 1x1/3x3, depthwise, Gemm, pooling and elementwise kernels at representative
@@ -104,7 +105,7 @@ def calibrate_cmd(device_spec, name, base, quick, threads, inventory, trust_new_
 
         ssh = ssh_options(trust_new_host)
     path, doc = calibrate_target(device_spec, name, base, quick=quick, threads=threads, inventory=inventory,
-                                 ssh_options=ssh, progress=progress)
+                                 ssh_options=ssh, progress=progress, sysfs_root=sysfs_root)
     if not as_json and sys.stderr.isatty():
         click.echo("", err=True)
     if as_json:

@@ -51,18 +51,19 @@ def default_name(device: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in device).strip("-.") or "device"
 
 
-def _timing_options(spec: KernelSpec, threads: int, quick: bool, power: bool = False) -> dict:
+def _timing_options(spec: KernelSpec, threads: int, quick: bool, power: bool = False,
+                    sysfs_root: str = "/sys") -> dict:
     return {"runs": 20 if quick else 50, "warmup": 2 if quick else 5, "threads": spec.threads or threads,
-            "duration_s": 0.15 if quick else 0.5, "power": "auto" if power else "none",
-            "idle_s": (0.2 if quick else 1.0) if power else 0.0}
+            "duration_s": (0.15 if quick else 0.5) * (4 if power else 1), "power": "auto" if power else "none",
+            "idle_s": (0.5 if quick else 1.0) if power else 0.0, "sysfs_root": sysfs_root}
 
 
-def _requests(jobs: list[tuple[KernelSpec, str]], threads: int, quick: bool) -> str:
+def _requests(jobs: list[tuple[KernelSpec, str]], threads: int, quick: bool, sysfs_root: str = "/sys") -> str:
     lines = []
     for i, (spec, remote) in enumerate(jobs):
         power = spec.purpose == "memory" and spec.op == "gemm"  # one sample of power, when a sensor exists
         lines.append(json.dumps({"id": i, "op": "bench", "bundle": remote,
-                                 **_timing_options(spec, threads, quick, power)}))
+                                 **_timing_options(spec, threads, quick, power, sysfs_root)}))
     lines.append(json.dumps({"id": len(jobs), "op": "quit"}))
     return "\n".join(lines) + "\n"
 
@@ -230,24 +231,27 @@ def choose_threads(probes: list[tuple[KernelSpec, dict]]) -> tuple[int, list[flo
     return chosen, speedup
 
 
-def _run_specs(agent, specs: list[KernelSpec], cache: Path, threads: int, quick: bool, say) -> list[dict]:
+def _run_specs(agent, specs: list[KernelSpec], cache: Path, threads: int, quick: bool, say,
+               sysfs_root: str = "/sys") -> list[dict]:
     places = []
     for i, bundle in enumerate(_bundles(specs, cache, say)):
         say(f"placing bundle {i + 1}/{len(specs)} on {agent.label}")
         places.append(agent.place(bundle))
     say(f"running {len(specs)} micro-benchmarks on {agent.label}")
-    answers = agent.serve(_requests(list(zip(specs, places)), threads, quick), len(specs))
+    answers = agent.serve(_requests(list(zip(specs, places)), threads, quick, sysfs_root), len(specs))
     say("memory probes (one process each)")
     fresh = _memory_probes(agent, specs, places, threads, quick)
     return [{**answer, "fresh": fresh.get(spec.key)} for spec, answer in zip(specs, answers)]
 
 
 def calibrate(device: str = LOCAL, *, quick: bool = False, threads: int | None = None, inventory=None,
-              ssh_options=None, cache_dir: Path | None = None, progress=None) -> CalibrationRun:
+              ssh_options=None, cache_dir: Path | None = None, progress=None,
+              sysfs_root: str = "/sys") -> CalibrationRun:
     """Run the suite on ``device`` (``local``, ``user@host[:port]`` or an inventory name).
 
     ``threads``: runtime threads of the kernel tables; by default the thread-scaling probes choose it (given, the
-    probes are skipped and ``thread_speedup`` stays empty).
+    probes are skipped and ``thread_speedup`` stays empty). ``sysfs_root``: where the device's power sensors
+    are (tests: a fake tree).
     """
     say = progress or (lambda message: None)
     from edgec.deploy.inventory import edgec_home
@@ -270,7 +274,7 @@ def calibrate(device: str = LOCAL, *, quick: bool = False, threads: int | None =
             threads, speedup = choose_threads(list(zip(probes, probe_docs)))
         runtimes, notes = _runtimes(info)
         specs = suite(quick=quick, runtimes=runtimes)
-        docs = _run_specs(agent, specs, cache, threads, quick, say)
+        docs = _run_specs(agent, specs, cache, threads, quick, say, sysfs_root)
     results = list(zip(probes, probe_docs)) + list(zip(specs, docs))
     return CalibrationRun(device=agent.label, info=info, results=results, quick=quick, threads=threads,
                           speedup=speedup, notes=notes)
@@ -317,7 +321,7 @@ def _device_tables(info: dict, base: str) -> dict:
 
 def calibrate_target(device: str = LOCAL, name: str | None = None, base: str | None = None, *,
                      quick: bool = False, threads: int | None = None, inventory=None, ssh_options=None,
-                     progress=None) -> tuple[Path, dict]:
+                     progress=None, sysfs_root: str = "/sys") -> tuple[Path, dict]:
     """Calibrate ``device`` and write the overlay ``$EDGEC_HOME/targets/NAME.toml``; returns (path, document)."""
     from edgec.deploy.inventory import edgec_home
     from edgec.targets import user_targets_dir
@@ -325,7 +329,7 @@ def calibrate_target(device: str = LOCAL, name: str | None = None, base: str | N
 
     cache = edgec_home() / "calibration" / "bundles"
     run = calibrate(device, quick=quick, threads=threads, inventory=inventory, ssh_options=ssh_options,
-                    cache_dir=cache, progress=progress)
+                    cache_dir=cache, progress=progress, sysfs_root=sysfs_root)
     name = name or default_name(device)
     if device == LOCAL:
         from edgec.targets.host import detect_host
