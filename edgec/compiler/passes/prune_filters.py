@@ -30,7 +30,7 @@ from edgec.compiler.passes.reconstruct_layers import capture, reconstruct_layers
 __all__ = ["PruneFilters", "apply_keep", "filter_importance", "prunable_groups"]
 
 MAX_GROUP_RATIO = 0.9
-SENSITIVITY_POWER = 0.5
+SENSITIVITY_POWER = 1.0  # ratio ~ 1/sensitivity: on a trained tiny MobileNet 0.5 lost 15 points, 1.0 lost 7
 SENSITIVITY_SAMPLES = 8  # one trial per group: a few samples rank the groups well enough
 
 

@@ -59,3 +59,18 @@ def mobilenet_files(tmp_path_factory):
     x = np.random.default_rng(0).standard_normal((48, 3, 32, 32)).astype(np.float32)
     return {"model": export(tiny_mobilenet(), x[:1], work / "tiny_mobilenet.onnx"),
             "calibration": write_npz(work / "calib.npz", {"x": x}), "x": x}
+
+
+@pytest.fixture(scope="session")
+def trained_mobilenet(tmp_path_factory):
+    """tiny_mobilenet trained on the 8x8 digits (one input channel): a depthwise/residual net with real accuracy."""
+    import torch
+
+    from edgec.examples.data import digits
+    from edgec.examples.torch_models import tiny_mobilenet, train_classifier
+
+    torch.set_num_threads(1)
+    (x_train, y_train), (x_test, y_test) = digits("nchw")
+    model = train_classifier(tiny_mobilenet(10, in_channels=1), x_train, y_train, epochs=10)
+    path = export(model, x_test[:1], tmp_path_factory.mktemp("mobilenet_digits") / "tiny_mobilenet_digits.onnx")
+    return {"model": path, "x_train": x_train, "x_test": x_test, "y_test": y_test}
