@@ -15,7 +15,7 @@ from edgec import api
 from edgec.bundle import Bundle
 from edgec.runtimes import litert
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("tflite")]
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("tflite-bundles")]
 
 TINY = "edgec.examples.torch_models:tiny_mobilenet"
 TINY_SHAPE = {"x": [1, 3, 32, 32]}

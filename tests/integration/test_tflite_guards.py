@@ -19,7 +19,7 @@ import pytest
 from edgec import api
 from edgec.errors import CompileError
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("tflite")]
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("tflite-guards")]
 
 
 def _sha(path) -> str:
