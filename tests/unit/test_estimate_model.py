@@ -157,3 +157,16 @@ def test_threads_are_the_fewest_within_5_percent_of_the_fastest():
     busy = [(KernelSpec("conv3x3", (1, 8, 8, 8), threads=t, purpose="threads"), doc(ms))
             for t, ms in ((1, 10.0), (2, 10.2))]
     assert choose_threads(busy)[0] == 1
+
+
+def test_dynamic_batch_takes_the_given_input_shapes():
+    from edgec.targets.model_stats import pin_input_shapes
+
+    model = conv_net()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    one = analyse(model)
+    pin_input_shapes(model, [(2, 3, 8, 8)])
+    two = analyse(model)
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2
+    assert two.nodes[0].flops == 2 * one.nodes[0].flops
+    assert two.weights_bytes == one.weights_bytes
