@@ -159,12 +159,20 @@ def test_keras_cnn_variants(keras_bundles, keras_cnn_file, variant):
     assert api.verify_bundle(bundle.path)["ok"]
 
 
-def test_uint8_io_when_the_profile_says_so(keras_cnn_file, keras_calibration, tmp_path):
-    profile = tmp_path / "pi-uint8.toml"
-    profile.write_text('base = "rpi4"\nname = "pi-uint8"\n[quantization]\ntflite_io_dtype = "uint8"\n')
-    bundle = _compile(keras_cnn_file, tmp_path / "u8", target=str(profile), quantize="int8",
+@pytest.mark.parametrize("io_dtype", ["uint8", "float32"])
+def test_io_dtype_as_the_profile_says(keras_cnn_file, keras_calibration, tmp_path, io_dtype):
+    import keras
+
+    profile = tmp_path / "pi-io.toml"
+    profile.write_text(f'base = "rpi4"\nname = "pi-io"\n[quantization]\ntflite_io_dtype = "{io_dtype}"\n')
+    bundle = _compile(keras_cnn_file, tmp_path / "b", target=str(profile), quantize="int8",
                       calibration=str(keras_calibration))
-    assert [m["dtype"] for m in bundle.inputs + bundle.outputs] == ["uint8", "uint8"]
+    assert [m["dtype"] for m in bundle.inputs + bundle.outputs] == [io_dtype, io_dtype]
+    assert ("quantization" in bundle.inputs[0]) == (io_dtype != "float32")
+    x = np.random.default_rng(13).standard_normal((3, 16, 16, 3)).astype(np.float32)
+    got = _from_model(bundle.outputs[0], _run_bundle(bundle, _to_model(bundle, [x]))[0])
+    # Loose: this checks the I/O plumbing (a wrong scale or zero point is off by far more), not int8 accuracy.
+    assert _rel(got, keras.models.load_model(keras_cnn_file, compile=False)(x).numpy()) <= 0.25
     assert api.verify_bundle(bundle.path)["ok"]
 
 
