@@ -83,3 +83,16 @@ def test_pruned_zoo_graph_converts_to_tflite(pruned_zoo, name, tmp_path):
     assert bundle.model_path.suffix == ".tflite" and bundle.model_path.stat().st_size > 0
     stage = next(c for c in bundle.manifest["report"]["verification"] if c["stage"] == "emitted tflite")
     assert stage["max_rel_diff"] <= 1e-4
+
+
+def test_reconstruction_runs_through_fire_modules():
+    """SqueezeNet's fire modules (1x1 and 3x3 branches joined by Concat): every consumer gets refitted."""
+    model = float_ir(os.path.join(ZOO, "light_squeezenet.onnx"))
+    x = np.random.default_rng(1).standard_normal((2, 1, 3, 224, 224)).astype(np.float32)
+    pruning = PruneFilters(0.3, batches=[[x[0]], [x[1]]], sensitivity=False)
+    pruning(model)
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+    refits = [n for n in pruning.notes if n.startswith("reconstructed")]
+    assert len(refits) == 25 and all("rows x" in n for n in refits)
+    (out,) = next(capture(model, [model.graph.outputs[0].name], [[x[0]]], "squeezenet"))
+    assert out.shape == (1, 1000, 1, 1) and np.isfinite(out).all()
