@@ -79,6 +79,10 @@ def print_summary(bundle, explain: bool = False) -> None:
     for check in m["report"]["verification"]:
         click.echo(f"verify   {check['stage']:<16} max rel diff {check['max_rel_diff']:.2e}  "
                    f"max abs diff {check['max_abs_diff']:.2e}  ({check['samples']} samples)")
+    estimate = m["report"].get("estimate")
+    if estimate:  # edgec.targets.estimate; `edgec estimate BUNDLE` prints the per-op table
+        click.echo(f"estimate {estimate['latency_ms']:.4g} ms, {human_bytes(estimate['memory']['peak_bytes'])} peak "
+                   f"memory on {m['target']['name']} ({estimate['latency_basis']})")
     for key, value in sorted(m["report"].items()):
         if key in ("accuracy",) and isinstance(value, dict):
             click.echo(f"accuracy {value.get('summary', value)}")
