@@ -108,3 +108,22 @@ def test_mse_ranges_clip_a_rare_outlier_that_minmax_keeps():
     ranges = mse_ranges(model, CalibrationSet("calib", [data]), limit=4)
     low, high = (float(v) for v in (ranges.data["y"].range_value))
     assert low == 0.0 and 4.0 < high < 15.0
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile", "mse"])
+def test_int8_quantizer_calibrates_with_each_method_and_excludes_nodes(method):
+    from edgec.compiler.passes.quantize_int8 import Int8Quantizer, quantized_nodes
+    from edgec.targets import load_profile
+
+    rng = np.random.default_rng(4)
+    model = _conv_chain(rng, clip=True)
+    samples = _samples(rng, [1, 3, 8, 8], count=32)
+    quantizer = Int8Quantizer(model, samples, load_profile("x86-avx512-vnni").quantization, method, True, 32)
+    x = samples.read(0, 1)
+    expected = proto_runner(edgec_ir.to_proto(model))(x)[0]
+    full = quantizer.quantize()
+    assert {"conv1", "dw", "pw"} <= quantized_nodes(full)
+    got = proto_runner(full)(x)[0]
+    assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 0.1
+    partial = quantizer.quantize(exclude={"dw"})
+    assert "dw" not in quantized_nodes(partial) and "pw" in quantized_nodes(partial)

@@ -118,10 +118,23 @@ def ort_ranges(path: Path, samples, method: str, limit: int, batch: int, symmetr
 
 
 def quantized_nodes(proto: onnx.ModelProto) -> set[str]:
-    """Names of nodes that consume a DequantizeLinear output (i.e. run on quantized data)."""
+    """Names of nodes that run quantized: Conv/Gemm/MatMul whose weight is dequantized from int8, other ops whose
+    float inputs all come dequantized and whose output is quantized again (an excluded node may still receive
+    rounded activations from a quantized producer: that alone does not make it quantized)."""
     dq_outputs = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    return {n.name for n in proto.graph.node
-            if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in dq_outputs for i in n.input)}
+    q_inputs = {n.input[0] for n in proto.graph.node if n.op_type == "QuantizeLinear"}
+    constants = {t.name for t in proto.graph.initializer}
+    found = set()
+    for node in proto.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        if node.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
+            if len(node.input) > 1 and node.input[1] in dq_outputs:
+                found.add(node.name)
+        elif all(i in dq_outputs or i in constants or not i for i in node.input) \
+                and any(i in dq_outputs for i in node.input) and any(o in q_inputs for o in node.output):
+            found.add(node.name)
+    return found
 
 
 class Int8Quantizer:
