@@ -117,14 +117,6 @@ class QuantizationSpec:
     auto_min_channels: int = 128
     # --quantize auto: int4 weight-only when MatMul/Gemm weights hold at least this share of all weights.
     auto_int4_min_share: float = 0.5
-    # Passes beyond plain post-training quantization (defaults measured by benchmarks/quantization.py).
-    equalize_layers: bool = True
-    absorb_bias: bool = True
-    bias_correction: bool = True
-    # --quantize auto: below this many multiply-accumulates per sample, Q/DQ overhead outweighs int8 kernels.
-    auto_min_macs: int = 2000000
-    # --quantize auto: int4 weight-only when MatMul/Gemm weights hold at least this share of all weights.
-    auto_int4_min_share: float = 0.5
 
     def __post_init__(self):
         for name in self.supported:
