@@ -261,18 +261,15 @@ def calibrate(device: str = LOCAL, *, quick: bool = False, threads: int | None =
     with agent:
         say(f"asking the agent on {agent.label} what it has")
         info = agent.info()
-        if not (info.get("runtimes") or {}).get("onnxruntime"):
-            raise UsageError(f"{agent.label}: onnxruntime is not installed for the agent's Python; the calibration "
-                             "suite needs it (`python3 -m pip install numpy onnxruntime` on the device)")
+        runtimes, notes = _runtimes(info, agent.label)
         cpu = info.get("cpu") or {}
         cores = int(cpu.get("cores_usable") or cpu.get("cores") or 1)
         probes, probe_docs, speedup = [], [], []
         if threads is None:  # measure the scaling, and take the fewest threads that reach the best speed
-            probes = thread_probes(quick, cores)
+            probes = thread_probes(quick, cores, runtimes[0])
             say("thread scaling")
             probe_docs = _run_specs(agent, probes, cache, cores, quick, say)
             threads, speedup = choose_threads(list(zip(probes, probe_docs)))
-        runtimes, notes = _runtimes(info)
         specs = suite(quick=quick, runtimes=runtimes)
         docs = _run_specs(agent, specs, cache, threads, quick, say, sysfs_root)
     results = list(zip(probes, probe_docs)) + list(zip(specs, docs))
@@ -280,18 +277,26 @@ def calibrate(device: str = LOCAL, *, quick: bool = False, threads: int | None =
                           speedup=speedup, notes=notes)
 
 
-def _runtimes(info: dict) -> tuple[tuple, list]:
-    """The runtimes to measure (those the device has), and notes on the ones skipped."""
+def _runtimes(info: dict, label: str) -> tuple[tuple, list]:
+    """The runtimes to measure (those the device has; the first one is primary), and notes on the others."""
     from edgec.targets.microbench_tflite import available
 
     have = info.get("runtimes") or {}
-    runtimes, notes = ["onnxruntime"], []
+    runtimes, notes = [], []
+    if have.get("onnxruntime"):
+        runtimes.append("onnxruntime")
+    else:
+        notes.append("onnxruntime not measured: the device has no onnxruntime (and so no memory calibration)")
     if have.get("litert") and available():
         runtimes.append("litert")
     elif have.get("litert"):
         notes.append("litert not measured: TensorFlow (the TFLite converter) is not installed on this host")
     else:
         notes.append("litert not measured: the device has no LiteRT/TFLite runtime")
+    if not runtimes:
+        raise UsageError(f"{label}: no runtime the calibration suite can drive; install one for the agent's "
+                         "Python on the device (`python3 -m pip install numpy onnxruntime`, or ai-edge-litert "
+                         "with TensorFlow on this host to build the .tflite suite)")
     return tuple(runtimes), notes
 
 

@@ -115,26 +115,29 @@ def _repeat(op: str, shape: tuple, quick: bool, expand: int = 1) -> int:
     return max(1, min(most, int(_CHAIN_FLOPS // max(op_cost(op, shape)[0], 1.0))))
 
 
-def thread_probes(quick: bool, cores: int) -> list[KernelSpec]:
+def thread_probes(quick: bool, cores: int, runtime: str = "onnxruntime") -> list[KernelSpec]:
     """The same conv at 1..``cores`` threads: which thread count the kernel tables are measured at."""
     shape = (1, 16, 32, 32) if quick else (1, 32, 56, 56)
-    return [KernelSpec("conv3x3", shape, repeat=2 if quick else 4, purpose="threads", threads=t)
+    return [KernelSpec("conv3x3", shape, repeat=2 if quick else 4, purpose="threads", threads=t, runtime=runtime)
             for t in range(1, cores + 1)]
 
 
 def suite(quick: bool = False, precisions: tuple = PRECISIONS, runtimes: tuple = ("onnxruntime",)) -> list[KernelSpec]:
-    """The calibration suite: kernel rows, then the overhead and memory probes, for each runtime."""
-    specs = _onnx_suite(quick, precisions)
+    """The calibration suite: kernel rows, then the overhead and memory probes, for each runtime.
+
+    The memory probes are ONNX models: a device with LiteRT only gets no memory calibration.
+    """
+    specs = _onnx_suite(quick, precisions) if "onnxruntime" in runtimes else []
     if "litert" in runtimes:
-        specs += _litert_suite(quick, precisions)
+        specs += _litert_suite(quick, precisions, only=len(specs) == 0)
     return specs
 
 
-def _litert_suite(quick: bool, precisions: tuple) -> list[KernelSpec]:
+def _litert_suite(quick: bool, precisions: tuple, only: bool = False) -> list[KernelSpec]:
     from dataclasses import replace
 
     kernels = [replace(s, runtime="litert") for s in _onnx_suite(quick, precisions) if s.purpose == "kernel"]
-    if quick:  # converting with TensorFlow takes about a second per model: the quick suite keeps four
+    if quick and not only:  # converting with TensorFlow takes about a second per model: the quick suite keeps four
         kernels = [s for s in kernels if s.op in ("conv3x3", "gemm") and s.precision in ("fp32", "int8")
                    and s.shape != (1, 8, 8, 8)]
     return kernels + [KernelSpec("eltwise", (1, 1, 1, 1), repeat=r, purpose="overhead", runtime="litert")

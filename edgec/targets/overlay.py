@@ -91,11 +91,11 @@ def _memory_fit(results: list, cache: Path) -> tuple[float, float, float, list]:
     return (*clamped, notes)
 
 
-def _bandwidth(results: list, overhead: float) -> float:
-    """GB/s of the fastest onnxruntime elementwise chain (read + write of every element)."""
+def _bandwidth(results: list, overhead: float, runtime: str = "onnxruntime") -> float:
+    """GB/s of the fastest elementwise chain of ``runtime`` (read + write of every element)."""
     best = 0.0
     for spec, doc in results:
-        if (spec.op == "eltwise" and spec.precision == "fp32" and spec.runtime == "onnxruntime"
+        if (spec.op == "eltwise" and spec.precision == "fp32" and spec.runtime == runtime
                 and "error" not in doc and spec.shape[1] > 1):
             seconds = max(_p50(doc) - overhead, 0.05 * _p50(doc)) / 1000
             best = max(best, op_cost(spec.op, spec.shape)[1] * spec.repeat / seconds / 1e9)
@@ -113,8 +113,9 @@ def _power(results: list) -> tuple[float, float, str]:
 def measured_tables(run, cache: Path) -> dict:
     """The ``[performance.measured]`` tables of a CalibrationRun (``cache``: where its bundles are)."""
     results = run.results
-    overhead, node = _overheads(results)
     runtimes = sorted({s.runtime for s, _ in results})
+    primary = "onnxruntime" if "onnxruntime" in runtimes else runtimes[0]
+    overhead, node = _overheads(results, primary)
     per_runtime = {}
     for runtime in runtimes:
         try:
@@ -144,7 +145,7 @@ def measured_tables(run, cache: Path) -> dict:
         "runtimes": {k: str(v) for k, v in sorted((info.get("runtimes") or {}).items()) if v},
         "notes": notes,
         "system": {"overhead_ms": round(overhead, 6), "node_overhead_ms": round(node, 6),
-                   "bandwidth_gbps": _bandwidth(results, overhead),
+                   "bandwidth_gbps": _bandwidth(results, overhead, primary),
                    "load_ms": round(statistics.median(loads), 3) if loads else 0.0,
                    "memory_base_bytes": round(base), "memory_weights_factor": round(wf, 4),
                    "memory_arena_factor": round(af, 4), "threads": run.threads, "thread_speedup": list(run.speedup),
@@ -191,8 +192,9 @@ def dump_toml(data: dict, prefix: str = "") -> str:
     out = "\n".join(lines) + ("\n" if lines else "")
     for key, value in tables:
         body = dump_toml(value, f"{prefix}{key}.")
-        if any(not isinstance(v, (dict, list)) or (isinstance(v, list) and not all(isinstance(i, dict) for i in v))
-               or not v for v in value.values()):
+        if not value or any(not isinstance(v, (dict, list)) or not v
+                            or (isinstance(v, list) and not all(isinstance(i, dict) for i in v))
+                            for v in value.values()):  # an empty table still needs its header
             out += f"\n[{prefix}{key}]\n"
         out += body
     for key, items in arrays:

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from edgec.errors import DeviceError, TargetError
+from edgec.errors import DeviceError, TargetError, UsageError
 from edgec.targets import list_profiles, load_profile
 from edgec.targets.overlay import build_overlay, dump_toml, write_overlay
 
@@ -101,7 +101,7 @@ def test_dump_toml_writes_nested_tables_arrays_and_escapes(home):
     import tomllib
 
     data = {"a": 1, "s": 'quote " and \\ slash', "t": {"x": [1.5, 2.0], "u": {"b": True}},
-            "rows": [{"k": "v"}, {"k": "w"}]}
+            "rows": [{"k": "v"}, {"k": "w"}], "empty": {}}
     assert tomllib.loads(dump_toml(data)) == data
 
 
@@ -142,3 +142,31 @@ def test_measured_tables_from_agent_answers_subtract_overhead_and_record_failure
     assert _parse_serve(answers, 2, "dev") == [{"a": 1}, {"error": {"type": "X"}}]
     with pytest.raises(DeviceError, match="ended after 2 of 3 micro-benchmarks"):
         _parse_serve(answers, 3, "dev")
+
+
+def test_a_litert_only_device_gets_the_tflite_suite_and_its_own_overhead(home, tmp_path):
+    from edgec.targets.calibrate import CalibrationRun, _runtimes
+    from edgec.targets.microbench import KernelSpec, suite, thread_probes
+    from edgec.targets.overlay import measured_tables
+
+    runtimes, notes = _runtimes({"runtimes": {"onnxruntime": None, "litert": "2.3.0"}}, "pi")
+    assert runtimes == ("litert",) and "no onnxruntime" in notes[0]
+    specs = suite(quick=True, runtimes=runtimes)
+    assert {s.runtime for s in specs} == {"litert"} and not [s for s in specs if s.purpose == "memory"]
+    assert {s.op for s in specs if s.purpose == "kernel"} >= {"conv1x1", "conv3x3", "dwconv", "gemm", "pool"}
+    assert {s.runtime for s in thread_probes(True, 2, "litert")} == {"litert"}
+    with pytest.raises(UsageError, match="pi: no runtime the calibration suite can drive"):
+        _runtimes({"runtimes": {}}, "pi")
+
+    lite = dict(runtime="litert")
+    results = [(KernelSpec("eltwise", (1, 1, 1, 1), repeat=1, purpose="overhead", **lite), _doc(0.002)),
+               (KernelSpec("eltwise", (1, 1, 1, 1), repeat=16, purpose="overhead", **lite), _doc(0.0035)),
+               (KernelSpec("conv3x3", (1, 16, 32, 32), repeat=4, **lite), _doc(0.2))]
+    run = CalibrationRun(device="pi", info={}, results=results, quick=True, threads=4, speedup=[], notes=notes)
+    tables = measured_tables(run, tmp_path)
+    assert tables["system"]["runtime_overhead_ms"] == {"litert": pytest.approx(0.0019)}
+    assert tables["kernels"][0]["runtime"] == "litert" and tables["kernels"][0]["ms"] == pytest.approx(0.198 / 4,
+                                                                                                        rel=1e-3)
+    assert "memory probes incomplete" in " ".join(tables["notes"])
+    write_overlay(build_overlay("lite", "rpi4", tables), home / "targets")
+    assert load_profile("lite").performance.measured.kernels[0].runtime == "litert"
