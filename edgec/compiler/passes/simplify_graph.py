@@ -2,12 +2,17 @@
 
 Constant nodes must become initializers before quantization: onnxruntime's quantizer skips weights held in
 Constant nodes and the "int8" model comes out larger than the float one.
+
+onnxslim can also change what a model computes: its shape inference has replaced TF-style "same" padding
+chains (Shape -> Slice -> Cast -> Pad) with wrong constants. So every slimmed graph is run against the original
+on seeded inputs; one that differs is retried without onnxslim's shape inference, then dropped, with a note.
 """
 
 from __future__ import annotations
 
 import collections
 
+import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common
 
@@ -21,19 +26,85 @@ def _op_counts(model: ir.Model) -> collections.Counter:
     return collections.Counter(node.op_type for node in model.graph)
 
 
+# Relative output difference beyond which a simplified graph is rejected (float reassociation stays far below).
+MAX_REL_DIFF = 1e-5
+
+
+def _probe_inputs(proto) -> list[np.ndarray] | None:
+    """Seeded inputs for the graph's inputs (symbolic dimensions = 1); None when a dtype is not numeric."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    arrays = []
+    for value in proto.graph.input:
+        tensor = value.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else 1 for d in tensor.shape.dim]
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        if np.issubdtype(dtype, np.floating):
+            arrays.append(rng.standard_normal(shape).astype(dtype))
+        elif np.issubdtype(dtype, np.integer):
+            arrays.append(np.zeros(shape, dtype))
+        else:
+            return None
+    return arrays
+
+
+def _outputs(proto, inputs) -> list[np.ndarray] | None:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return session.run(None, {i.name: a for i, a in zip(session.get_inputs(), inputs)})
+    except Exception:  # a graph onnxruntime cannot run here cannot be compared; the caller decides
+        return None
+
+
+def _rel_diff(want: list[np.ndarray], got: list[np.ndarray] | None) -> float:
+    if got is None or len(got) != len(want):
+        return float("inf")
+    worst = 0.0
+    for a, b in zip(want, got):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        if a.shape != b.shape:
+            return float("inf")
+        scale = float(np.max(np.abs(a))) if a.size else 0.0
+        diff = float(np.max(np.abs(a - b))) if a.size else 0.0
+        worst = max(worst, diff / scale if scale > 0 else diff)
+    return worst
+
+
 class SimplifyGraph(FunctionalEdgecPass):
     name = "simplify"
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def _slim(self, proto):
+        """The first onnxslim result that computes what ``proto`` computes, or None."""
         import onnxslim
 
+        inputs = _probe_inputs(proto)
+        reference = _outputs(proto, inputs) if inputs is not None else None
+        for label, kwargs in (("", {}), (" without shape inference", {"no_shape_infer": True})):
+            try:
+                slim = onnxslim.slim(proto, model_check=False, **kwargs)
+            except Exception as exc:  # a helper's crash must not become the user's traceback
+                self.note(f"onnxslim{label} failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+                continue
+            if reference is None:
+                self.note("outputs not compared (onnxruntime cannot run the graph on probe inputs)")
+                return slim
+            diff = _rel_diff(reference, _outputs(slim, inputs))
+            if diff <= MAX_REL_DIFF:
+                return slim
+            self.note(f"onnxslim{label} changed the outputs (relative difference {diff:.3g}): result discarded")
+        return None
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
         before = _op_counts(model)
         proto = edgec_ir.to_proto(model)
-        try:
-            slim = onnxslim.slim(proto, model_check=False)
-        except Exception as exc:  # a helper's crash must not become the user's traceback: keep the graph
-            self.note(f"onnxslim failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                      "graph left unsimplified")
+        slim = self._slim(proto)
+        if slim is None:
+            self.note("graph left unsimplified")
             return ir.passes.PassResult(edgec_ir.from_proto(proto), False)
         new = edgec_ir.from_proto(slim)
         new.graph.name = model.graph.name
