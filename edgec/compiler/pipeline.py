@@ -74,8 +74,11 @@ def _source_hash(spec: str) -> str:
 
 def _input_sets(source: SourceModel, io: dict, options: CompileOptions, context: dict) -> list[list[np.ndarray]]:
     dynamic_batch = all(i["shape"] and i["shape"][0] is None for i in io["inputs"])
-    sets = [verify.generate_inputs(io["inputs"], source.example_shapes, options.seed,
-                                   batch=2 if dynamic_batch else None)]
+    # The first set becomes the bundle's reference inputs, which the agent also benchmarks with: the source's
+    # example shapes (batch 1 unless the user said otherwise). A second set exercises a dynamic batch.
+    sets = [verify.generate_inputs(io["inputs"], source.example_shapes, options.seed)]
+    if dynamic_batch:
+        sets.append(verify.generate_inputs(io["inputs"], source.example_shapes, options.seed + 1, batch=2))
     if options.calibration:
         from edgec.compiler.calibration import load_samples
 
