@@ -182,7 +182,12 @@ def apply(model: ir.Model, source, profile, options, context: dict):
         raise AccuracyBudgetError(
             f"compression: {evaluator.summary(measured)} exceeds --max-accuracy-drop {budget:g} even at "
             f"{BACKOFF[-1]:g}x the requested strength; lower --prune/--sparsity, raise --low-rank, or raise the budget")
-    context["lossy"] = True  # outputs differ from the source by design; the guard above bounds the loss
+    changed = any(r["modified"] for r in records)
+    # outputs differ from the source by design: the emitted model is not held to the float tolerance; the guard
+    # above bounds the loss instead
+    context["lossy"] = changed
+    if not changed:
+        notes.append(f"nothing was compressed at strength x{factor:g} (groups too small or all kept)")
     context["float_model_bytes"] = len(proto.SerializeToString())
     report = {"strength": factor, "parameters_before": _parameters(model), "parameters_after": _parameters(candidate),
               "size": _sizes(model, candidate), "notes": notes}
