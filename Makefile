@@ -21,7 +21,8 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 test: install system-deps lint
-	$(PY) -m pytest -n $(JOBS) --dist loadgroup -p no:cacheprovider tests
+	# The three large zoo graphs convert to TFLite in a few minutes: CI runs them too.
+	EDGEC_PRUNE_ZOO_TFLITE=all $(PY) -m pytest -n $(JOBS) --dist loadgroup -p no:cacheprovider tests
 
 bench: install
 	$(PY) -m benchmarks

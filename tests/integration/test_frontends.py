@@ -127,3 +127,15 @@ def test_manifest_records_what_a_device_needs(tiny_mobilenet_onnx, tmp_path):
     assert set(m["files"]) == {"model.onnx", "reference/inputs.npz", "reference/outputs.npz"}
     assert m["io"]["inputs"][0] == {"name": "x", "shape": [None, 3, 32, 32], "dtype": "float32", "layout": "NCHW"}
     assert (bundle.path / "logs" / "compile.log").is_file()
+
+
+def test_ir3_zoo_model_with_weights_listed_as_inputs(tmp_path):
+    import os
+
+    import onnx
+
+    path = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_squeezenet.onnx")
+    bundle = api.compile(path, tmp_path / "b", target="host")
+    _check(bundle, "onnx", dynamic_batch=False)
+    assert [i["name"] for i in bundle.manifest["io"]["inputs"]] == ["data_0"]
+    assert any("initializers removed from the graph inputs" in n for n in bundle.manifest["report"]["source_notes"])

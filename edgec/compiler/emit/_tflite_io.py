@@ -26,9 +26,21 @@ def _describe(path: Path) -> tuple[list, list, dict, dict]:
 
     interpreter = Interpreter(model_path=str(path))
     signatures = interpreter._get_full_signature_list()
+    if not signatures:  # some onnx2tf conversions carry no signature def: the caller matches by position
+        return interpreter.get_input_details(), interpreter.get_output_details(), None, None
     signature = signatures.get("serving_default") or next(iter(signatures.values()))
     return (interpreter.get_input_details(), interpreter.get_output_details(), signature["inputs"],
             signature["outputs"])
+
+
+def _positional(details: list[dict], metas: list[dict], kind: str, path: Path) -> dict:
+    """{IR name: tensor index} for a model without a signature: only unambiguous with one tensor."""
+    if len(details) != 1 or len(metas) != 1:
+        from edgec.errors import CompileError
+
+        raise CompileError(f"{path.name}: the converted TFLite model has no signature to match its {len(details)} "
+                           f"{kind}s to the ONNX graph's {len(metas)}; use --format onnx for this model")
+    return {tf_name(metas[0]["name"]): details[0]["index"]}
 
 
 def tf_name(name: str) -> str:
@@ -85,6 +97,9 @@ def wrap(path: Path, io: dict, input_perms: list[list[int]], output_perms: list[
     """The EmittedModel for ``path``; ``io`` is the IR's io signature, perms are IR layout -> model layout."""
     session = litert.load(path, threads=threads)
     in_details, out_details, in_idx, out_idx = _describe(path)
+    if in_idx is None:
+        in_idx = _positional(in_details, io["inputs"], "input", path)
+        out_idx = _positional(out_details, io["outputs"], "output", path)
     in_order = _order(in_details, in_idx, io["inputs"], "input")
     out_order = _order(out_details, out_idx, io["outputs"], "output")
     inputs = [_entry(io["inputs"][k], d, input_perms[k]) for k, d in zip(in_order, in_details)]

@@ -65,6 +65,19 @@ def _fix_shapes(proto: onnx.ModelProto, input_shapes: dict[str, list[int]], path
                                        f"model's fixed {dim.dim_value}")
 
 
+def _initializers_out_of_inputs(proto: onnx.ModelProto) -> list[str]:
+    """IR < 4 lists every weight as a graph input too; weights are not inputs a device feeds."""
+    weights = {t.name for t in proto.graph.initializer}
+    kept = [i for i in proto.graph.input if i.name not in weights]
+    if len(kept) == len(proto.graph.input):
+        return []
+    removed = len(proto.graph.input) - len(kept)
+    del proto.graph.input[:]
+    proto.graph.input.extend(kept)
+    proto.ir_version = max(proto.ir_version, 4)
+    return [f"{removed} initializers removed from the graph inputs (IR version raised to {proto.ir_version})"]
+
+
 def lower_onnx(path: Path, input_shapes: dict[str, list[int]]) -> SourceModel:
     proto = edgec_ir.load_proto(path)
     try:
@@ -79,7 +92,7 @@ def lower_onnx(path: Path, input_shapes: dict[str, list[int]]) -> SourceModel:
                                "replace it or export with standard ops")
     _fix_shapes(proto, input_shapes, path)
     reference = ort_runner(proto.SerializeToString(), str(path))
-    notes = []
+    notes = _initializers_out_of_inputs(proto)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < edgec_ir.IR_OPSET:
         try:
