@@ -32,8 +32,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "Bundle",
     "check_reference",
+    "from_model_layout",
     "sha256_bytes",
     "sha256_file",
+    "to_model_layout",
     "write_atomically",
 ]
 
@@ -162,6 +164,37 @@ def check_reference(bundle: Bundle, produced: list) -> list[dict]:
         records.append({"name": meta["name"], "ok": bool(diff <= atol + rtol * scale),
                         "max_abs_diff": diff, "rel_diff": rel})
     return records
+
+
+def to_model_layout(array, entry: dict):
+    """An array in the source's layout and float dtype -> what the model takes (io entry: ``permutation``,
+    ``dtype``, int8/uint8 ``quantization``). Entries without those keys (ONNX bundles) pass arrays through."""
+    import numpy as np
+
+    array = np.asarray(array)
+    perm = entry.get("permutation")
+    if perm and len(perm) == array.ndim:
+        array = array.transpose(perm)
+    dtype = np.dtype(entry.get("dtype") or array.dtype)
+    quant = entry.get("quantization")
+    if quant and np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        array = np.clip(np.round(array / quant["scale"] + quant["zero_point"]), info.min, info.max)
+    return np.ascontiguousarray(array.astype(dtype))
+
+
+def from_model_layout(array, entry: dict):
+    """The inverse of ``to_model_layout`` for an output: dequantized float32, in the source's layout."""
+    import numpy as np
+
+    array = np.asarray(array)
+    quant = entry.get("quantization")
+    if quant:
+        array = (array.astype(np.float32) - quant["zero_point"]) * np.float32(quant["scale"])
+    perm = entry.get("permutation")
+    if perm and len(perm) == array.ndim:
+        array = array.transpose(np.argsort(perm))
+    return array
 
 
 def write_atomically(out_dir: str | os.PathLike, fill, force: bool = False) -> Path:

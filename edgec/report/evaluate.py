@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgec.bundle import from_model_layout, to_model_layout
 from edgec.errors import CalibrationDataError
 
 __all__ = ["MAX_SAMPLES", "load_eval", "run_bundle", "score"]
@@ -38,27 +39,6 @@ def load_eval(path: str | Path, input_names: list[str]) -> tuple[list[np.ndarray
     return arrays, labels
 
 
-def _to_model(array: np.ndarray, entry: dict) -> np.ndarray:
-    perm = entry.get("permutation")
-    if perm and len(perm) == array.ndim:
-        array = array.transpose(perm)
-    dtype = np.dtype(entry.get("dtype") or array.dtype)
-    quant = entry.get("quantization")
-    if quant and np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        array = np.clip(np.round(array / quant["scale"] + quant["zero_point"]), info.min, info.max)
-    return np.ascontiguousarray(array.astype(dtype))
-
-
-def _from_model(array: np.ndarray, entry: dict) -> np.ndarray:
-    quant = entry.get("quantization")
-    array = np.asarray(array)
-    if quant:
-        array = (array.astype(np.float32) - quant["zero_point"]) * np.float32(quant["scale"])
-    perm = entry.get("permutation")
-    if perm and len(perm) == array.ndim:
-        array = array.transpose(np.argsort(perm))
-    return array.astype(np.float32, copy=False)
 
 
 def _check_shapes(arrays: list[np.ndarray], entries: list[dict], source: str) -> None:
@@ -89,11 +69,11 @@ def run_bundle(bundle, arrays: list[np.ndarray], source: str = "evaluation data"
     step = 1 if fixed else 64
     parts: list[list[np.ndarray]] = []
     for start in range(0, len(arrays[0]), step):
-        feeds = [_to_model(arrays[k][start:start + step], ins[k]) for k in order]
+        feeds = [to_model_layout(arrays[k][start:start + step], ins[k]) for k in order]
         produced = session.run(feeds)
         names = getattr(session, "output_names", [e["name"] for e in outs])
         by_name = dict(zip(names, produced))
-        parts.append([_from_model(by_name.get(e["name"], produced[j]), e) for j, e in enumerate(outs)])
+        parts.append([from_model_layout(by_name.get(e["name"], produced[j]), e) for j, e in enumerate(outs)])
     return [np.concatenate([p[k] for p in parts]) for k in range(len(outs))]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgec.bundle import from_model_layout, to_model_layout
 from edgec.compiler.emit import EmittedModel
 from edgec.runtimes import litert
 
@@ -74,22 +75,6 @@ def _order(details: list[dict], indices: dict, metas: list[dict], kind: str) -> 
     return order
 
 
-def _to_model(array: np.ndarray, entry: dict) -> np.ndarray:
-    array = np.asarray(array).transpose(entry["permutation"])
-    dtype = np.dtype(entry["dtype"])
-    quant = entry.get("quantization")
-    if quant:
-        info = np.iinfo(dtype)
-        array = np.clip(np.round(array / quant["scale"] + quant["zero_point"]), info.min, info.max)
-    return np.ascontiguousarray(array.astype(dtype))
-
-
-def _from_model(array: np.ndarray, entry: dict) -> np.ndarray:
-    quant = entry.get("quantization")
-    array = np.asarray(array)
-    if quant:
-        array = (array.astype(np.float32) - quant["zero_point"]) * np.float32(quant["scale"])
-    return array.transpose(np.argsort(entry["permutation"]))
 
 
 def wrap(path: Path, io: dict, input_perms: list[list[int]], output_perms: list[list[int]],
@@ -106,12 +91,12 @@ def wrap(path: Path, io: dict, input_perms: list[list[int]], output_perms: list[
     outputs = [_entry(io["outputs"][k], d, output_perms[k]) for k, d in zip(out_order, out_details)]
 
     def to_model(arrays: list) -> list:
-        return [_to_model(arrays[k], entry) for k, entry in zip(in_order, inputs)]
+        return [to_model_layout(arrays[k], entry) for k, entry in zip(in_order, inputs)]
 
     def from_model(arrays: list) -> list:
         result = [None] * len(arrays)
         for k, entry, array in zip(out_order, outputs, arrays):
-            result[k] = _from_model(array, entry)
+            result[k] = from_model_layout(array, entry)
         return result
 
     return EmittedModel(model_file=path.name, format="tflite", runtime="litert",
