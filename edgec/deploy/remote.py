@@ -104,7 +104,14 @@ class AgentSession:
         label = self.conn.target.label
         self._id += 1
         self.proc.what = f"agent {op}"
-        self.proc.send_line(json.dumps({"id": self._id, "op": op, **args}))
+        try:
+            self.proc.send_line(json.dumps({"id": self._id, "op": op, **args}))
+        except DeviceError:
+            # The interpreter may be missing: the shell exits 127 before our request is written.
+            channel = self.proc.channel
+            if channel.exit_status_ready() and channel.recv_exit_status() == 127:
+                raise _no_python(label, self.device) from None
+            raise
         line = self.proc.read_line(timeout)
         if line is None:
             if self.proc.exit_code == 127:
