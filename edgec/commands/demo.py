@@ -20,7 +20,7 @@ CNN = "edgec.examples.torch_models:tiny_mobilenet"
 CNN_SHAPE = {"x": [1, 3, 64, 64]}
 
 
-def _variants(workdir: Path, h5: Path) -> list[dict]:
+def _variants(h5: Path) -> list[dict]:
     """(label, source, compile options, bench locally?) for every bundle the demo makes."""
     from edgec.compiler.emit import EMITTERS
 
@@ -73,7 +73,7 @@ def demo_cmd(ctx, workdir, runs, as_json):
     with captured_output(workdir / "models" / "build.log", enabled=not ctx.obj.get("debug")):
         h5 = save_linear_regression(workdir / "models" / "linear_regression_model.h5")
     records = []
-    for variant in _variants(workdir, h5):
+    for variant in _variants(h5):
         progress.step(f"compiling {variant['label']}")
         out = workdir / variant["label"].replace(" ", "-")
         bundle = api.compile(variant["source"], out, target=variant["target"], debug=ctx.obj.get("debug", False),
