@@ -8,6 +8,10 @@ Layout of a bundle directory::
     reference/outputs.npz         arrays ``o0, o1, ...`` the model produced for them on the compiling machine
     logs/compile.log              third-party console output of the compile (not hashed, not part of the proof)
 
+A bundle for a storage-bound device may hold its model deflated: ``manifest["model_encoding"]`` is then
+``{"codec": "zlib", "file": "model.onnx.zlib", "sha256": ..., "size": ...}`` (sha256 and size of the inflated
+model) and ``model_path`` inflates it once into a cache directory, checking that sha256.
+
 ``manifest["files"]`` maps every file but the manifest and ``logs/`` to its sha256 and size. The bundle's
 identity (``bundle_id``) is the sha256 of the manifest bytes, so it changes when any hashed file changes.
 
@@ -32,7 +36,9 @@ __all__ = [
     "SCHEMA_VERSION",
     "Bundle",
     "check_reference",
+    "deflate_model",
     "from_model_layout",
+    "inflate_model",
     "sha256_bytes",
     "sha256_file",
     "to_model_layout",
@@ -95,7 +101,11 @@ class Bundle:
 
     @property
     def model_path(self) -> Path:
-        return self.path / self.manifest["model_file"]
+        """The model file to load (inflated first when the bundle stores it compressed)."""
+        encoding = self.manifest.get("model_encoding")
+        if not encoding:
+            return self.path / self.manifest["model_file"]
+        return inflate_model(self.path / encoding["file"], encoding, self.manifest["model_file"])
 
     @property
     def format(self) -> str:
@@ -195,6 +205,50 @@ def from_model_layout(array, entry: dict):
     if perm and len(perm) == array.ndim:
         array = array.transpose(np.argsort(perm))
     return array
+
+
+def inflate_model(stored: Path, encoding: dict, name: str) -> Path:
+    """Inflate a zlib-compressed model into ``$TMPDIR/edgec-models/<sha256>/<name>`` (once), checking its sha256."""
+    import zlib
+
+    if encoding.get("codec") != "zlib":
+        raise BundleError(f"{stored}: model encoding {encoding.get('codec')!r} is not known to this edgec; "
+                          "upgrade edgec on this machine")
+    target = Path(tempfile.gettempdir()) / "edgec-models" / encoding["sha256"] / name
+    if target.is_file() and target.stat().st_size == encoding["size"]:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    inflater, digest = zlib.decompressobj(), hashlib.sha256()
+    tmp = target.with_name(f".{name}.{os.getpid()}.tmp")
+    try:
+        with open(stored, "rb") as src, open(tmp, "wb") as dst:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                data = inflater.decompress(block)
+                digest.update(data)
+                dst.write(data)
+            tail = inflater.flush()
+            digest.update(tail)
+            dst.write(tail)
+    except (OSError, zlib.error) as exc:
+        tmp.unlink(missing_ok=True)
+        raise BundleError(f"{stored}: cannot inflate the model ({exc}); re-push or recompile the bundle") from None
+    if digest.hexdigest() != encoding["sha256"]:
+        tmp.unlink(missing_ok=True)
+        raise BundleError(f"{stored}: inflated model does not match its sha256; re-push or recompile the bundle")
+    os.replace(tmp, target)
+    return target
+
+
+def deflate_model(bundle_dir: Path, model_file: str) -> dict:
+    """Replace ``bundle_dir/model_file`` by a zlib-compressed copy; returns the manifest's ``model_encoding``."""
+    import zlib
+
+    raw_path = bundle_dir / model_file
+    raw = raw_path.read_bytes()
+    stored = f"{model_file}.zlib"
+    (bundle_dir / stored).write_bytes(zlib.compress(raw, 9))
+    raw_path.unlink()
+    return {"codec": "zlib", "file": stored, "sha256": sha256_bytes(raw), "size": len(raw)}
 
 
 def write_atomically(out_dir: str | os.PathLike, fill, force: bool = False) -> Path:

@@ -16,7 +16,7 @@ import onnx_ir as ir
 
 from edgec import __version__
 from edgec import ir as edgec_ir
-from edgec.bundle import MANIFEST_NAME, SCHEMA_VERSION, manifest_bytes, sha256_file
+from edgec.bundle import MANIFEST_NAME, SCHEMA_VERSION, deflate_model, manifest_bytes, sha256_file
 from edgec.compiler import verify
 from edgec.compiler.emit import emitter_for
 from edgec.compiler.frontends import SourceModel, lower
@@ -142,6 +142,7 @@ def compile_into(spec: str, bundle_dir: Path, options: CompileOptions, profile: 
     checks.append(verify.verify_stage(f"emitted {fmt}", source.reference, emitted_in_ir_layout, input_sets,
                                       names, None if emitted.quantized or context.get("lossy") else options.tolerance))
     progress.step("writing the bundle")
+    context["compress_model"] = bool(options.sparsity)
     context["float_model_bytes"] = context.get("float_model_bytes") or len(
         edgec_ir.to_proto(context["float_model"]).SerializeToString())
     manifest = _manifest(bundle_dir, spec, source, profile, emitted, input_sets[0], pass_records, checks, context)
@@ -170,14 +171,14 @@ def _file_table(bundle_dir: Path) -> dict:
 def _manifest(bundle_dir: Path, spec: str, source: SourceModel, profile: TargetProfile, emitted,
               inputs: list[np.ndarray], pass_records: list[dict], checks: list[dict], context: dict) -> dict:
     _write_reference(bundle_dir, emitted, inputs)
+    model_size = (bundle_dir / emitted.model_file).stat().st_size
+    # --sparsity targets storage-bound devices: the zeros it makes only save space in a compressed file.
+    encoding = deflate_model(bundle_dir, emitted.model_file) if context.get("compress_model") else None
     files = _file_table(bundle_dir)
-    model_size = files[emitted.model_file]["size"]
-    report = {
-        "source_notes": source.notes,
-        "verification": checks,
-        "size": {"model_bytes": model_size, "float_model_bytes": context.get("float_model_bytes", model_size)},
-        **context["report"],
-    }
+    size = {"model_bytes": model_size, "float_model_bytes": context.get("float_model_bytes", model_size)}
+    if encoding:
+        size["stored_model_bytes"] = files[encoding["file"]]["size"]
+    report = {"source_notes": source.notes, "verification": checks, "size": size, **context["report"]}
     rtol = QUANT_REFERENCE_RTOL if emitted.quantized else FLOAT_REFERENCE_RTOL
     return {
         "schema_version": SCHEMA_VERSION,
@@ -197,4 +198,5 @@ def _manifest(bundle_dir: Path, spec: str, source: SourceModel, profile: TargetP
                       "atol": 1e-5},
         "passes": pass_records,
         "report": report,
+        **({"model_encoding": encoding} if encoding else {}),
     }

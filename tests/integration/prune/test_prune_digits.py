@@ -92,6 +92,32 @@ def test_sparsity_bundle_records_deflated_sizes(digits_files, tmp_path):
     notes = json.dumps([p for p in bundle.manifest["passes"] if p["name"] == "sparsify-weights"])
     assert "zeroed" in notes
     Bundle(bundle.path).check_files()
+    # The bundle stores the model deflated: smaller on disk, and it still verifies and benchmarks.
+    encoding = bundle.manifest["model_encoding"]
+    stored = bundle.path / encoding["file"]
+    assert not (bundle.path / "model.onnx").exists() and stored.is_file()
+    assert stored.stat().st_size < 0.85 * encoding["size"]
+    assert bundle.manifest["report"]["size"]["stored_model_bytes"] == stored.stat().st_size
+    assert api.verify_bundle(bundle.path)["ok"]
+    doc = api.bench(bundle.path, runs=5, warmup=1, power="none", idle_s=0)
+    assert doc["bundle_id"] == bundle.bundle_id and doc["latency_ms"]["count"] == 5
+
+
+def test_a_damaged_compressed_model_is_refused(tmp_path):
+    import zlib
+
+    from edgec.bundle import inflate_model, sha256_bytes
+    from edgec.errors import BundleError
+
+    raw = b"onnx-bytes" * 100
+    stored = tmp_path / "model.onnx.zlib"
+    stored.write_bytes(zlib.compress(raw))
+    encoding = {"codec": "zlib", "file": stored.name, "sha256": sha256_bytes(raw + b"x"), "size": len(raw)}
+    with pytest.raises(BundleError, match="does not match its sha256"):
+        inflate_model(stored, encoding, "model.onnx")
+    stored.write_bytes(b"not zlib at all")
+    with pytest.raises(BundleError, match="cannot inflate"):
+        inflate_model(stored, {**encoding, "sha256": sha256_bytes(raw)}, "model.onnx")
 
 
 def test_guard_backs_off_when_the_budget_is_tight(digits_files, tmp_path):
