@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgec.examples.onnx_models import onnx_mlp
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "build" / "bench" / "agent.json"
 REPEATS = 8
@@ -70,28 +72,6 @@ def run():
 """,
 }
 BARE = {name: _BARE_COMMON + setup + _BARE_TAIL for name, setup in BARE_SETUP.items()}
-
-
-def _mlp_onnx(path: Path, width: int, depth: int) -> Path:
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    nodes, inits, prev = [], [], "x"
-    for k in range(depth):
-        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"w{k}"), numpy_helper.from_array(np.zeros(width, np.float32), f"b{k}")]
-        out = "y" if k == depth - 1 else f"h{k}"
-        nodes += [helper.make_node("MatMul", [prev, f"w{k}"], [f"m{k}"]),
-                  helper.make_node("Add", [f"m{k}", f"b{k}"], [f"a{k}"]), helper.make_node("Relu", [f"a{k}"], [out])]
-        prev = out
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.save(model, str(path))
-    return path
 
 
 def _run_json(argv: list[str]) -> tuple[dict, float]:
@@ -194,7 +174,7 @@ def _bundles(work: Path) -> list[tuple[str, str, Path, int, str]]:
 
     cases = []
     for name, width, depth, runs in (("mlp-64x2 (overhead-bound)", 64, 2, 3000), ("mlp-1024x4", 1024, 4, 400)):
-        source = _mlp_onnx(work / f"mlp{width}.onnx", width, depth)
+        source = onnx_mlp(work / f"mlp{width}.onnx", width, depth)
         cases.append((name, "onnxruntime", api.compile(str(source), work / f"mlp{width}.bundle", target="host").path,
                       runs, ""))
         try:

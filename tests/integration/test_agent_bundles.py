@@ -17,31 +17,9 @@ import numpy as np
 import pytest
 
 from edgec.bundle import MANIFEST_NAME, SCHEMA_VERSION, manifest_bytes, sha256_file
+from edgec.examples.onnx_models import onnx_mlp
 
 pytestmark = pytest.mark.integration
-
-
-def onnx_mlp(path: Path, width: int = 64, depth: int = 2, seed: int = 0) -> Path:
-    """A float MLP (MatMul/Add/Relu) as an ONNX file: fast, deterministic, no framework needed."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    nodes, inits, prev = [], [], "x"
-    for k in range(depth):
-        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"w{k}"), numpy_helper.from_array(np.zeros(width, np.float32), f"b{k}")]
-        out = "y" if k == depth - 1 else f"h{k}"
-        nodes += [helper.make_node("MatMul", [prev, f"w{k}"], [f"m{k}"]),
-                  helper.make_node("Add", [f"m{k}", f"b{k}"], [f"a{k}"]),
-                  helper.make_node("Relu", [f"a{k}"], [out])]
-        prev = out
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.save(model, str(path))
-    return path
 
 
 def compile_onnx_bundle(workdir: Path, width: int = 64, depth: int = 2, name: str = "mlp") -> Path:
