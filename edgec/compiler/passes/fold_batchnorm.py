@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common
 
-from edgec.compiler.passes import EdgecPass
+from edgec.compiler.passes import EdgecPass, set_input_const
 
 __all__ = ["FoldBatchNorm"]
 
@@ -49,16 +49,8 @@ def _fold(graph: ir.Graph, bn: ir.Node) -> None:
     dtype = conv.inputs[1].const_value.dtype.numpy()
     new_weight = (weight * scale.reshape(-1, *([1] * (weight.ndim - 1)))).astype(dtype)
     new_bias = ((bias - mean) * scale + beta).astype(dtype)
-    w_value = ir.Value(name=f"{conv.name or 'conv'}_folded_weight", const_value=ir.tensor(new_weight))
-    b_value = ir.Value(name=f"{conv.name or 'conv'}_folded_bias", const_value=ir.tensor(new_bias))
-    for value in (w_value, b_value):
-        while value.name in graph.initializers:
-            value.name += "_"
-        graph.register_initializer(value)
-    conv.replace_input_with(1, w_value)
-    if len(conv.inputs) < 3:
-        conv.resize_inputs(3)
-    conv.replace_input_with(2, b_value)
+    set_input_const(graph, conv, 1, new_weight, f"{conv.name or 'conv'}_folded_weight")
+    set_input_const(graph, conv, 2, new_bias, f"{conv.name or 'conv'}_folded_bias")
     out = bn.outputs[0]
     is_output = out.is_graph_output()
     out.replace_all_uses_with(conv.outputs[0], replace_graph_outputs=True)

@@ -11,6 +11,7 @@ import onnx
 import onnx_ir as ir
 
 from edgec import ir as edgec_ir
+from edgec.compiler.passes import set_input_const
 
 __all__ = ["ChannelStats", "batch_size", "channel_stats", "const", "make_session", "replace_const",
            "weighted_nodes"]
@@ -28,14 +29,7 @@ def const(value: ir.Value | None) -> np.ndarray | None:
 
 def replace_const(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray, suffix: str) -> None:
     """Give ``node`` input ``index`` a new initializer holding ``array`` (the old one may be shared)."""
-    name = f"{node.name or node.op_type}_{suffix}"
-    while name in graph.initializers:
-        name += "_"
-    value = ir.Value(name=name, const_value=ir.tensor(np.ascontiguousarray(array)))
-    graph.register_initializer(value)
-    if len(node.inputs) <= index:
-        node.resize_inputs(index + 1)
-    node.replace_input_with(index, value)
+    set_input_const(graph, node, index, array, f"{node.name or node.op_type}_{suffix}")
 
 
 def weighted_nodes(model: ir.Model) -> list[ir.Node]:

@@ -17,6 +17,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgec import ir as edgec_ir
+from edgec.compiler.passes import set_input_const
 from edgec.compiler.passes._channel_groups import const_array
 
 __all__ = ["capture", "reconstruct_layers", "set_const"]
@@ -31,16 +32,7 @@ def set_const(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray, tag
     """Give ``node`` input ``index`` a new initializer holding ``array`` (other users of the old one keep it)."""
     old = node.inputs[index] if index < len(node.inputs) else None
     base = f"{old.name if old is not None and old.name else (node.name or 'node') + '_in' + str(index)}_{tag}"
-    name = base
-    counter = 0
-    while name in graph.initializers:
-        counter += 1
-        name = f"{base}{counter}"
-    value = ir.Value(name=name, const_value=ir.tensor(np.ascontiguousarray(array)))
-    graph.register_initializer(value)
-    if index >= len(node.inputs):
-        node.resize_inputs(index + 1)
-    node.replace_input_with(index, value)
+    set_input_const(graph, node, index, array, base)
     if old is not None and old.is_initializer() and not old.uses() and not old.is_graph_input():
         # an unused initializer that is not a graph input is invalid in IR v3 models (old zoo files)
         graph.initializers.pop(old.name, None)

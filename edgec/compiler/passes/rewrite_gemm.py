@@ -11,7 +11,7 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common
 
-from edgec.compiler.passes import EdgecPass
+from edgec.compiler.passes import EdgecPass, add_initializer
 from edgec.compiler.passes.quantize_common import const
 
 __all__ = ["RewriteGemm"]
@@ -28,14 +28,6 @@ def _why_not(node: ir.Node) -> str | None:
     return None
 
 
-def _register(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    while name in graph.initializers:
-        name += "_"
-    value = ir.Value(name=name, const_value=ir.tensor(np.ascontiguousarray(array)))
-    graph.register_initializer(value)
-    return value
-
-
 def _rewrite(graph: ir.Graph, node: ir.Node) -> None:
     weight = const(node.inputs[1])
     dtype = weight.dtype
@@ -43,14 +35,14 @@ def _rewrite(graph: ir.Graph, node: ir.Node) -> None:
         weight = weight.T
     weight = (weight * node.attributes.get_float("alpha", 1.0)).astype(dtype)
     base = node.name or "gemm"
-    w_value = _register(graph, f"{base}_matmul_weight", weight)
+    w_value = add_initializer(graph, f"{base}_matmul_weight", weight)
     out = node.outputs[0]
     matmul = ir.node("MatMul", [node.inputs[0], w_value], name=f"{base}_matmul")
     nodes = [matmul]
     result = matmul.outputs[0]
     bias = const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
     if bias is not None:
-        b_value = _register(graph, f"{base}_matmul_bias", (bias * node.attributes.get_float("beta", 1.0)).astype(dtype))
+        b_value = add_initializer(graph, f"{base}_matmul_bias", (bias * node.attributes.get_float("beta", 1.0)).astype(dtype))
         add = ir.node("Add", [result, b_value], name=f"{base}_bias")
         nodes.append(add)
         result = add.outputs[0]
