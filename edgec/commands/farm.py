@@ -17,16 +17,20 @@ from edgec.commands._output import echo_json, human_bytes, table
 __all__ = ["device_options", "farm_group", "push_cmd", "run_remote", "ssh_options", "store_local"]
 
 
-def ssh_options(trust_new_host: bool, connect_timeout: float = 10.0, stall_timeout: float = 20.0):
+def ssh_options(trust_new_host: bool, connect_timeout: float = 10.0, stall_timeout: float = 20.0,
+                transfer_retries: int = 3):
     from edgec.deploy.ssh import SshOptions
 
-    return SshOptions(trust_new_host=trust_new_host, connect_timeout=connect_timeout, stall_timeout=stall_timeout)
+    return SshOptions(trust_new_host=trust_new_host, connect_timeout=connect_timeout, stall_timeout=stall_timeout,
+                      transfer_retries=transfer_retries)
 
 
 def device_options(func):
-    """--inventory, --trust-new-host, --connect-timeout, --stall-timeout."""
+    """--inventory, --trust-new-host, --connect-timeout, --stall-timeout, --transfer-retries."""
+    func = click.option("--transfer-retries", type=click.IntRange(min=0), default=3, show_default=True,
+                        help="Times a push whose link broke reconnects and resumes where the device's copy ends.")(func)
     func = click.option("--stall-timeout", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
-                        help="Seconds without transfer progress before a push is abandoned.")(func)
+                        help="Seconds without transfer progress before the link counts as broken.")(func)
     func = click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
                         help="Seconds for each connection attempt (3 retries with backoff).")(func)
     func = click.option("--trust-new-host", is_flag=True,
@@ -44,7 +48,8 @@ def _stderr_is_terminal() -> bool:
 @click.option("--device", "device_spec", required=True, help="user@host[:port] or a device NAME from the inventory.")
 @device_options
 @click.option("--json", "as_json", is_flag=True, help="Print the push report as JSON.")
-def push_cmd(bundle, device_spec, inventory, trust_new_host, connect_timeout, stall_timeout, as_json):
+def push_cmd(bundle, device_spec, inventory, trust_new_host, connect_timeout, stall_timeout, transfer_retries,
+             as_json):
     """Copy BUNDLE to a device's bundle store (~/.edgec/bundles/<bundle_id>); unchanged bundles send nothing."""
     from edgec.bundle import Bundle
     from edgec.deploy.inventory import resolve_device
@@ -59,7 +64,8 @@ def push_cmd(bundle, device_spec, inventory, trust_new_host, connect_timeout, st
         if show:
             click.echo(f"\r  pushing {human_bytes(sent)} / {human_bytes(total)}", err=True, nl=False)
 
-    with connect(device.ssh_target(), ssh_options(trust_new_host, connect_timeout, stall_timeout)) as conn:
+    ssh = ssh_options(trust_new_host, connect_timeout, stall_timeout, transfer_retries)
+    with connect(device.ssh_target(), ssh) as conn:
         report = push_bundle(conn, opened, progress=progress)
     if show and report.bytes_sent:
         click.echo("", err=True)
@@ -69,8 +75,9 @@ def push_cmd(bundle, device_spec, inventory, trust_new_host, connect_timeout, st
         click.echo(f"{device.name}: bundle {report.bundle_id[:16]} already on the device ({report.remote_dir}); "
                    "nothing sent")
     else:
+        resumed = f", resumed {report.resumes}x after the link broke" if report.resumes else ""
         click.echo(f"{device.name}: pushed bundle {report.bundle_id[:16]} to {report.remote_dir} "
-                   f"({human_bytes(report.bytes_sent)}, {report.seconds:.2f} s, sha256 checked on the device)")
+                   f"({human_bytes(report.bytes_sent)}, {report.seconds:.2f} s{resumed}, sha256 checked on the device)")
 
 
 def run_remote(bundle, device_spec: str, options, inventory=None, trust_new_host: bool = False,
@@ -137,15 +144,16 @@ def list_cmd(inventory, tags, as_json):
 @click.option("--bundle", type=click.Path(exists=True, file_okay=False), default=None,
               help="Also check that each device has the runtime this bundle needs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def check_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, tags, parallel, bundle, as_json):
+def check_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, transfer_retries, tags, parallel, bundle,
+              as_json):
     """Is each device reachable? Its Python, runtimes, free disk and agent version (installs the agent)."""
     from edgec.bundle import Bundle
     from edgec.deploy.farm import check_devices
     from edgec.deploy.inventory import load_inventory, select_devices
 
     devices = select_devices(load_inventory(inventory), tuple(tags))
-    rows = check_devices(devices, ssh_options(trust_new_host, connect_timeout, stall_timeout), parallel,
-                         bundle=Bundle(bundle) if bundle else None)
+    ssh = ssh_options(trust_new_host, connect_timeout, stall_timeout, transfer_retries)
+    rows = check_devices(devices, ssh, parallel, bundle=Bundle(bundle) if bundle else None)
     if as_json:
         echo_json(rows)
     else:
@@ -181,8 +189,8 @@ def _check_row(row: dict) -> list:
               help="Seconds of idle power sampling before timing.")
 @click.option("--power", default="auto", show_default=True, help="Power source on the devices (see edgec bench).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with a result or error per device.")
-def bench_cmd(bundle, inventory, trust_new_host, connect_timeout, stall_timeout, tags, names, parallel, timeout,
-              results, runs, warmup, threads, idle, power, as_json):
+def bench_cmd(bundle, inventory, trust_new_host, connect_timeout, stall_timeout, transfer_retries, tags, names,
+              parallel, timeout, results, runs, warmup, threads, idle, power, as_json):
     """Benchmark BUNDLE on every selected device in parallel, with a live display, storing each outcome."""
     from edgec.bundle import Bundle
     from edgec.deploy.farm import FarmProgress, farm_bench
@@ -196,7 +204,8 @@ def bench_cmd(bundle, inventory, trust_new_host, connect_timeout, stall_timeout,
     progress = FarmProgress(devices, enabled=_stderr_is_terminal() and not as_json)
     run = farm_bench(devices, opened, store=store, options=BenchOptions(runs=runs, warmup=warmup, threads=threads,
                                                                         idle_s=idle, power=power),
-                     ssh=ssh_options(trust_new_host, connect_timeout, stall_timeout), parallel=parallel,
+                     ssh=ssh_options(trust_new_host, connect_timeout, stall_timeout, transfer_retries),
+                     parallel=parallel,
                      device_timeout=timeout, progress=progress)
     if as_json:
         echo_json({**run.to_dict(), "results_db": str(store.path)})

@@ -10,22 +10,30 @@ A bundle directory exists under its final name only once every file was uploaded
 device (``sha256sum -c``), so an interrupted push never leaves a bundle that looks complete, and the bundles
 pushed before stay usable. Pushing a bundle that is already there sends no model bytes. Leftover ``.tmp-*``
 uploads older than an hour are removed by later pushes.
+
+A link that breaks mid-push (the stall watchdog fired, the connection was reset) is reconnected and the upload
+resumes where the device's copy ends, up to ``SshOptions.transfer_retries`` times: under heavy packet loss TCP's
+retransmission backoff alone can outlast any stall window, and a fresh connection starts with a fresh timer.
+Nothing is resumed after a deadline, a refused host key, a full disk or a failed sha256 check.
 """
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import secrets
 import shlex
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgec.bundle import MANIFEST_NAME, Bundle, sha256_file
-from edgec.deploy.ssh import NETWORK_ERRORS, Connection, SftpWriteError
-from edgec.errors import BundleError, DeviceError, TransferError
+from edgec.deploy.ssh import Connection, SftpWriteError
+from edgec.errors import BundleError, DeviceError, DeviceTimeoutError, HostKeyError, TransferError
 
 __all__ = ["PushReport", "install_agent", "push_bundle", "remote_home"]
+
+log = logging.getLogger(__name__)
 
 STALE_MINUTES = 60
 
@@ -40,6 +48,8 @@ class PushReport:
     already_there: bool
     bytes_sent: int
     seconds: float
+    resumes: int = 0  # times the link broke and the upload went on over a fresh connection
+    resumed_at: list[int] = field(default_factory=list)  # bundle byte offsets where those resumed uploads began
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,20 +57,11 @@ class PushReport:
 
 def remote_home(conn: Connection) -> str:
     """The device user's home as its SFTP server sees it (the directory relative SFTP paths start from)."""
-    try:
-        return conn.sftp().normalize(".")
-    except NETWORK_ERRORS as exc:
-        raise DeviceError(f"{conn.target.label}: cannot resolve the home directory over SFTP ({exc})") from None
+    return conn.home()
 
 
 def _exists(conn: Connection, path: str) -> bool:
-    try:
-        conn.sftp().stat(path)
-        return True
-    except FileNotFoundError:
-        return False
-    except NETWORK_ERRORS as exc:
-        raise DeviceError(f"{conn.target.label}: cannot stat {path} ({exc})") from None
+    return conn.stat(path) is not None
 
 
 def _shell(conn: Connection, command: str, what: str, timeout: float = 60) -> str:
@@ -103,31 +104,82 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n} bytes"
 
 
-def _upload_verified(conn: Connection, store: str, files: list[tuple[Path, str, str]], tmp: str, progress) -> int:
-    """Upload ``(local, relative, sha256)`` files under ``tmp`` and check every sha256 on the device."""
-    _prepare_store(conn, store, sum(local.stat().st_size for local, _, _ in files),
-                   sorted({posixpath.dirname(posixpath.join(tmp, rel)) for _, rel, _ in files}))
-    total = sum(local.stat().st_size for local, _, _ in files)
-    done = 0
-    for local, rel, _ in files:
-        size = local.stat().st_size
+class _Upload:
+    """Upload ``(local, relative, sha256)`` files under ``tmp`` and check every sha256 on the device.
+
+    ``run(resuming=True)`` continues an upload that a broken link cut: each file restarts where the device's copy
+    ends (what the device wrote is a prefix: SFTP writes are applied in order), and the sha256 check at the end
+    covers every byte whichever connection sent it. Progress never goes backwards.
+    """
+
+    def __init__(self, conn: Connection, store: str, files: list[tuple[Path, str, str]], tmp: str, progress):
+        self.conn, self.store, self.files, self.tmp, self.progress = conn, store, files, tmp, progress
+        self.total = sum(local.stat().st_size for local, _, _ in files)
+        self.shown = 0
+        self.resumed_at: list[int] = []  # bundle offsets where a resumed upload started
+
+    def _show(self, position: int) -> None:
+        if self.progress and position >= self.shown:
+            self.shown = position
+            self.progress(position, self.total)
+
+    def run(self, resuming: bool = False) -> None:
+        conn = self.conn
+        _prepare_store(conn, self.store, 0 if resuming else self.total,
+                       sorted({posixpath.dirname(posixpath.join(self.tmp, rel)) for _, rel, _ in self.files}))
+        done = 0
+        for local, rel, _ in self.files:
+            size, remote = local.stat().st_size, posixpath.join(self.tmp, rel)
+            there = conn.stat(remote) if resuming else None
+            offset = there.st_size if there is not None and there.st_size <= size else 0
+            if resuming and there is not None and offset == size:
+                done += size  # complete already (the sha256 check below decides)
+                continue
+            if resuming and offset:
+                self.resumed_at.append(done + offset)
+            try:
+                conn.put(local, remote, progress=lambda sent, _size, base=done: self._show(base + sent), offset=offset)
+            except SftpWriteError as exc:
+                if not conn.alive:
+                    raise TransferError(f"{conn.target.label}: upload of {rel} broke off at {exc.sent} of "
+                                        f"{exc.total} bytes ({exc})") from None
+                free = _free_bytes(conn, self.store, timeout=conn.options.stall_timeout)
+                if free < self.total - done - exc.sent:
+                    raise _disk_full(conn, self.store, self.total - done, free + exc.sent) from None
+                raise TransferError(f"{conn.target.label}: upload of {rel} failed ({exc}); push again") from None
+            done += size
+        listing = "".join(f"{sha}  {rel}\n" for _, rel, sha in self.files)
+        check = conn.run(f"cd {shlex.quote(self.tmp)} && sha256sum -c --strict --quiet <<'EDGEC_EOF'\n"
+                         f"{listing}EDGEC_EOF", timeout=max(60.0, self.total / 5e6), what="sha256sum")
+        if check.exit_code != 0:
+            detail = (check.stdout + check.stderr).strip().splitlines()
+            raise TransferError(f"{conn.target.label}: uploaded files fail their sha256 check on the device "
+                                f"({detail[0] if detail else 'exit ' + str(check.exit_code)}); push again")
+
+
+def _link_broke(conn: Connection, exc: DeviceError) -> bool:
+    """A failure a fresh connection may get past: the transport died (stall watchdog, reset, device gone) while
+    nobody closed it on purpose. Deadlines, host keys, a full disk or a failed check are final."""
+    return not (conn.closed or conn.alive or isinstance(exc, (DeviceTimeoutError, HostKeyError)))
+
+
+def _resuming(conn: Connection, attempt) -> int:
+    """Run ``attempt(resuming)``; when the link breaks, reconnect and run it again (up to ``transfer_retries``
+    times), so it resumes. Returns how many times it resumed."""
+    retries = conn.options.transfer_retries
+    for tried in range(retries + 1):
         try:
-            conn.put(local, posixpath.join(tmp, rel),
-                     progress=(lambda sent, _size, base=done: progress(base + sent, total)) if progress else None)
-        except SftpWriteError as exc:
-            free = _free_bytes(conn, store, timeout=conn.options.stall_timeout)  # the link may be the problem
-            if free < total - done - exc.sent:
-                raise _disk_full(conn, store, total - done, free + exc.sent) from None
-            raise TransferError(f"{conn.target.label}: upload of {rel} failed ({exc}); push again") from None
-        done += size
-    listing = "".join(f"{sha}  {rel}\n" for _, rel, sha in files)
-    check = conn.run(f"cd {shlex.quote(tmp)} && sha256sum -c --strict --quiet <<'EDGEC_EOF'\n{listing}EDGEC_EOF",
-                     timeout=max(60.0, total / 5e6), what="sha256sum")
-    if check.exit_code != 0:
-        detail = (check.stdout + check.stderr).strip().splitlines()
-        raise TransferError(f"{conn.target.label}: uploaded files fail their sha256 check on the device "
-                            f"({detail[0] if detail else 'exit ' + str(check.exit_code)}); push again")
-    return total
+            attempt(tried > 0)
+            return tried
+        except DeviceError as exc:
+            if tried == retries or not _link_broke(conn, exc):
+                raise
+            log.warning("%s; reconnecting to resume (%d of %d)", exc, tried + 1, retries)
+            try:
+                conn.reconnect()
+            except DeviceError as again:
+                raise TransferError(f"{exc}; reconnecting to resume failed: {again}") from None
+    raise AssertionError("unreachable")
 
 
 def _remove(conn: Connection, path: str) -> None:
@@ -152,6 +204,9 @@ def _bundle_files(bundle: Bundle) -> list[tuple[Path, str, str]]:
 def push_bundle(conn: Connection, bundle: Bundle | str | Path, progress=None) -> PushReport:
     """Make ``bundle`` available on the device under ``~/.edgec/bundles/<bundle_id>``.
 
+    A link that breaks mid-push (stall, reset) is reconnected and the upload resumed where the device's copy
+    ends, up to ``conn.options.transfer_retries`` times.
+
     Args:
         conn: an open connection.
         bundle: a Bundle or its directory; its files are checked locally first.
@@ -159,54 +214,74 @@ def push_bundle(conn: Connection, bundle: Bundle | str | Path, progress=None) ->
 
     Raises:
         BundleError: the local bundle is damaged.
-        TransferError: the upload stalled, broke off, failed its check, or the disk is full.
+        TransferError: the upload stalled or broke off (and could not be resumed), failed its check, or the disk
+            is full.
     """
     start = time.monotonic()
     bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
-    store = posixpath.join(remote_home(conn), ".edgec", "bundles")
-    final = posixpath.join(store, bundle.bundle_id)
     label = conn.target.name or conn.target.label
-    if _exists(conn, posixpath.join(final, MANIFEST_NAME)):
-        return PushReport(bundle.bundle_id, label, final, True, 0, time.monotonic() - start)
-    bundle.check_files()
-    files = _bundle_files(bundle)
-    tmp = posixpath.join(store, f".tmp-{bundle.bundle_id[:16]}-{secrets.token_hex(4)}")
     sent_before = conn.bytes_sent
+    state: dict = {}
+
+    def attempt(resuming: bool) -> None:
+        if "final" not in state:
+            bundle.check_files()  # only when it is not on the device already
+            store = posixpath.join(remote_home(conn), ".edgec", "bundles")
+            state.update(store=store, final=posixpath.join(store, bundle.bundle_id),
+                         tmp=posixpath.join(store, f".tmp-{bundle.bundle_id[:16]}-{secrets.token_hex(4)}"))
+        if _exists(conn, posixpath.join(state["final"], MANIFEST_NAME)):
+            state["there"] = not resuming  # else: renamed into place just before the link broke
+            return
+        if "upload" not in state:
+            state["upload"] = _Upload(conn, state["store"], _bundle_files(bundle), state["tmp"], progress)
+        state["upload"].run(resuming)
+        _rename_into_place(conn, state["tmp"], state["final"])
+
     try:
-        _upload_verified(conn, store, files, tmp, progress)
-        _rename_into_place(conn, tmp, final)
+        resumes = _resuming(conn, attempt)
     except BaseException:
-        _remove(conn, tmp)
+        if "tmp" in state:
+            _remove(conn, state["tmp"])
         raise
-    return PushReport(bundle.bundle_id, label, final, False, conn.bytes_sent - sent_before,
-                      time.monotonic() - start)
+    upload = state.get("upload")
+    return PushReport(bundle.bundle_id, label, state["final"], state.get("there", False),
+                      conn.bytes_sent - sent_before, time.monotonic() - start, resumes,
+                      upload.resumed_at if upload else [])
 
 
 def _rename_into_place(conn: Connection, tmp: str, final: str) -> None:
-    try:
-        conn.sftp().posix_rename(tmp, final)
-    except NETWORK_ERRORS:
+    if not conn.rename(tmp, final):
         # Another push of the same content won the race: its copy is as good as ours.
         if not _exists(conn, posixpath.join(final, MANIFEST_NAME)) and not _exists(conn, final):
-            raise TransferError(f"{conn.target.label}: cannot rename {tmp} to {final}; push again") from None
+            raise TransferError(f"{conn.target.label}: cannot rename {tmp} to {final}; push again")
         _remove(conn, tmp)
 
 
 def install_agent(conn: Connection, agent: Path) -> str:
     """Make the agent zipapp available as ``~/.edgec/agent/<its name>``; returns its path on the device.
 
-    The name carries the hash of the content, so an existing file of that name is the same agent.
+    The name carries the hash of the content, so an existing file of that name is the same agent. Uploaded like a
+    bundle: to a temporary name, sha256-checked, renamed, resumed over a fresh connection when the link breaks.
     """
-    agent_dir = posixpath.join(remote_home(conn), ".edgec", "agent")
-    final = posixpath.join(agent_dir, agent.name)
-    if _exists(conn, final):
-        return final
-    digest = sha256_file(agent)
-    tmp_name = f".tmp-{secrets.token_hex(4)}-{agent.name}"
+    state: dict = {}
+
+    def attempt(resuming: bool) -> None:
+        if "final" not in state:
+            agent_dir = posixpath.join(remote_home(conn), ".edgec", "agent")
+            state.update(dir=agent_dir, final=posixpath.join(agent_dir, agent.name),
+                         tmp=posixpath.join(agent_dir, f".tmp-{secrets.token_hex(4)}-{agent.name}"))
+        if _exists(conn, state["final"]):
+            return
+        if "upload" not in state:
+            files = [(agent, posixpath.basename(state["tmp"]), sha256_file(agent))]
+            state["upload"] = _Upload(conn, state["dir"], files, state["dir"], None)
+        state["upload"].run(resuming)
+        _rename_into_place(conn, state["tmp"], state["final"])
+
     try:
-        _upload_verified(conn, agent_dir, [(agent, tmp_name, digest)], agent_dir, None)
-        _rename_into_place(conn, posixpath.join(agent_dir, tmp_name), final)
+        _resuming(conn, attempt)
     except BaseException:
-        _remove(conn, posixpath.join(agent_dir, tmp_name))
+        if "tmp" in state:
+            _remove(conn, state["tmp"])
         raise
-    return final
+    return state["final"]

@@ -1,7 +1,8 @@
 """SSH to a device: the only module of edgec that imports paramiko.
 
 Every network step has a timeout. Connection setup is retried with exponential backoff (a device that is
-booting or a flaky Wi-Fi link); nothing after it is ever retried here. Two watchdogs guard what paramiko cannot
+booting or a flaky Wi-Fi link); nothing after it is ever retried here (``edgec.deploy.push`` resumes an upload on
+a fresh connection with ``Connection.reconnect``, since an upload is idempotent; a benchmark is never retried). Two watchdogs guard what paramiko cannot
 time out by itself: a *stall* watchdog closes the transport when a transfer makes no progress for
 ``stall_timeout`` seconds (a dropped link makes ``sftp.put`` hang forever otherwise, even with channel timeouts
 and keepalives), and every remote command has a deadline after which the transport is closed as well.
@@ -69,11 +70,17 @@ class SshOptions:
     system_known_hosts: str | None = "/etc/ssh/ssh_known_hosts"
     trust_new_host: bool = False
     keepalive: int = 5
+    # How often a push whose link broke (stall, reset) reconnects and resumes the upload where the device's copy
+    # ends. Under heavy loss TCP's retransmission backoff alone can exceed any sane stall window, and a fresh
+    # connection starts with a fresh retransmission timer.
+    transfer_retries: int = 3
 
     def __post_init__(self):
         for name in ("connect_timeout", "command_timeout", "stall_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"SshOptions.{name} must be > 0")
+        if self.transfer_retries < 0 or self.retries < 0:
+            raise ValueError("SshOptions.retries and transfer_retries must be >= 0")
 
 
 @dataclass
@@ -161,11 +168,15 @@ def connect(target: SshTarget, options: SshOptions | None = None) -> Connection:
         DeviceError: unreachable after all retries, or authentication refused.
     """
     options = options or SshOptions()
+    return Connection(target, options, _connect_client(target, options))
+
+
+def _connect_client(target: SshTarget, options: SshOptions) -> paramiko.SSHClient:
     params = _resolve(target, options)
     delay, last = options.backoff, None
     for attempt in range(options.retries + 1):
         try:
-            return Connection(target, options, _open_client(target, options, params))
+            return _open_client(target, options, params)
         except HostKeyError:
             raise
         except paramiko.BadHostKeyException as exc:
@@ -263,6 +274,7 @@ class Connection:
     options: SshOptions
     client: paramiko.SSHClient
     bytes_sent: int = 0
+    closed: bool = False  # closed on purpose (by the caller, a farm deadline or Ctrl-C): never reconnected
     _sftp: paramiko.SFTPClient | None = field(default=None, repr=False)
 
     def __enter__(self):
@@ -273,7 +285,24 @@ class Connection:
 
     def close(self) -> None:
         """Close the connection; safe from another thread (frees a blocked transfer or command)."""
+        self.closed = True
         self.client.close()
+
+    def reconnect(self) -> None:
+        """Replace a broken connection by a new one (connection setup retried as in ``connect``).
+
+        Raises:
+            DeviceError: the connection was closed on purpose, or the device cannot be reached again.
+        """
+        if self.closed:
+            raise DeviceError(f"{self.target.label}: connection was closed; not reconnecting")
+        self.client.close()
+        self._sftp = None
+        client = _connect_client(self.target, self.options)
+        if self.closed:  # closed from another thread while we reconnected
+            client.close()
+            raise DeviceError(f"{self.target.label}: connection was closed; not reconnecting")
+        self.client = client
 
     @property
     def alive(self) -> bool:
@@ -297,18 +326,47 @@ class Connection:
         return transport
 
     @contextlib.contextmanager
-    def guarded(self, what: str, timeout: float):
-        """Run a block against a deadline: at ``timeout`` the transport is closed and DeviceTimeoutError raised;
-        a connection that breaks off raises DeviceError (the step may be half done: never retried)."""
+    def guarded(self, what: str, timeout: float, stall: bool = False):
+        """Run a block against a deadline: at ``timeout`` the transport is closed and DeviceTimeoutError raised
+        (TransferError "stalled" with ``stall``: a reply that should take a round trip); a connection that breaks
+        off raises DeviceError."""
         with _Watchdog(self._transport(what), None, time.monotonic() + timeout) as dog:
             try:
                 yield
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 if not dog.fired:
-                    raise DeviceError(f"{self.target.label}: connection lost during `{what}` ({exc or 'closed'}); "
-                                      "not retried") from None
+                    raise DeviceError(f"{self.target.label}: connection lost during `{what}` "
+                                      f"({exc or type(exc).__name__})") from None
+        if dog.fired and stall:
+            raise TransferError(f"{self.target.label}: `{what}` stalled (no reply for {timeout:g} s); link down or "
+                                "device hung; closed")
         if dog.fired:
             raise DeviceTimeoutError(f"{self.target.label}: `{what}` did not finish within {timeout:g} s; stopped")
+
+    def home(self) -> str:
+        """The user's home as the device's SFTP server sees it (where relative SFTP paths start)."""
+        with self.guarded("sftp realpath", self.options.stall_timeout, stall=True):
+            return self.sftp().normalize(".")
+
+    def stat(self, path: str) -> paramiko.SFTPAttributes | None:
+        """``path``'s attributes on the device, or None when it does not exist."""
+        with self.guarded("sftp stat", self.options.stall_timeout, stall=True):
+            try:
+                return self.sftp().stat(path)
+            except FileNotFoundError:
+                return None
+
+    def rename(self, old: str, new: str) -> bool:
+        """Atomic rename on the device (the posix-rename extension); False when the server refused it (e.g. the
+        target exists); DeviceError when the link failed."""
+        with self.guarded("sftp rename", self.options.stall_timeout, stall=True):
+            try:
+                self.sftp().posix_rename(old, new)
+            except OSError as exc:
+                if not self.alive or isinstance(exc, socket.timeout):
+                    raise
+                return False
+        return True
 
     def run(self, command: str, timeout: float | None = None, what: str | None = None) -> CommandResult:
         """Run ``command`` on the device and collect its output; the transport is closed at the deadline.
@@ -337,26 +395,27 @@ class Connection:
             channel.exec_command(command)
         return RemoteProcess(self, channel, what)
 
-    def put(self, local: str | os.PathLike, remote: str, progress=None) -> int:
+    def put(self, local: str | os.PathLike, remote: str, progress=None, offset: int = 0) -> int:
         """Upload one file with the stall watchdog; returns the bytes sent.
 
-        ``progress(sent, total)`` is called as bytes go out. A stall longer than ``stall_timeout`` closes the
-        connection and raises TransferError; so does a device that vanishes.
+        With ``offset``, the device already holds the file's first ``offset`` bytes and only the rest is sent
+        (a resumed upload). ``progress(position, total)`` is called as bytes go out. A stall longer than
+        ``stall_timeout`` closes the connection and raises TransferError; a failed write raises SftpWriteError.
         """
         total = os.path.getsize(local)
-        sent = [0]
+        sent = [offset]
         sftp = self.sftp()
 
-        def on_progress(done, size):
+        def on_progress(done):
             self.bytes_sent += done - sent[0]
             sent[0] = done
             dog.tick()
             if progress:
-                progress(done, size)
+                progress(done, total)
 
         with _Watchdog(self._transport("upload"), self.options.stall_timeout) as dog:
             try:
-                sftp.put(str(local), remote, callback=on_progress, confirm=True)
+                _write_file(sftp, local, remote, offset, total, on_progress)
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 if dog.fired:
                     raise TransferError(
@@ -365,6 +424,23 @@ class Connection:
                     ) from None
                 raise SftpWriteError(exc, sent[0], total) from None
         return total
+
+
+def _write_file(sftp, local, remote: str, offset: int, total: int, on_progress, chunk: int = 32768) -> None:
+    """Write ``local[offset:]`` at the same offset of ``remote`` (created or truncated when ``offset`` is 0), with
+    pipelined SFTP writes, then check the device's size (as ``SFTPClient.put(confirm=True)`` does)."""
+    with open(local, "rb") as source, sftp.open(remote, "r+b" if offset else "wb") as target:
+        target.set_pipelined(True)
+        source.seek(offset)
+        target.seek(offset)
+        position = offset
+        while data := source.read(chunk):
+            target.write(data)
+            position += len(data)
+            on_progress(position)
+    size = sftp.stat(remote).st_size
+    if size != total:
+        raise OSError(f"size mismatch: {remote} holds {size} bytes, {total} were sent")
 
 
 def _drain(channel, out: bytearray, err: bytearray, until_line: bool = False) -> int | None:
