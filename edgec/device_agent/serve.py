@@ -4,15 +4,25 @@ Each request is one line ``{"id": 1, "op": "info|check|load|bench|quit", ...}``;
 ``{"id": 1, "ok": true, "result": {...}}`` or ``{"id": 1, "ok": false, "error": {...}}``.
 ``check``/``load`` take ``bundle`` and ``threads``; ``bench`` takes ``bundle`` and the BenchOptions fields
 (``runs``, ``warmup``, ``threads``, ``duration_s``, ``power``, ...) and reuses a model ``load`` kept.
+
+When the client goes away (its SSH connection closed: Ctrl-C, a farm deadline, a dropped link that sshd noticed)
+the agent exits at once with HANGUP_EXIT, even in the middle of a benchmark: sshd closes the read end of the
+agent's stdout, which ``poll`` reports as an error on that descriptor. End of stdin alone is not a hang-up:
+``agent serve < requests.jsonl`` answers every request.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import select
+import threading
 
 from edgec.errors import UsageError
 
-__all__ = ["Server", "serve"]
+__all__ = ["HANGUP_EXIT", "Server", "serve"]
+
+HANGUP_EXIT = 129  # as a process killed by SIGHUP reports itself
 
 
 class Server:
@@ -55,10 +65,34 @@ def _respond(out, doc: dict) -> None:
     out.flush()
 
 
+def exit_when_reader_leaves(stream) -> threading.Thread | None:
+    """Watch ``stream`` (a pipe, socket or terminal) from a daemon thread and end the process when its reader is
+    gone; None where that cannot be watched (no ``poll``, or no file descriptor)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    if not hasattr(select, "poll"):
+        return None
+
+    def watch():
+        poller = select.poll()
+        poller.register(fd, 0)  # no events asked for: poll still reports POLLERR / POLLHUP / POLLNVAL
+        while True:
+            for _, event in poller.poll():
+                if event & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                    os._exit(HANGUP_EXIT)  # nobody can read a result any more; the benchmark is moot
+
+    thread = threading.Thread(target=watch, name="edgec-agent-hangup", daemon=True)
+    thread.start()
+    return thread
+
+
 def serve(stdin, stdout) -> None:
-    """Answer requests until ``quit`` or end of input."""
+    """Answer requests until ``quit`` or end of input; exit at once when ``stdout``'s reader goes away."""
     from edgec.device_agent.cli import error_doc
 
+    exit_when_reader_leaves(stdout)
     server = Server()
     for line in stdin:
         if not line.strip():

@@ -174,3 +174,41 @@ def test_bench_over_a_lossy_slow_link_completes(netns_farm, client_key, ssh_opts
     run = farm_bench(devices, bundles["big"], store=None, ssh=opts, options=QUICK, device_timeout=120)
     assert [o.error for o in run.outcomes] == [None, None]
     assert netns_farm.dropped_packets(lossy) > 10
+
+
+def agent_processes(server) -> list[int]:
+    """PIDs of agent ``serve`` processes started from this device's home (the devices share this host)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if entry.name.isdigit() and b"serve" in argv and any(str(server.home).encode() in a for a in argv):
+            found.append(int(entry.name))
+    return found
+
+
+def test_the_agent_on_the_device_stops_when_the_farm_gives_up_on_it(sshd, client_key, ssh_opts, bundles,
+                                                                     device_python, tmp_path):
+    """A deadline (like Ctrl-C) closes the connection mid-benchmark: the agent must not run on to its end."""
+    server = sshd()
+    trust(server, ssh_opts)
+    device = server.device(client_key, "d1", python=device_python)
+    seen_running = []
+
+    class Watch(FarmProgress):
+        def stage(self, name, stage, detail=""):
+            super().stage(name, stage, detail)
+            if stage == "benchmarking":
+                threading.Timer(1.0, lambda: seen_running.append(agent_processes(server))).start()
+
+    run = farm_bench([device], bundles["small"], store=ResultsStore(tmp_path / "r.db"), ssh=ssh_opts, parallel=1,
+                     device_timeout=6, options=BenchOptions(duration_s=60.0, warmup=2, idle_s=0, power="none"),
+                     progress=Watch([device], enabled=False))
+    assert run.outcomes[0].error["type"] == "DeviceTimeoutError"
+    assert seen_running and seen_running[0]  # it was benchmarking when the connection was closed
+    deadline = time.monotonic() + 10
+    while agent_processes(server) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert agent_processes(server) == []  # gone within seconds, not after the 60 s benchmark
