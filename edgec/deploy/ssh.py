@@ -7,10 +7,10 @@ time out by itself: a *stall* watchdog closes the transport when a transfer make
 ``stall_timeout`` seconds (a dropped link makes ``sftp.put`` hang forever otherwise, even with channel timeouts
 and keepalives), and every remote command has a deadline after which the transport is closed as well.
 
-Host keys are checked against ``known_hosts``; an unknown or changed key is refused with a message saying how to
-trust it. ``~/.ssh/config`` (HostName, Port, User, IdentityFile, ProxyCommand), private keys and ssh-agent
-are honoured; ``/etc/ssh/ssh_known_hosts`` is read too. Not honoured: ProxyJump, StrictHostKeyChecking and
-UserKnownHostsFile (edgec's own policy and ``known_hosts`` option apply).
+Host keys are checked against ``known_hosts`` (jump hosts' too); an unknown or changed key is refused with a
+message saying how to trust it. ``~/.ssh/config`` (HostName, Port, User, IdentityFile, ProxyCommand, ProxyJump),
+private keys and ssh-agent are honoured; ``/etc/ssh/ssh_known_hosts`` is read too. Not honoured:
+StrictHostKeyChecking and UserKnownHostsFile (edgec's own policy and ``known_hosts`` option apply).
 """
 
 from __future__ import annotations
@@ -111,13 +111,20 @@ def _resolve(target: SshTarget, options: SshOptions) -> dict:
             raise DeviceError(f"{target.label}: private key {keys[0]} not found; fix `key` or --device")
     else:
         keys = [k for k in (os.path.expanduser(k) for k in found.get("identityfile", [])) if os.path.isfile(k)]
+    command = None if found.get("proxycommand", "none").lower() == "none" else found["proxycommand"]
+    jump = found.get("proxyjump", "none")
+    jumps = [] if jump.lower() == "none" else [j for j in jump.split(",") if j.strip()]
+    if command and jumps:
+        raise DeviceError(f"{config_path}: host {target.host!r} sets both ProxyCommand and ProxyJump; keep one")
     return {
         "hostname": found.get("hostname", target.host),
         "port": int(target.port or found.get("port", 22)),
         "username": target.user or found.get("user") or getpass.getuser(),
         "key_filename": keys or None,
-        # ProxyCommand (e.g. `ssh -W %h:%p bastion`): a farm behind a jump host; tokens already expanded.
-        "proxy_command": None if found.get("proxycommand", "none").lower() == "none" else found["proxycommand"],
+        # A farm behind a jump host: ProxyCommand (e.g. `ssh -W %h:%p bastion`, tokens already expanded) or
+        # ProxyJump (`[user@]host[:port]`, comma-separated for a chain; each host looked up in the config too).
+        "proxy_command": command,
+        "proxy_jump": jumps,
     }
 
 
@@ -171,27 +178,16 @@ def connect(target: SshTarget, options: SshOptions | None = None) -> Connection:
     return Connection(target, options, _connect_client(target, options))
 
 
-def _connect_client(target: SshTarget, options: SshOptions) -> paramiko.SSHClient:
+def _connect_client(target: SshTarget, options: SshOptions) -> _Client:
+    """Connect (through the ProxyJump hosts, if any), retrying transient failures with exponential backoff."""
     params = _resolve(target, options)
+    hops = [(_jump_target(spec, target), None) for spec in params["proxy_jump"]] + [(target, params)]
     delay, last = options.backoff, None
     for attempt in range(options.retries + 1):
         try:
-            return _open_client(target, options, params)
-        except HostKeyError:
+            return _open_chain(hops, options)
+        except (HostKeyError, DeviceError):
             raise
-        except paramiko.BadHostKeyException as exc:
-            name = host_key_name(params["hostname"], params["port"])
-            raise HostKeyError(
-                f"{target.label}: host key CHANGED (now {exc.key.get_name()} {_fingerprint(exc.key)}, "
-                f"{options.known_hosts} has {_fingerprint(exc.expected_key)}); if the device was reinstalled, "
-                f"remove the old key with `ssh-keygen -R '{name}' -f {options.known_hosts}` and rerun with "
-                "--trust-new-host; otherwise someone may be intercepting the connection"
-            ) from None
-        except paramiko.AuthenticationException as exc:
-            raise DeviceError(
-                f"{target.label}: authentication as {params['username']!r} refused ({exc}); set `key` in the "
-                "inventory, add the key to ssh-agent, or check the user"
-            ) from None
         except BaseException as exc:
             if not _is_transient(exc):
                 raise
@@ -200,14 +196,84 @@ def _connect_client(target: SshTarget, options: SshOptions) -> paramiko.SSHClien
                 log.info("%s: connect failed (%s), retrying in %.1fs", target.label, exc, delay)
                 time.sleep(delay)
                 delay *= 2
+    via = f" via {', '.join(t.host for t, _ in hops[:-1])}" if len(hops) > 1 else ""
     raise DeviceError(
-        f"{target.label}: cannot connect after {options.retries + 1} attempts "
+        f"{target.label}: cannot connect{via} after {options.retries + 1} attempts "
         f"({type(last).__name__}: {last or 'no detail'}); check that the device is on and sshd is running"
     )
 
 
-def _open_client(target: SshTarget, options: SshOptions, params: dict) -> paramiko.SSHClient:
-    client = paramiko.SSHClient()
+def _jump_target(spec: str, target: SshTarget) -> SshTarget:
+    """``[user@]host[:port]`` of a ProxyJump entry (ssh:// URIs are not supported)."""
+    user, _, hostport = spec.strip().rpartition("@")
+    host, port = hostport, None
+    if hostport.count(":") == 1:
+        host, _, number = hostport.partition(":")
+        if not number.isdigit():
+            raise DeviceError(f"{target.label}: ProxyJump entry {spec!r} has a bad port; use [user@]host[:port]")
+        port = int(number)
+    if not host or spec.startswith("ssh://"):
+        raise DeviceError(f"{target.label}: cannot read ProxyJump entry {spec!r}; use [user@]host[:port]")
+    return SshTarget(host=host, port=port, user=user or None, name=f"jump host {host}")
+
+
+def _open_chain(hops: list[tuple[SshTarget, dict | None]], options: SshOptions) -> _Client:
+    """Open each hop through the previous one's ``direct-tcpip`` channel; the last client owns the others."""
+    opened: list[_Client] = []
+    try:
+        for hop, params in hops:
+            if params is None:  # a jump host: its HostName, Port, User, IdentityFile come from the config too
+                params = {**_resolve(hop, options), "proxy_command": None, "proxy_jump": []}
+            sock = None
+            if opened:
+                sock = opened[-1].get_transport().open_channel(
+                    "direct-tcpip", (params["hostname"], params["port"]), ("127.0.0.1", 0),
+                    timeout=options.connect_timeout)
+            elif params["proxy_command"]:
+                sock = paramiko.ProxyCommand(params["proxy_command"])
+            opened.append(_open_hop(hop, options, params, sock))
+    except BaseException:
+        for client in reversed(opened):
+            client.close()
+        raise
+    opened[-1].jumps = opened[:-1]
+    return opened[-1]
+
+
+def _open_hop(target: SshTarget, options: SshOptions, params: dict, sock) -> _Client:
+    """One authenticated connection; host-key and authentication failures become edgec's one-line errors."""
+    try:
+        return _open_client(target, options, params, sock)
+    except paramiko.BadHostKeyException as exc:
+        name = host_key_name(params["hostname"], params["port"])
+        raise HostKeyError(
+            f"{target.label}: host key CHANGED (now {exc.key.get_name()} {_fingerprint(exc.key)}, "
+            f"{options.known_hosts} has {_fingerprint(exc.expected_key)}); if the device was reinstalled, "
+            f"remove the old key with `ssh-keygen -R '{name}' -f {options.known_hosts}` and rerun with "
+            "--trust-new-host; otherwise someone may be intercepting the connection"
+        ) from None
+    except paramiko.AuthenticationException as exc:
+        raise DeviceError(
+            f"{target.label}: authentication as {params['username']!r} refused ({exc}); set `key` in the "
+            "inventory, add the key to ssh-agent, or check the user"
+        ) from None
+
+
+class _Client(paramiko.SSHClient):
+    """An SSH client that also closes the jump-host connections it was opened through."""
+
+    def __init__(self):
+        super().__init__()
+        self.jumps: list[_Client] = []
+
+    def close(self):
+        super().close()
+        for jump in reversed(self.jumps):
+            jump.close()
+
+
+def _open_client(target: SshTarget, options: SshOptions, params: dict, sock=None) -> _Client:
+    client = _Client()
     known_hosts = Path(os.path.expanduser(options.known_hosts))
     if known_hosts.is_file():
         client.load_host_keys(str(known_hosts))
@@ -216,7 +282,6 @@ def _open_client(target: SshTarget, options: SshOptions, params: dict) -> parami
     policy = _TrustOnFirstUse(known_hosts) if options.trust_new_host else _Refuse(known_hosts, target.label)
     client.set_missing_host_key_policy(policy)
     timeout = options.connect_timeout
-    sock = paramiko.ProxyCommand(params["proxy_command"]) if params["proxy_command"] else None
     try:
         client.connect(
             params["hostname"], port=params["port"], username=params["username"],
@@ -225,6 +290,8 @@ def _open_client(target: SshTarget, options: SshOptions, params: dict) -> parami
         )
     except BaseException:
         client.close()
+        if sock is not None:
+            sock.close()
         raise
     client.get_transport().set_keepalive(options.keepalive)
     return client

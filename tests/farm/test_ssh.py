@@ -171,3 +171,55 @@ def test_ssh_config_proxy_command_through_a_jump_host(sshd, client_key, ssh_opts
     bastion.stop()  # without the bastion there is no way through
     with pytest.raises(DeviceError, match="cannot connect after 2 attempts"):
         connect(SshTarget(host="behind-bastion"), replace(ssh_opts, connect_timeout=1))
+
+
+def only_reachable_from(netns_farm, server, allowed) -> None:
+    """Drop SSH to ``server`` from everywhere but ``allowed`` (this host included: it must go through a jump)."""
+    rules = (f"table inet edgecjump {{\n chain i {{ type filter hook input priority 0; "
+             f"tcp dport 22 ip saddr != {allowed.address} drop; }}\n}}\n")
+    subprocess.run(["ip", "netns", "exec", server.netns, "nft", "-f", "-"], input=rules, text=True, check=True,
+                   capture_output=True, timeout=30)
+
+
+def test_ssh_config_proxy_jump_reaches_a_device_only_the_jump_host_can_see(netns_farm, client_key, ssh_opts,
+                                                                         bundles):
+    from edgec.deploy.push import push_bundle
+
+    jump, board = netns_farm.add(1), netns_farm.add(2)
+    trust(jump, ssh_opts)
+    trust(board, ssh_opts)
+    only_reachable_from(netns_farm, board, jump)
+    Path(ssh_opts.ssh_config).write_text(
+        f"Host bastion\n  HostName {jump.address}\n  User root\n  IdentityFile {client_key}\n"
+        f"Host board\n  HostName {board.address}\n  User root\n  IdentityFile {client_key}\n  ProxyJump bastion\n"
+        f"Host board-direct\n  HostName {board.address}\n  User root\n  IdentityFile {client_key}\n")
+    quick = replace(ssh_opts, connect_timeout=2, retries=0)
+    with pytest.raises(DeviceError, match="cannot connect after 1 attempts"):
+        connect(SshTarget(host="board-direct"), quick)  # this host cannot reach the board itself
+    with connect(SshTarget(host="board"), ssh_opts) as conn:
+        assert conn.run("echo $HOME").stdout.strip() == str(board.home)
+        assert conn.run("echo $SSH_CONNECTION").stdout.split()[0] == jump.address  # it came from the jump host
+        report = push_bundle(conn, bundles["small"])  # SFTP through the jump works too
+        assert conn.stat(f"{report.remote_dir}/manifest.json") is not None
+        jump_transport = conn.client.jumps[0].get_transport()
+    assert not jump_transport.is_active()  # closing the connection closed the jump host's too
+    # A chain (`a,b`) goes through each in turn; `user@host:port` entries need no config of their own.
+    Path(ssh_opts.ssh_config).write_text(
+        f"Host *\n  IdentityFile {client_key}\n"
+        f"Host board\n  HostName {board.address}\n  User root\n  ProxyJump root@{jump.address}:22,root@{jump.address}\n")
+    with connect(SshTarget(host="board"), ssh_opts) as conn:
+        assert len(conn.client.jumps) == 2 and conn.run("true").exit_code == 0
+
+
+def test_proxy_jump_host_keys_are_checked_too(netns_farm, client_key, ssh_opts):
+    jump, board = netns_farm.add(1), netns_farm.add(2)
+    trust(board, ssh_opts)  # but not the jump host
+    Path(ssh_opts.ssh_config).write_text(
+        f"Host board\n  HostName {board.address}\n  User root\n  IdentityFile {client_key}\n"
+        f"  ProxyJump root@{jump.address}\n")
+    with pytest.raises(HostKeyError, match=rf"jump host {jump.address} .*unknown host key .*--trust-new-host"):
+        connect(SshTarget(host="board"), ssh_opts)
+    Path(ssh_opts.ssh_config).write_text(
+        f"Host board\n  HostName {board.address}\n  ProxyJump root@{jump.address}\n  ProxyCommand nc %h %p\n")
+    with pytest.raises(DeviceError, match="sets both ProxyCommand and ProxyJump; keep one"):
+        connect(SshTarget(host="board"), ssh_opts)
