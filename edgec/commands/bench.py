@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from edgec.commands._output import echo_json
+from edgec.commands.farm import device_options
 from edgec.device_agent.client import bench_argv, parse_output
 from edgec.device_agent.options import BenchOptions
 from edgec.errors import InputError, UsageError
@@ -108,24 +109,24 @@ def _options(runs, warmup, threads, duration, power, power_command, power_model,
 @click.option("--power-interval", type=float, default=0.02, show_default=True,
               help="Seconds between power samples (meter commands and vcgencmd are read at most every 0.1-0.2 s).")
 @click.option("--sysfs-root", default="/sys", show_default=True, help="Where the sensors are (tests: a fake tree).")
-@click.option("--inventory", type=click.Path(dir_okay=False), default=None,
-              help="Device inventory for --device NAME (default ./devices.toml, then ~/.edgec/devices.toml).")
-@click.option("--trust-new-host", is_flag=True, help="Record an unknown SSH host key on first use.")
+@device_options
 @click.option("--results", type=click.Path(dir_okay=False), default=None,
               help="Results database; remote runs are stored by default in ~/.edgec/results.db, local runs only "
                    "when this is given.")
 @click.option("--json", "as_json", is_flag=True, help="Print the BenchResult JSON document.")
 def bench_cmd(bundle, device, runs, warmup, threads, duration, power, power_command, power_model, idle,
-              power_interval, sysfs_root, inventory, trust_new_host, results, as_json):
+              power_interval, sysfs_root, inventory, trust_new_host, connect_timeout, stall_timeout, transfer_retries,
+              results, as_json):
     """Benchmark BUNDLE with the device agent: latency, throughput, memory, power and energy, and the
     conditions it ran under."""
     needs_model = "estimated" in power.split(",") and not power_model
     options = _options(runs, warmup, threads, duration, power, power_command, power_model, idle, sysfs_root,
                        power_interval, profile=_device_profile(device, inventory) if needs_model else "host")
     if device != LOCAL:  # user@host[:port] or an inventory NAME: the SSH deploy layer
-        from edgec.commands.farm import run_remote
+        from edgec.commands.farm import run_remote, ssh_options
 
-        doc = run_remote(bundle, device, options, inventory=inventory, trust_new_host=trust_new_host, results=results)
+        ssh = ssh_options(trust_new_host, connect_timeout, stall_timeout, transfer_retries)
+        doc = run_remote(bundle, device, options, inventory=inventory, ssh=ssh, results=results)
     else:
         doc = run_local(bundle, options, quiet=as_json)
         if results:

@@ -81,7 +81,7 @@ def push_cmd(bundle, device_spec, inventory, trust_new_host, connect_timeout, st
 
 
 def run_remote(bundle, device_spec: str, options, inventory=None, trust_new_host: bool = False,
-               results=None, store_results: bool = True, timeout: float = 600.0) -> dict:
+               results=None, store_results: bool = True, timeout: float = 600.0, ssh=None) -> dict:
     """``edgec bench --device``: push if needed, run the agent on the device, store and return its result."""
     from edgec.bundle import Bundle
     from edgec.deploy.inventory import resolve_device
@@ -92,7 +92,7 @@ def run_remote(bundle, device_spec: str, options, inventory=None, trust_new_host
     opened = Bundle(bundle)
     store = ResultsStore(results) if store_results else None
     try:
-        done = bench_on_device(device, opened, options, ssh_options(trust_new_host), timeout=timeout)
+        done = bench_on_device(device, opened, options, ssh or ssh_options(trust_new_host), timeout=timeout)
     except Exception as exc:
         if store is not None and not isinstance(exc, KeyboardInterrupt):
             store.record(bundle_id=opened.bundle_id, device=device.name, address=device.address,

@@ -69,12 +69,17 @@ def test_bench_on_a_remote_device_prints_and_stores_the_result(sshd, home, bundl
     server = sshd()
     inv = inventory(home, [("pi", server, device_python)])
     done = edgec(home, "bench", str(bundles["small"].path), "--device", "pi", "--inventory", str(inv),
-                 "--trust-new-host", "--runs", "20", "--idle", "0", "--json")
+                 "--trust-new-host", "--runs", "20", "--idle", "0", "--json",
+                 "--connect-timeout", "5", "--stall-timeout", "5", "--transfer-retries", "1")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["bundle_id"] == bundles["small"].bundle_id and doc["latency_ms"]["count"] == 20
     listed = json.loads(edgec(home, "results", "list", "--json").stdout)  # default ~/.edgec/results.db
     assert [(r["device"], r["status"]) for r in listed] == [("pi", "ok")]
+    server.stop()  # the SSH options reach the connection: a gone device fails after 1 + 3 retries, quickly
+    gone = edgec(home, "bench", str(bundles["small"].path), "--device", "pi", "--inventory", str(inv),
+                 "--runs", "20", "--connect-timeout", "0.5")
+    assert gone.returncode != 0 and "cannot connect after 4 attempts" in gone.stderr
 
 
 def test_remote_estimated_power_uses_the_device_profile_not_the_host(sshd, home, bundles, device_python):
