@@ -8,9 +8,9 @@ time out by itself: a *stall* watchdog closes the transport when a transfer make
 and keepalives), and every remote command has a deadline after which the transport is closed as well.
 
 Host keys are checked against ``known_hosts`` (jump hosts' too); an unknown or changed key is refused with a
-message saying how to trust it. ``~/.ssh/config`` (HostName, Port, User, IdentityFile, ProxyCommand, ProxyJump),
-private keys and ssh-agent are honoured; ``/etc/ssh/ssh_known_hosts`` is read too. Not honoured:
-StrictHostKeyChecking and UserKnownHostsFile (edgec's own policy and ``known_hosts`` option apply).
+message saying how to trust it. ``~/.ssh/config`` (HostName, Port, User, IdentityFile, ProxyCommand, ProxyJump,
+UserKnownHostsFile, and StrictHostKeyChecking ``accept-new``/``no`` as ``--trust-new-host``: a changed key is
+always refused), private keys and ssh-agent are honoured; ``/etc/ssh/ssh_known_hosts`` is read too.
 """
 
 from __future__ import annotations
@@ -116,7 +116,15 @@ def _resolve(target: SshTarget, options: SshOptions) -> dict:
     jumps = [] if jump.lower() == "none" else [j for j in jump.split(",") if j.strip()]
     if command and jumps:
         raise DeviceError(f"{config_path}: host {target.host!r} sets both ProxyCommand and ProxyJump; keep one")
+    # Host-key settings of the config apply unless the caller chose its own known_hosts file. OpenSSH's "no"
+    # would also accept a changed key; edgec never does, so "no" and "accept-new" both mean --trust-new-host.
+    known_hosts = [options.known_hosts]
+    if options.known_hosts == SshOptions.known_hosts and found.get("userknownhostsfile"):
+        known_hosts = found["userknownhostsfile"].split()
+    strict = found.get("stricthostkeychecking", "ask").lower()
     return {
+        "known_hosts": [Path(os.path.expanduser(k)) for k in known_hosts],
+        "trust_new_host": options.trust_new_host or strict in ("accept-new", "no", "off", "false"),
         "hostname": found.get("hostname", target.host),
         "port": int(target.port or found.get("port", 22)),
         "username": target.user or found.get("user") or getpass.getuser(),
@@ -245,11 +253,11 @@ def _open_hop(target: SshTarget, options: SshOptions, params: dict, sock) -> _Cl
     try:
         return _open_client(target, options, params, sock)
     except paramiko.BadHostKeyException as exc:
-        name = host_key_name(params["hostname"], params["port"])
+        name, known_hosts = host_key_name(params["hostname"], params["port"]), params["known_hosts"][0]
         raise HostKeyError(
             f"{target.label}: host key CHANGED (now {exc.key.get_name()} {_fingerprint(exc.key)}, "
-            f"{options.known_hosts} has {_fingerprint(exc.expected_key)}); if the device was reinstalled, "
-            f"remove the old key with `ssh-keygen -R '{name}' -f {options.known_hosts}` and rerun with "
+            f"{known_hosts} has {_fingerprint(exc.expected_key)}); if the device was reinstalled, "
+            f"remove the old key with `ssh-keygen -R '{name}' -f {known_hosts}` and rerun with "
             "--trust-new-host; otherwise someone may be intercepting the connection"
         ) from None
     except paramiko.AuthenticationException as exc:
@@ -274,12 +282,13 @@ class _Client(paramiko.SSHClient):
 
 def _open_client(target: SshTarget, options: SshOptions, params: dict, sock=None) -> _Client:
     client = _Client()
-    known_hosts = Path(os.path.expanduser(options.known_hosts))
+    known_hosts, *others = params["known_hosts"]
     if known_hosts.is_file():
-        client.load_host_keys(str(known_hosts))
-    if options.system_known_hosts and os.path.isfile(options.system_known_hosts):
-        client.load_system_host_keys(options.system_known_hosts)  # read, never written
-    policy = _TrustOnFirstUse(known_hosts) if options.trust_new_host else _Refuse(known_hosts, target.label)
+        client.load_host_keys(str(known_hosts))  # where a trusted new key is recorded
+    for path in [*others, options.system_known_hosts]:
+        if path and os.path.isfile(path):
+            client.load_system_host_keys(str(path))  # read, never written
+    policy = _TrustOnFirstUse(known_hosts) if params["trust_new_host"] else _Refuse(known_hosts, target.label)
     client.set_missing_host_key_policy(policy)
     timeout = options.connect_timeout
     try:

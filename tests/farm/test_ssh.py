@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from farm_testbed import free_port, make_key, trust
 
-from edgec.deploy.ssh import SshTarget, connect
+from edgec.deploy.ssh import SshOptions, SshTarget, connect
 from edgec.errors import DeviceError, DeviceTimeoutError, HostKeyError
 
 
@@ -55,6 +55,31 @@ def test_changed_host_key_is_refused_even_with_trust_new_host(sshd, client_key, 
     for opts in (ssh_opts, replace(ssh_opts, trust_new_host=True)):
         with pytest.raises(HostKeyError, match=r"CHANGED.*ssh-keygen -R '\[127.0.0.1\]:\d+'"):
             connect(server.device(client_key, "d1").ssh_target(), opts)
+
+
+def test_ssh_config_user_known_hosts_file_and_accept_new(sshd, client_key, ssh_opts, tmp_path, monkeypatch):
+    """A farm's own known_hosts and `StrictHostKeyChecking accept-new` in ~/.ssh/config: unknown keys are recorded
+    there (not in ~/.ssh/known_hosts); a changed key is still refused, naming that file."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    opts = SshOptions(ssh_config=ssh_opts.ssh_config, connect_timeout=5, retries=0)  # default known_hosts
+    server = sshd()
+    farm_known = tmp_path / "farm_known_hosts"
+    config = (f"Host pi\n  HostName 127.0.0.1\n  Port {server.port}\n  User root\n  IdentityFile {client_key}\n"
+              f"  UserKnownHostsFile {farm_known}\n")
+    Path(opts.ssh_config).write_text(config)
+    with pytest.raises(HostKeyError, match=rf"unknown host key .*not in {farm_known}"):
+        connect(SshTarget(host="pi"), opts)
+    Path(opts.ssh_config).write_text(config + "  StrictHostKeyChecking accept-new\n")
+    with connect(SshTarget(host="pi"), opts) as conn:
+        assert conn.run("true").exit_code == 0
+    assert farm_known.read_text().split()[:3] == server.host_key_line().split()[:3]
+    assert not (tmp_path / "home" / ".ssh" / "known_hosts").exists()
+    server.stop()
+    (server.root / "host_ed25519").unlink()
+    (server.root / "host_ed25519.pub").unlink()
+    server.start()  # a new key at the same address
+    with pytest.raises(HostKeyError, match=rf"CHANGED.*-f {farm_known}"):
+        connect(SshTarget(host="pi"), opts)
 
 
 def test_ssh_config_alias_supplies_hostname_port_user_and_key(sshd, client_key, ssh_opts):
