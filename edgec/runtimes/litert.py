@@ -10,7 +10,11 @@ Importable on the device: Python 3.9 syntax, no edgec.compiler, torch or TensorF
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
+import tempfile
 
 from edgec.errors import BundleError, RuntimeMissingError
 
@@ -68,6 +72,30 @@ def version() -> str:
     return str(getattr(top, "__version__", "unknown"))
 
 
+@contextlib.contextmanager
+def _without_delegate_notice():
+    """Drop the "INFO: Created TensorFlow Lite XNNPACK delegate" line that LiteRT's C++ prints on stderr when it
+    applies XNNPACK (it cannot be turned off from Python); anything else it writes there is passed on."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (an embedding application): leave it alone
+        yield
+        return
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().splitlines(keepends=True)
+                    if not line.startswith(b"INFO: Created TensorFlow Lite XNNPACK delegate")]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
 class LiteRTSession:
     """One loaded .tflite model. ``run`` takes arrays in input order and returns arrays in output order."""
 
@@ -76,7 +104,8 @@ class LiteRTSession:
         self.package = pip_name
         try:
             self._interp = module.Interpreter(model_path=str(path), num_threads=int(threads) if threads else None)
-            self._interp.allocate_tensors()
+            with _without_delegate_notice():
+                self._interp.allocate_tensors()
         except ImportError as exc:  # tflite-runtime 2.14 imports beside numpy 2 but fails here (_ARRAY_API)
             raise RuntimeMissingError(f"{pip_name} is installed but cannot run here ({exc}); "
                                       f"install the maintained runtime with: {INSTALL_HINT}") from exc

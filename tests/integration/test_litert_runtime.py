@@ -87,3 +87,19 @@ print(json.dumps([m for m in sys.modules if m.split('.')[0] in ('tensorflow', 't
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_xnnpack_notice_stays_off_the_console(tflite_and_keras):
+    """LiteRT's C++ prints it once per process, so a fresh one: loading and running print nothing at all."""
+    code = f"from edgec.runtimes import litert; import numpy as np; litert.load({str(tflite_and_keras[0])!r}).run(" \
+           "[np.zeros((1, 8), np.float32)])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
+
+
+def test_other_stderr_output_while_loading_is_passed_on(capfd):
+    import os
+
+    with litert._without_delegate_notice():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nERROR: something real\n")
+    assert capfd.readouterr().err == "ERROR: something real\n"
