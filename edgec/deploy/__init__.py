@@ -1,19 +1,21 @@
 """Deploying bundles to devices over SSH and benchmarking them there, one device or a farm.
 
-Modules (``ssh`` is the only one that imports paramiko):
+Modules (``ssh`` and its private ``_ssh_connect`` are the only ones that import paramiko):
 
-- ``ssh``        connect with retries and backoff, host-key policy, ~/.ssh/config, keys and ssh-agent;
-                 every step has a timeout; a stall watchdog frees transfers on a dead link.
+- ``ssh``        connections: every step has a timeout; a stall watchdog frees transfers on a dead link;
+                 ``_ssh_connect`` opens them (retries and backoff, host-key policy, ~/.ssh/config with
+                 ProxyJump chains, keys and ssh-agent).
 - ``inventory``  the devices.toml inventory and ``--device user@host[:port]|NAME``.
 - ``push``       the content-addressed bundle store on the device (``~/.edgec/bundles/<bundle_id>``):
-                 upload to a temporary name, sha256-check on the device, rename; the agent the same way.
+                 upload to a temporary name, sha256-check on the device, rename; the agent the same way;
+                 a broken link is reconnected and the upload resumed.
 - ``remote``     run the agent (``edgec.device_agent`` zipapp) on one device: info, runtime check, bench.
 - ``farm``       many devices in parallel with deadlines, Ctrl-C handling and a live display.
 - ``results``    the SQLite results store with forward migrations.
 
 Decisions: remote benchmarks (``edgec bench --device`` and ``edgec farm bench``) are stored by default in
 ``~/.edgec/results.db``; a local ``edgec bench`` is stored only with ``--results PATH``. Connection setup is
-retried; nothing after it is.
+retried and uploads are resumed; a benchmark is never retried.
 """
 
 from __future__ import annotations
