@@ -26,6 +26,10 @@ from edgec.errors import DeviceError, RuntimeMissingError
 __all__ = ["AgentSession", "RemoteBench", "agent_call", "agent_zipapp", "bench_on_device", "check_runtime",
            "device_info", "install_command"]
 
+# The agent session ends itself when no line came from us for this long (a link that died without sshd noticing:
+# otherwise its benchmark would run on and skew the device's next measurement); we send one every quarter of it.
+HEARTBEAT_S = 60.0
+
 # What to pip-install on a device for each runtime (the agent also needs numpy).
 _PIP = {"onnxruntime": "numpy onnxruntime", "litert": "numpy ai-edge-litert"}
 
@@ -96,8 +100,9 @@ class AgentSession:
 
     def __init__(self, conn: Connection, device: Device, agent: str):
         self.conn, self.device, self._id = conn, device, 0
-        argv = [device.python, agent, "serve"]
-        self.proc = conn.start(" ".join(shlex.quote(a) for a in argv), what="agent serve")
+        argv = [device.python, agent, "serve", "--heartbeat", f"{HEARTBEAT_S:g}"]
+        self.proc = conn.start(" ".join(shlex.quote(a) for a in argv), what="agent serve",
+                               heartbeat=HEARTBEAT_S / 4)
 
     def request(self, op: str, timeout: float, **args) -> dict:
         """Send one request and wait (at most ``timeout``) for its answer; raises what the agent reported."""

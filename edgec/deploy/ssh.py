@@ -216,13 +216,14 @@ class Connection:
             raise DeviceError(f"{self.target.label}: connection lost during `{what}` (no exit status); not retried")
         return CommandResult(code, out.decode(errors="replace"), err.decode(errors="replace"))
 
-    def start(self, command: str, what: str | None = None) -> RemoteProcess:
-        """Start a long-lived command whose stdin/stdout carry lines (the agent's ``serve``)."""
+    def start(self, command: str, what: str | None = None, heartbeat: float | None = None) -> RemoteProcess:
+        """Start a long-lived command whose stdin/stdout carry lines (the agent's ``serve``); with ``heartbeat``,
+        a blank line goes to it every ``heartbeat`` seconds while a reply is awaited."""
         what = what or command.split()[0]
         with self.guarded(what, self.options.connect_timeout + 1):
             channel = self._transport(what).open_session(timeout=self.options.connect_timeout)
             channel.exec_command(command)
-        return RemoteProcess(self, channel, what)
+        return RemoteProcess(self, channel, what, heartbeat)
 
     def put(self, local: str | os.PathLike, remote: str, progress=None, offset: int = 0) -> int:
         """Upload one file with the stall watchdog; returns the bytes sent.
@@ -272,12 +273,20 @@ def _write_file(sftp, local, remote: str, offset: int, total: int, on_progress, 
         raise OSError(f"size mismatch: {remote} holds {size} bytes, {total} were sent")
 
 
-def _drain(channel, out: bytearray, err: bytearray, until_line: bool = False) -> int | None:
+def _drain(channel, out: bytearray, err: bytearray, until_line: bool = False,
+           heartbeat: float | None = None) -> int | None:
     """Read stdout and stderr as they come (either may fill its window) until EOF; the exit code (-1 when the
-    connection died). With ``until_line``, return None as soon as ``out`` holds a whole line."""
+    connection died). With ``until_line``, return None as soon as ``out`` holds a whole line. With
+    ``heartbeat``, send the command a blank line every ``heartbeat`` seconds while waiting."""
+    sent = time.monotonic()
     while True:
         if until_line and b"\n" in out:
             return None
+        if heartbeat and time.monotonic() - sent >= heartbeat:
+            sent = time.monotonic()
+            if not (channel.closed or channel.eof_received or channel.exit_status_ready()):
+                with contextlib.suppress(OSError):  # it may be exiting: its EOF and exit code tell the rest
+                    channel.sendall(b"\n")
         if channel.recv_ready():
             out.extend(channel.recv(65536))
         elif channel.recv_stderr_ready():
@@ -291,8 +300,9 @@ def _drain(channel, out: bytearray, err: bytearray, until_line: bool = False) ->
 class RemoteProcess:
     """A command running on the device, talked to in lines; every read has a deadline."""
 
-    def __init__(self, conn: Connection, channel, what: str):
+    def __init__(self, conn: Connection, channel, what: str, heartbeat: float | None = None):
         self.conn, self.channel, self.what = conn, channel, what
+        self.heartbeat = heartbeat  # seconds between blank lines sent while waiting (the agent's --heartbeat)
         self.out, self.err = bytearray(), bytearray()
         self.exit_code: int | None = None
 
@@ -303,7 +313,7 @@ class RemoteProcess:
     def read_line(self, timeout: float) -> str | None:
         """The next stdout line, or None when the command ended first (then ``exit_code`` is set)."""
         with self.conn.guarded(self.what, timeout):
-            code = _drain(self.channel, self.out, self.err, until_line=True)
+            code = _drain(self.channel, self.out, self.err, until_line=True, heartbeat=self.heartbeat)
         if code is not None:
             self.exit_code = code
             if code == -1:

@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--power-interval", type=float, default=0.02, dest="power_interval_s")
     bench.add_argument("--idle", type=float, default=1.0, dest="idle_s", help="seconds of idle power sampling")
     bench.add_argument("--sysfs-root", default="/sys")
-    commands.add_parser("serve", help="JSON lines on stdin/stdout: {id, op: info|check|load|bench|quit, ...}")
+    serve = commands.add_parser("serve", help="JSON lines on stdin/stdout: {id, op: info|check|load|bench|quit, ...}")
+    serve.add_argument("--heartbeat", type=float, default=None,
+                       help="exit when no input line (blank ones count) came for this many seconds")
     return parser
 
 
@@ -110,7 +112,7 @@ def _dispatch(args) -> dict | None:
         return run_bench(args.bundle, _bench_options(args))
     from edgec.device_agent.serve import serve
 
-    serve(sys.stdin, sys.stdout)
+    serve(sys.stdin, sys.stdout, heartbeat=args.heartbeat)
     return None
 
 

@@ -8,15 +8,19 @@ Each request is one line ``{"id": 1, "op": "info|check|load|bench|quit", ...}``;
 When the client goes away (its SSH connection closed: Ctrl-C, a farm deadline, a dropped link that sshd noticed)
 the agent exits at once with HANGUP_EXIT, even in the middle of a benchmark: sshd closes the read end of the
 agent's stdout, which ``poll`` reports as an error on that descriptor. End of stdin alone is not a hang-up:
-``agent serve < requests.jsonl`` answers every request.
+``agent serve < requests.jsonl`` answers every request. A link that dies silently (no FIN reaches the device, so
+sshd keeps the session) is caught by ``serve --heartbeat S``: the client sends a blank line every few seconds
+while it waits, and the agent exits when none came for S seconds.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import select
 import threading
+import time
 
 from edgec.errors import UsageError
 
@@ -88,13 +92,44 @@ def exit_when_reader_leaves(stream) -> threading.Thread | None:
     return thread
 
 
-def serve(stdin, stdout) -> None:
-    """Answer requests until ``quit`` or end of input; exit at once when ``stdout``'s reader goes away."""
+def _lines(stdin, heartbeat: float | None):
+    """stdin's lines. With ``heartbeat``, a daemon thread reads them (so input keeps flowing while a request
+    runs) and ends the process when a request has run ``heartbeat`` seconds with no line, blank ones included,
+    from the client. Between requests the client may be busy elsewhere (pushing a bundle): no limit then."""
+    if not heartbeat:
+        yield from stdin
+        return
+    lines: queue.Queue = queue.Queue()
+    state = {"last": time.monotonic(), "busy": False}
+
+    def read():
+        for line in stdin:
+            state["last"] = time.monotonic()
+            if line.strip():
+                lines.put(line)
+        lines.put(None)
+
+    def watch():
+        while not (state["busy"] and time.monotonic() - state["last"] > heartbeat):
+            time.sleep(min(1.0, heartbeat / 4))
+        os._exit(HANGUP_EXIT)  # the client went silent mid-request: its link died without anyone closing it
+
+    threading.Thread(target=read, name="edgec-agent-stdin", daemon=True).start()
+    threading.Thread(target=watch, name="edgec-agent-heartbeat", daemon=True).start()
+    while (line := lines.get()) is not None:
+        state["last"], state["busy"] = time.monotonic(), True
+        yield line
+        state["busy"] = False
+
+
+def serve(stdin, stdout, heartbeat: float | None = None) -> None:
+    """Answer requests until ``quit`` or end of input; exit at once when ``stdout``'s reader goes away, and after
+    ``heartbeat`` seconds without input (the client sends blank lines while it waits)."""
     from edgec.device_agent.cli import error_doc
 
     exit_when_reader_leaves(stdout)
     server = Server()
-    for line in stdin:
+    for line in _lines(stdin, heartbeat):
         if not line.strip():
             continue
         try:

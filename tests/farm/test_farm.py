@@ -57,7 +57,7 @@ def test_eight_devices_one_killed_mid_run_gives_seven_results_and_one_failure(
     assert all(r["latency_ms_p50"] > 0 for r in rows if r["status"] == "ok")
     # Never retried: one agent session was started on the victim (a retry would need another).
     calls = (victim.home / "agent-calls.log").read_text().splitlines()
-    assert sum(line.endswith(" serve") for line in calls) == 1
+    assert sum(" serve --heartbeat " in line for line in calls) == 1
 
 
 def test_a_device_that_goes_silent_is_stopped_at_the_deadline(netns_farm, client_key, ssh_opts, bundles,
@@ -212,3 +212,31 @@ def test_the_agent_on_the_device_stops_when_the_farm_gives_up_on_it(sshd, client
     while agent_processes(server) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert agent_processes(server) == []  # gone within seconds, not after the 60 s benchmark
+
+
+def test_the_agent_stops_when_its_link_dies_silently(netns_farm, client_key, ssh_opts, bundles, device_python,
+                                                     tmp_path, monkeypatch):
+    """Link down mid-benchmark: no FIN reaches the device, so its sshd keeps the session; without the heartbeat
+    the agent would benchmark on for 60 s (and skew the device's next measurement)."""
+    from edgec.deploy import remote
+
+    monkeypatch.setattr(remote, "HEARTBEAT_S", 3.0)
+    server = netns_farm.add(1)
+    trust(server, ssh_opts)
+    device = server.device(client_key, "d1", python=device_python)
+    cut = []
+
+    def link_down():
+        cut.append(agent_processes(server))
+        netns_farm.link(server, up=False)
+
+    progress = KillDuringBench([device], "d1", link_down, delay=1.0)
+    run = farm_bench([device], bundles["small"], store=ResultsStore(tmp_path / "r.db"), ssh=ssh_opts, parallel=1,
+                     device_timeout=8, options=BenchOptions(duration_s=60.0, warmup=2, idle_s=0, power="none"),
+                     progress=progress)
+    assert run.outcomes[0].error["type"] == "DeviceTimeoutError"
+    assert cut and cut[0]  # the agent was benchmarking when the link went down
+    deadline = time.monotonic() + 10
+    while agent_processes(server) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert agent_processes(server) == []  # the link is still down: only the heartbeat can have ended it

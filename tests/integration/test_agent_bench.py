@@ -220,3 +220,38 @@ def test_edgec_bench_power_from_meter_command_and_profile_model(bundle, tmp_path
     assert done.returncode == 0, done.stderr
     assert "estimated (not measured)" in done.stdout and "ESTIMATED" in done.stdout
     assert f"{active_w:.2f} W" in done.stdout and f"{idle_w:.2f} W" in done.stdout
+
+
+def test_serve_heartbeat_ends_a_request_whose_client_went_silent(agent, bundle):
+    """`serve --heartbeat S`: a benchmark running S s with no line from the client (a link that died silently)
+    ends the agent; a client that sends blank lines while it waits, or idles between requests, is served."""
+    proc = subprocess.Popen([sys.executable, str(agent), "serve", "--heartbeat", "1.5"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    bench = {"op": "bench", "bundle": str(bundle), "duration_s": 3.0, "warmup": 2, "power": "none", "idle_s": 0}
+    try:
+        time.sleep(2.5)  # idle between requests longer than the heartbeat: no limit then
+        proc.stdin.write(json.dumps({"id": 1, **bench}) + "\n")
+        proc.stdin.flush()
+        beats = threading.Event()
+
+        def beat():
+            while not beats.wait(0.3):
+                proc.stdin.write("\n")
+                proc.stdin.flush()
+
+        beating = threading.Thread(target=beat)
+        beating.start()
+        try:
+            answer = json.loads(proc.stdout.readline())  # 3 s benchmark, kept alive by blank lines
+        finally:
+            beats.set()
+            beating.join()
+        assert answer["ok"] and answer["result"]["timing"]["window_s"] >= 3.0
+        proc.stdin.write(json.dumps({"id": 2, **bench, "duration_s": 30.0}) + "\n")
+        proc.stdin.flush()
+        started = time.monotonic()
+        assert proc.wait(timeout=20) == 129  # silent client: gone after ~1.5 s, not after the 30 s benchmark
+        assert time.monotonic() - started < 10
+    finally:
+        proc.kill()
+        proc.wait()
