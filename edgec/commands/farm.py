@@ -76,6 +76,8 @@ def push_cmd(bundle, device_spec, inventory, trust_new_host, connect_timeout, st
                    "nothing sent")
     else:
         resumed = f", resumed {report.resumes}x after the link broke" if report.resumes else ""
+        if report.continued_partial:
+            resumed += ", continued an earlier push's partial upload"
         click.echo(f"{device.name}: pushed bundle {report.bundle_id[:16]} to {report.remote_dir} "
                    f"({human_bytes(report.bytes_sent)}, {report.seconds:.2f} s{resumed}, sha256 checked on the device)")
 

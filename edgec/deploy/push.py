@@ -2,19 +2,23 @@
 
 On the device::
 
-    ~/.edgec/bundles/<bundle_id>/        one directory per bundle (bundle_id = sha256 of manifest.json)
-    ~/.edgec/bundles/.tmp-<id16>-<rnd>/  an upload in progress; never used as a bundle
+    ~/.edgec/bundles/<bundle_id>/           one directory per bundle (bundle_id = sha256 of manifest.json)
+    ~/.edgec/bundles/.partial-<bundle_id>/  an upload in progress or cut off; never used as a bundle
     ~/.edgec/agent/edgec-agent-<sha16>.pyz
 
 A bundle directory exists under its final name only once every file was uploaded and its sha256 checked on the
 device (``sha256sum -c``), so an interrupted push never leaves a bundle that looks complete, and the bundles
-pushed before stay usable. Pushing a bundle that is already there sends no model bytes. Leftover ``.tmp-*``
-uploads older than an hour are removed by later pushes.
+pushed before stay usable. Pushing a bundle that is already there sends no model bytes.
 
 A link that breaks mid-push (the stall watchdog fired, the connection was reset) is reconnected and the upload
 resumes where the device's copy ends, up to ``SshOptions.transfer_retries`` times: under heavy packet loss TCP's
 retransmission backoff alone can outlast any stall window, and a fresh connection starts with a fresh timer.
-Nothing is resumed after a deadline, a refused host key, a full disk or a failed sha256 check.
+Nothing is resumed after a deadline, a refused host key, a full disk or a failed sha256 check. When every retry
+fails, the partial upload stays on the device under a name fixed by the bundle's content, and the next push of
+that bundle continues it (as ``rsync --partial`` would); so does a push stopped by Ctrl-C. Other failures remove
+it. Partial uploads untouched for a day, and the agent's ``.tmp-*`` uploads after an hour, are removed by later
+pushes. Two pushes of the same bundle to one device at the same time write the same bytes to the same offsets;
+if one of them truncates a file the other is checking, that check fails and says to push again.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ __all__ = ["PushReport", "install_agent", "push_bundle", "remote_home"]
 
 log = logging.getLogger(__name__)
 
-STALE_MINUTES = 60
+STALE_MINUTES = 60  # the agent's .tmp-* uploads
+PARTIAL_MINUTES = 24 * 60  # a bundle's .partial-* upload, kept for the next push to continue
 
 
 @dataclass
@@ -49,7 +54,8 @@ class PushReport:
     bytes_sent: int
     seconds: float
     resumes: int = 0  # times the link broke and the upload went on over a fresh connection
-    resumed_at: list[int] = field(default_factory=list)  # bundle byte offsets where those resumed uploads began
+    resumed_at: list[int] = field(default_factory=list)  # bundle byte offsets where resumed uploads began
+    continued_partial: bool = False  # it went on from a partial upload an earlier push left on the device
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,9 +91,10 @@ def _free_bytes(conn: Connection, directory: str, setup: str = "", timeout: floa
 def _prepare_store(conn: Connection, store: str, need: int, dirs: list[str]) -> None:
     """Create the store and the upload's directories, drop stale uploads, and refuse early when the files cannot
     fit: one command, since each round trip costs a fraction of a second on a slow link."""
-    q = shlex.quote(store)
-    setup = (f"mkdir -p {' '.join(shlex.quote(d) for d in [store, *dirs])} && "
-             f"find {q} -maxdepth 1 -name '.tmp-*' -mmin +{STALE_MINUTES} -exec rm -rf {{}} + ; ")
+    q, made = shlex.quote(store), " ".join(shlex.quote(d) for d in [store, *dirs])
+    setup = (f"mkdir -p {made} && touch {made} && "
+             f"find {q} -maxdepth 1 -name '.tmp-*' -mmin +{STALE_MINUTES} -exec rm -rf {{}} + ; "
+             f"find {q} -maxdepth 1 -name '.partial-*' -mmin +{PARTIAL_MINUTES} -exec rm -rf {{}} + ; ")
     free = _free_bytes(conn, store, setup)
     if free < need:
         raise _disk_full(conn, store, need, free)
@@ -228,17 +235,20 @@ def push_bundle(conn: Connection, bundle: Bundle | str | Path, progress=None) ->
             bundle.check_files()  # only when it is not on the device already
             store = posixpath.join(remote_home(conn), ".edgec", "bundles")
             state.update(store=store, final=posixpath.join(store, bundle.bundle_id),
-                         tmp=posixpath.join(store, f".tmp-{bundle.bundle_id[:16]}-{secrets.token_hex(4)}"))
+                         tmp=posixpath.join(store, f".partial-{bundle.bundle_id}"))
         if _exists(conn, posixpath.join(state["final"], MANIFEST_NAME)):
             state["there"] = not resuming  # else: renamed into place just before the link broke
             return
         if "upload" not in state:
             state["upload"] = _Upload(conn, state["store"], _bundle_files(bundle), state["tmp"], progress)
-        state["upload"].run(resuming)
+            state["continued"] = _exists(conn, state["tmp"])  # an earlier push's partial upload
+        state["upload"].run(resuming or state["continued"])
         _rename_into_place(conn, state["tmp"], state["final"])
 
     try:
         resumes = _resuming(conn, attempt)
+    except KeyboardInterrupt:
+        raise  # keep the partial upload: pushing again continues it
     except BaseException:
         if "tmp" in state:
             _remove(conn, state["tmp"])
@@ -246,7 +256,7 @@ def push_bundle(conn: Connection, bundle: Bundle | str | Path, progress=None) ->
     upload = state.get("upload")
     return PushReport(bundle.bundle_id, label, state["final"], state.get("there", False),
                       conn.bytes_sent - sent_before, time.monotonic() - start, resumes,
-                      upload.resumed_at if upload else [])
+                      upload.resumed_at if upload else [], state.get("continued", False))
 
 
 def _rename_into_place(conn: Connection, tmp: str, final: str) -> None:

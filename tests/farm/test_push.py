@@ -73,10 +73,12 @@ def test_interrupting_a_push_at_20_random_offsets_never_leaves_a_corrupt_bundle(
         assert killed  # every offset is before the last byte, so every push was cut
         server.start()
         with connect(target, ssh_opts) as conn:
-            complete = [n for n in store_listing(conn) if not n.startswith(".tmp-")]
+            complete = [n for n in store_listing(conn) if not n.startswith(".")]
             # Every bundle that looks complete must pass the agent's full check (all sha256 + reference run).
             corrupt += sum(not bundle_runs_on_device(conn, f"{server.home}/.edgec/bundles/{n}") for n in complete)
             assert complete == [old.bundle_id]  # the cut push left nothing that looks like a bundle
+            assert store_listing(conn) == sorted([old.bundle_id, f".partial-{new.bundle_id}"])
+            conn.run("rm -rf ~/.edgec/bundles/.partial-*")  # each push starts from scratch (see the next test)
     assert interrupted == 20
     assert corrupt == 0
     with connect(target, ssh_opts) as conn:  # and a clean push afterwards completes
@@ -118,7 +120,7 @@ def test_link_down_mid_transfer_is_freed_by_the_stall_watchdog(netns_farm, clien
 
 
 def device_has_part_of_the_model(server, at_least: int) -> bool:
-    return any(p.stat().st_size >= at_least for p in server.home.glob(".edgec/bundles/.tmp-*/model.onnx"))
+    return any(p.stat().st_size >= at_least for p in server.home.glob(".edgec/bundles/.partial-*/model.onnx"))
 
 
 def test_a_push_cut_by_a_link_outage_resumes_on_a_new_connection(netns_farm, client_key, ssh_opts, bundles):
@@ -140,6 +142,32 @@ def test_a_push_cut_by_a_link_outage_resumes_on_a_new_connection(netns_farm, cli
         # It went on from the device's copy (at least the 100 kB seen there), not from the start.
         assert len(report.resumed_at) == 1 and report.resumed_at[0] >= 100_000
         assert store_listing(conn) == [bundle.bundle_id]  # the upload's temporary directory is gone
+        assert bundle_runs_on_device(conn, report.remote_dir)
+
+
+def test_the_next_push_continues_the_partial_upload_a_failed_push_left(netns_farm, client_key, ssh_opts, bundles):
+    server = netns_farm.add(1)
+    trust(server, ssh_opts)
+    bundle = bundles["big"]
+    with connect(server.device(client_key, "d1").ssh_target(), no_resume(ssh_opts)) as conn:
+        netns_farm.rate_limit(server, "8mbit")
+
+        def outage(sent, _total):
+            if device_has_part_of_the_model(server, 300_000):
+                netns_farm.link(server, up=False)
+
+        with pytest.raises(TransferError, match="stalled"):
+            push_bundle(conn, bundle, progress=outage)
+    netns_farm.link(server, up=True)
+    kept = server.home / ".edgec" / "bundles" / f".partial-{bundle.bundle_id}" / "model.onnx"
+    assert kept.stat().st_size >= 300_000  # the dead link could not remove it, and nothing else did
+    with connect(server.device(client_key, "d1").ssh_target(), ssh_opts) as conn:
+        report = push_bundle(conn, bundle)
+        assert report.continued_partial and report.resumes == 0
+        assert report.resumed_at and report.resumed_at[0] >= 300_000
+        total = sum(m["size"] for m in bundle.manifest["files"].values())
+        assert report.bytes_sent <= total - 300_000 + 10_000  # only what the device lacked (+ the manifest)
+        assert store_listing(conn) == [bundle.bundle_id]
         assert bundle_runs_on_device(conn, report.remote_dir)
 
 
@@ -221,3 +249,21 @@ def test_push_over_a_slow_link_reports_progress(netns_farm, client_key, ssh_opts
         assert bundle_runs_on_device(conn, report.remote_dir)
     assert len(seen) > 10 and seen == sorted(seen)
     assert seen[-1][0] == seen[-1][1] == report.bytes_sent
+
+
+def test_ctrl_c_keeps_the_partial_upload_for_the_next_push(sshd, client_key, ssh_opts, bundles):
+    server = sshd()
+    trust(server, ssh_opts)
+    bundle = bundles["big"]
+
+    def interrupt(sent, _total):
+        if sent > 400_000:
+            raise KeyboardInterrupt
+
+    with connect(server.device(client_key, "d1").ssh_target(), ssh_opts) as conn:
+        with pytest.raises(KeyboardInterrupt):
+            push_bundle(conn, bundle, progress=interrupt)
+        assert store_listing(conn) == [f".partial-{bundle.bundle_id}"]
+        report = push_bundle(conn, bundle)
+        assert report.continued_partial and report.resumed_at[0] > 0
+        assert store_listing(conn) == [bundle.bundle_id] and bundle_runs_on_device(conn, report.remote_dir)
