@@ -39,6 +39,7 @@ class DeviceOutcome:
     error: dict | None = None
     seconds: float = 0.0
     pushed_bytes: int | None = None
+    push_resumes: int | None = None
     run_id: int | None = None
 
     @property
@@ -48,7 +49,7 @@ class DeviceOutcome:
     def to_dict(self) -> dict:
         return {"device": self.device.name, "address": self.device.address, "target": self.device.target,
                 "ok": self.ok, "seconds": round(self.seconds, 3), "pushed_bytes": self.pushed_bytes,
-                "run_id": self.run_id, "result": self.result, "error": self.error}
+                "push_resumes": self.push_resumes, "run_id": self.run_id, "result": self.result, "error": self.error}
 
 
 @dataclass
@@ -163,7 +164,8 @@ class _FarmRunner:
             done = bench_on_device(device, self.bundle, self.options, self.ssh, timeout=self.device_timeout,
                                    on_connect=lambda conn: self.register(device.name, conn),
                                    on_stage=lambda s, d: self.progress.stage(device.name, s, d))
-            outcome.result, outcome.pushed_bytes = done.result, done.pushed_bytes
+            outcome.result, outcome.pushed_bytes, outcome.push_resumes = done.result, done.pushed_bytes, \
+                done.push_resumes
         except Exception as exc:  # whatever went wrong is this device's outcome, recorded below
             outcome.error = self.describe(device, exc)
         finally:

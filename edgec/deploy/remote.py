@@ -93,6 +93,7 @@ class RemoteBench:
     pushed_bytes: int
     bundle_dir: str
     agent_version: str | None
+    push_resumes: int = 0  # times the push reconnected after its link broke (a flaky link shows here)
 
 
 class AgentSession:
@@ -171,4 +172,5 @@ def bench_on_device(device: Device, bundle: Bundle, options: BenchOptions, ssh: 
             result = session.request("bench", timeout=timeout, bundle=report.remote_dir, **options.as_dict())
         finally:
             session.close()
-        return RemoteBench(result, report.bytes_sent, report.remote_dir, info.get("agent_version"))
+        return RemoteBench(result, report.bytes_sent, report.remote_dir, info.get("agent_version"),
+                           report.resumes)

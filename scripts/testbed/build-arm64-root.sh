@@ -5,14 +5,16 @@
 #   scripts/testbed/build-arm64-root.sh [ROOT]     prints ROOT on stdout when it is ready
 #
 # ROOT defaults to $EDGEC_ARM64_ROOT or /var/cache/edgec/arm64-root: outside the repository, never committed.
-# It is rebuilt only when missing or when this recipe (this file's hash) changed; concurrent callers wait on a
-# lock. The build goes to ROOT.tmp and is renamed into place at the end, so a half-built root is never used.
+# It is rebuilt only when missing or when this recipe (this file and cached-root.sh) changed; concurrent
+# callers wait on a lock. The build goes to ROOT.tmp and is renamed into place at the end, so a half-built
+# root is never used.
 # Also registers qemu-aarch64 with binfmt_misc (needed to run anything in the root), idempotently.
 # Exit 3 with a reason on stderr when this machine cannot run it (not root, no binfmt_misc, no qemu).
 set -euo pipefail
 ROOT=${1:-${EDGEC_ARM64_ROOT:-/var/cache/edgec/arm64-root}}
 HERE=$(cd "$(dirname "$0")" && pwd)
-RECIPE=$(sha256sum "$HERE/build-arm64-root.sh" | cut -c1-16)
+RECIPE=$(cat "$HERE/build-arm64-root.sh" "$HERE/cached-root.sh" | sha256sum | cut -c1-16)
+. "$HERE/cached-root.sh"
 cannot() { echo "edgec testbed: cannot build the arm64 board: $*" >&2; exit 3; }
 
 [ "$(id -u)" = 0 ] || cannot "needs root (mmdebstrap, chroot, binfmt_misc)"
@@ -28,14 +30,6 @@ register_binfmt() {
   # The .conf line is exactly the register format; a concurrent registration gives EEXIST, which is fine.
   grep -v '^#' "$conf" | head -n1 > "$dir/register" 2>/dev/null || [ -e "$dir/qemu-aarch64" ] \
     || cannot "writing $conf into $dir/register failed"
-}
-
-debian_mirror() {
-  # The mirror apt on this machine already uses (deb822 or one-line sources).
-  local m
-  m=$(grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -n1)
-  [ -n "$m" ] || m=$(grep -hE '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | grep -v security | head -n1)
-  echo "${m:-http://deb.debian.org/debian}"
 }
 
 # A Raspberry Pi 4 /proc/cpuinfo: onnxruntime >= 1.28 segfaults on import under qemu reading the host's x86 one.
@@ -61,12 +55,7 @@ in_root() {
 }
 
 register_binfmt
-mkdir -p "$(dirname "$ROOT")"
-exec 9>"$ROOT.lock"
-flock 9
-if [ -f "$ROOT/etc/edgec-recipe" ] && [ "$(cat "$ROOT/etc/edgec-recipe")" = "$RECIPE" ]; then
-  echo "$ROOT"; exit 0
-fi
+root_cached "$ROOT" "$RECIPE"
 echo "edgec testbed: building the arm64 board in $ROOT (a few minutes) ..." >&2
 TMP="$ROOT.tmp"
 rm -rf "$TMP"
@@ -77,7 +66,4 @@ write_cpuinfo "$TMP/etc/edgec-cpuinfo"
 mkdir -p "$TMP/run/sshd"
 in_root "$TMP" python3 -m pip install -q --break-system-packages numpy onnxruntime >&2
 in_root "$TMP" python3 -c "import numpy, onnxruntime; print('arm64 board: numpy', numpy.__version__, 'onnxruntime', onnxruntime.__version__)" >&2
-echo "$RECIPE" > "$TMP/etc/edgec-recipe"
-rm -rf "$ROOT"
-mv "$TMP" "$ROOT"
-echo "$ROOT"
+root_publish "$ROOT" "$TMP" "$RECIPE"

@@ -158,6 +158,7 @@ def test_repeat_bench_pushes_nothing(sshd, client_key, ssh_opts, bundles, device
     again = farm_bench([device], bundles["big"], store=None, ssh=ssh_opts, options=QUICK).outcomes[0]
     assert first.pushed_bytes > bundles["big"].model_path.stat().st_size
     assert again.ok and again.pushed_bytes == 0
+    assert first.to_dict()["push_resumes"] == 0  # a clean link needed no reconnect (a flaky one would show here)
     assert sorted(p.name for p in (server.home / ".edgec" / "agent").iterdir()) == [
         Path(p).name for p in [__import__("edgec.deploy.remote", fromlist=["x"]).agent_zipapp()]]
 
