@@ -8,6 +8,7 @@ and cp39 wheels of numpy, onnxruntime and ai-edge-litert; the zipapp runs there 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -26,7 +27,7 @@ BUILD = REPO / "scripts" / "testbed" / "build-py39-root.sh"
 @pytest.fixture(scope="module")
 def py39_root() -> Path:
     done = subprocess.run([str(BUILD)], capture_output=True, text=True, timeout=1200,
-                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHON": sys.executable})
+                          env={**os.environ, "PYTHON": sys.executable})
     if done.returncode == 3:
         pytest.skip(done.stderr.strip())  # not root, or no mmdebstrap: the reason is stated
     assert done.returncode == 0, done.stderr[-3000:]
