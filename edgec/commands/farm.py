@@ -1,4 +1,4 @@
-"""``edgec push`` and ``edgec farm list|check|bench``: bundles on devices over SSH.
+"""``edgec push`` and ``edgec farm list|check|bench|prune``: bundles on devices over SSH.
 
 Every device command takes ``--inventory`` (default ``./devices.toml``, then ``~/.edgec/devices.toml``) and
 ``--trust-new-host`` (record an unknown host key on first use; a changed key is always refused). Results of
@@ -172,6 +172,37 @@ def _check_row(row: dict) -> list:
     free = sum((row.get("free_disk_bytes") or {}).values())
     return [row["device"], row["address"], "yes", row.get("python"), runtimes, human_bytes(free),
             row.get("agent_version")]
+
+
+@farm_group.command("prune")
+@device_options
+@click.option("--tag", "tags", multiple=True, help="Only devices with this tag (repeatable: all must match).")
+@click.option("--keep", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Bundles kept on each device: the most recently pushed or benchmarked.")
+@click.option("--older-than", "older_than", type=click.FloatRange(min=0), default=None,
+              help="Only remove bundles unused for at least this many days.")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option("--parallel", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def prune_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, transfer_retries, tags, keep, older_than,
+              dry_run, parallel, as_json):
+    """Free device disk: remove old bundles (all but --keep most recently used), partial uploads untouched for a
+    day, and agents of other edgec versions."""
+    from edgec.deploy.farm import prune_devices
+    from edgec.deploy.inventory import load_inventory, select_devices
+
+    devices = select_devices(load_inventory(inventory), tuple(tags))
+    ssh = ssh_options(trust_new_host, connect_timeout, stall_timeout, transfer_retries)
+    rows = prune_devices(devices, ssh, keep, older_than, dry_run, parallel)
+    if as_json:
+        echo_json(rows)
+    else:
+        cells = [[r["device"], r["address"], len(r["removed"]), len(r["kept"]), human_bytes(r["freed_bytes"])]
+                 if r["ok"] else [r["device"], r["address"], "", "", r["error"]["message"]] for r in rows]
+        click.echo(table(cells, ["device", "address", "removed", "bundles kept",
+                                 "would free" if dry_run else "freed"]))
+    if not all(r["ok"] for r in rows):
+        sys.exit(8)
 
 
 @farm_group.command("bench")

@@ -240,3 +240,23 @@ def check_devices(devices: list[Device], ssh: SshOptions, parallel: int = 8, bun
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         return list(pool.map(one, devices))
+
+
+def prune_devices(devices: list[Device], ssh: SshOptions, keep: int, older_than_days: float | None = None,
+                  dry_run: bool = False, parallel: int = 8) -> list[dict]:
+    """``prune_device`` on each device in parallel: one row per device, with the report or the error."""
+    from edgec.deploy.prune import prune_device
+
+    current = agent_zipapp().name
+
+    def one(device: Device) -> dict:
+        try:
+            with connect(device.ssh_target(), ssh) as conn:
+                report = prune_device(conn, keep, older_than_days, current_agent=current, dry_run=dry_run)
+            return {"device": device.name, "address": device.address, "ok": True, **report.to_dict()}
+        except Exception as exc:  # reported in the device's row, like any other failure
+            return {"device": device.name, "address": device.address, "ok": False,
+                    "error": {"type": type(exc).__name__, "message": str(exc)}}
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        return list(pool.map(one, devices))

@@ -238,6 +238,8 @@ def push_bundle(conn: Connection, bundle: Bundle | str | Path, progress=None) ->
                          tmp=posixpath.join(store, f".partial-{bundle.bundle_id}"))
         if _exists(conn, posixpath.join(state["final"], MANIFEST_NAME)):
             state["there"] = not resuming  # else: renamed into place just before the link broke
+            if state["there"]:
+                conn.touch(state["final"])  # its mtime says when it was last used (edgec farm prune keeps those)
             return
         if "upload" not in state:
             state["upload"] = _Upload(conn, state["store"], _bundle_files(bundle), state["tmp"], progress)

@@ -185,6 +185,11 @@ class Connection:
             except FileNotFoundError:
                 return None
 
+    def touch(self, path: str) -> None:
+        """Set ``path``'s modification time on the device to now."""
+        with self.guarded("sftp utime", self.options.stall_timeout, stall=True):
+            self.sftp().utime(path, None)
+
     def rename(self, old: str, new: str) -> bool:
         """Atomic rename on the device (the posix-rename extension); False when the server refused it (e.g. the
         target exists); DeviceError when the link failed."""

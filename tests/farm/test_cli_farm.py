@@ -149,3 +149,20 @@ def test_ctrl_c_stops_the_farm_and_keeps_finished_results(sshd, home, bundles, d
     rows = sqlite3.connect(db).execute("SELECT device, status FROM runs ORDER BY device").fetchall()
     assert rows == [("fast1", "ok"), ("fast2", "ok")]
     assert "fast1" in out and "fast2" in out
+
+
+def test_farm_prune_dry_run_then_prune(sshd, home, bundles, device_python):
+    server = sshd()
+    inv = inventory(home, [("pi", server, device_python)])
+    for name in ("small", "small2"):
+        pushed = edgec(home, "push", str(bundles[name].path), "--device", "pi", "--inventory", str(inv),
+                       "--trust-new-host")
+        assert pushed.returncode == 0, pushed.stderr
+    dry = edgec(home, "farm", "prune", "--inventory", str(inv), "--keep", "1", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    (row,) = json.loads(dry.stdout)
+    assert row["dry_run"] and len(row["removed"]) == 1 and len(row["kept"]) == 1 and row["freed_bytes"] > 0
+    done = edgec(home, "farm", "prune", "--inventory", str(inv), "--keep", "1")
+    assert done.returncode == 0, done.stderr
+    assert "freed" in done.stdout and "pi" in done.stdout
+    assert sorted(p.name for p in (server.home / ".edgec" / "bundles").iterdir()) == row["kept"]
