@@ -148,7 +148,8 @@ def list_cmd(inventory, tags, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def check_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, transfer_retries, tags, parallel, bundle,
               as_json):
-    """Is each device reachable? Its Python, runtimes, free disk and agent version (installs the agent)."""
+    """Is each device reachable? Its Python, runtimes, free disk, bundles stored and agent version (installs the
+    agent)."""
     from edgec.bundle import Bundle
     from edgec.deploy.farm import check_devices
     from edgec.deploy.inventory import load_inventory, select_devices
@@ -160,17 +161,19 @@ def check_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, transfe
         echo_json(rows)
     else:
         click.echo(table([_check_row(r) for r in rows], ["device", "address", "ok", "python", "runtimes",
-                                                          "free disk", "agent / error"]))
+                                                          "free disk", "bundles", "agent / error"]))
     if not all(r["ok"] for r in rows):
         sys.exit(8)
 
 
 def _check_row(row: dict) -> list:
     if not row["ok"]:
-        return [row["device"], row["address"], "no", "", "", "", row["error"]["message"]]
+        return [row["device"], row["address"], "no", "", "", "", "", row["error"]["message"]]
     runtimes = ", ".join(f"{k} {v}" for k, v in sorted((row.get("runtimes") or {}).items()) if v) or "none"
     free = sum((row.get("free_disk_bytes") or {}).values())
-    return [row["device"], row["address"], "yes", row.get("python"), runtimes, human_bytes(free),
+    store = row.get("store") or {}
+    held = f"{store.get('bundles', 0)} ({human_bytes(store.get('bundle_bytes', 0) + store.get('partial_bytes', 0))})"
+    return [row["device"], row["address"], "yes", row.get("python"), runtimes, human_bytes(free), held,
             row.get("agent_version")]
 
 

@@ -216,7 +216,9 @@ def _latency_text(result: dict) -> str:
 
 
 def check_devices(devices: list[Device], ssh: SshOptions, parallel: int = 8, bundle: Bundle | None = None) -> list[dict]:
-    """Reachability, Python, runtimes, free disk and agent version of each device (errors per device)."""
+    """Reachability, Python, runtimes, free disk, bundle store use and agent version of each device (errors per
+    device)."""
+    from edgec.deploy.prune import store_usage
     from edgec.deploy.push import install_agent
 
     agent = agent_zipapp()
@@ -230,7 +232,7 @@ def check_devices(devices: list[Device], ssh: SshOptions, parallel: int = 8, bun
                 info = device_info(conn, device, install_agent(conn, agent))
                 row.update(python=info.get("python"), runtimes=info.get("runtimes"),
                            free_disk_bytes=info.get("free_disk_bytes"), agent_version=info.get("agent_version"),
-                           platform=info.get("platform"))
+                           platform=info.get("platform"), store=store_usage(conn))
                 if bundle is not None:
                     row["runtime"] = check_runtime(info, bundle, device, conn.target.label)
                 row["ok"] = True

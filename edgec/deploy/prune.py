@@ -17,7 +17,7 @@ from edgec.deploy.push import PARTIAL_MINUTES, STALE_MINUTES, remote_home
 from edgec.deploy.ssh import Connection
 from edgec.errors import DeviceError, UsageError
 
-__all__ = ["PruneReport", "prune_device"]
+__all__ = ["PruneReport", "prune_device", "store_usage"]
 
 
 @dataclass
@@ -55,6 +55,14 @@ def _list(conn: Connection, directory: str) -> list[_Entry]:
         mtime, kib, name = line.split(" ", 2)
         entries.append(_Entry(name, int(mtime), int(kib)))
     return entries
+
+
+def store_usage(conn: Connection) -> dict:
+    """How much of the device's disk edgec's bundle store holds: bundles, and partial or in-progress uploads."""
+    listed = _list(conn, posixpath.join(remote_home(conn), ".edgec", "bundles"))
+    bundles = [e for e in listed if not e.name.startswith(".")]
+    return {"bundles": len(bundles), "bundle_bytes": 1024 * sum(e.kib for e in bundles),
+            "partial_bytes": 1024 * sum(e.kib for e in listed if e.name.startswith("."))}
 
 
 def _stale(entry: _Entry, now: float, minutes: float) -> bool:

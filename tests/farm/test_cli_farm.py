@@ -115,6 +115,10 @@ def test_farm_bench_json_is_one_document_and_quiet_on_a_pipe(sshd, home, bundles
     rows = {r["device"]: r for r in json.loads(check.stdout)}
     assert check.returncode == 0
     assert rows["good"]["runtimes"]["onnxruntime"] and not rows["bare"]["runtimes"]["onnxruntime"]
+    assert rows["good"]["store"]["bundles"] == 1 and rows["good"]["store"]["bundle_bytes"] > 0  # the bench pushed it
+    assert rows["bare"]["store"] == {"bundles": 0, "bundle_bytes": 0, "partial_bytes": 0}
+    table_view = edgec(home, "farm", "check", "--inventory", str(inv))
+    assert "bundles" in table_view.stdout.splitlines()[0] and " 1 (" in table_view.stdout
     ready = edgec(home, "farm", "check", "--inventory", str(inv), "--bundle", str(bundles["small"].path), "--json")
     rows = {r["device"]: r for r in json.loads(ready.stdout)}
     assert ready.returncode == 8 and rows["good"]["ok"] and rows["good"]["runtime"] == "onnxruntime"
