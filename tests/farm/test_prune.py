@@ -46,7 +46,8 @@ def test_prune_keeps_the_most_recently_used_bundles_and_drops_stale_leftovers(ss
         assert big.bundle_id in week.removed and small.bundle_id in week.kept
         assert store(server) == sorted([".partial-new", small.bundle_id, small2.bundle_id])
         assert sorted(p.name for p in (server.home / ".edgec" / "agent").iterdir()) == [agent.name]
-        # Pushing a bundle that is there marks it used: now it is the one kept.
+        # Pushing a bundle that is there marks it used: now it is the one kept (small2 was pushed a day ago).
+        age(conn, f"{b}/{small2.bundle_id}", 1)
         again = push_bundle(conn, small)
         assert again.already_there and again.bytes_sent == 0
         assert prune_device(conn, keep=1).removed == [small2.bundle_id]
