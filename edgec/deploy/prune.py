@@ -86,7 +86,7 @@ def prune_device(conn: Connection, keep: int, older_than_days: float | None = No
     report = PruneReport(conn.target.name or conn.target.label, dry_run=dry_run)
     doomed: list[tuple[str, _Entry]] = []
     listed = _list(conn, store)
-    bundles = sorted((e for e in listed if not e.name.startswith(".")), key=lambda e: -e.mtime)
+    bundles = sorted((e for e in listed if not e.name.startswith(".")), key=lambda e: (-e.mtime, e.name))
     for rank, entry in enumerate(bundles):
         unused_days = (now - entry.mtime) / 86400
         if rank < keep or (older_than_days is not None and unused_days < older_than_days):
