@@ -20,8 +20,8 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common
 
-from edgec.compiler.passes import EdgecPass
-from edgec.compiler.passes.quantize_common import channel_stats, const, replace_const
+from edgec.compiler.passes import EdgecPass, const
+from edgec.compiler.passes.quantize_common import channel_stats, replace_const
 
 __all__ = ["EqualizeLayers"]
 

@@ -8,17 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
-import onnx_ir.passes.common
 
-from edgec.compiler.passes import EdgecPass, set_input_const
+from edgec.compiler.passes import NodeRewritePass, const, set_input_const
 
 __all__ = ["FoldBatchNorm"]
-
-
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.const_value is None:
-        return None
-    return value.const_value.numpy()
 
 
 def _why_not(bn: ir.Node) -> str | None:
@@ -30,20 +23,20 @@ def _why_not(bn: ir.Node) -> str | None:
     conv_out = conv.outputs[0]
     if len(conv_out.uses()) != 1 or conv_out.is_graph_output():
         return f"Conv {conv.name!r} output has other consumers"
-    if _const(conv.inputs[1]) is None or (len(conv.inputs) > 2 and conv.inputs[2] is not None
-                                            and _const(conv.inputs[2]) is None):
+    if const(conv.inputs[1]) is None or (len(conv.inputs) > 2 and conv.inputs[2] is not None
+                                            and const(conv.inputs[2]) is None):
         return f"Conv {conv.name!r} weights are not constant"
-    if any(_const(v) is None for v in bn.inputs[1:5]):
+    if any(const(v) is None for v in bn.inputs[1:5]):
         return "BatchNormalization parameters are not constant"
     return None
 
 
 def _fold(graph: ir.Graph, bn: ir.Node) -> None:
     conv = bn.inputs[0].producer()
-    weight = _const(conv.inputs[1]).astype(np.float64)
-    bias = (_const(conv.inputs[2]).astype(np.float64) if len(conv.inputs) > 2 and conv.inputs[2] is not None
+    weight = const(conv.inputs[1]).astype(np.float64)
+    bias = (const(conv.inputs[2]).astype(np.float64) if len(conv.inputs) > 2 and conv.inputs[2] is not None
             else np.zeros(weight.shape[0]))
-    gamma, beta, mean, var = (_const(v).astype(np.float64) for v in bn.inputs[1:5])
+    gamma, beta, mean, var = (const(v).astype(np.float64) for v in bn.inputs[1:5])
     eps = bn.attributes.get_float("epsilon", 1e-5)
     scale = gamma / np.sqrt(var + eps)
     dtype = conv.inputs[1].const_value.dtype.numpy()
@@ -61,23 +54,13 @@ def _fold(graph: ir.Graph, bn: ir.Node) -> None:
     graph.remove(bn, safe=True)
 
 
-class FoldBatchNorm(EdgecPass):
+class FoldBatchNorm(NodeRewritePass):
     name = "fold-batchnorm"
+    op_type = "BatchNormalization"
+    done_note = "folded {count} BatchNormalization into Conv"
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        folded, kept = 0, []
-        for node in list(model.graph):
-            if node.op_type != "BatchNormalization" or node.domain not in ("", "ai.onnx"):
-                continue
-            reason = _why_not(node)
-            if reason:
-                kept.append(f"{node.name or '(unnamed)'}: {reason}")
-                continue
-            _fold(model.graph, node)
-            folded += 1
-        self.note(f"folded {folded} BatchNormalization into Conv")
-        for item in kept:
-            self.note(f"kept BatchNormalization {item}")
-        if folded:
-            ir.passes.common.RemoveUnusedNodesPass()(model)
-        return ir.passes.PassResult(model, folded > 0)
+    def why_not(self, node: ir.Node) -> str | None:
+        return _why_not(node)
+
+    def rewrite(self, graph: ir.Graph, node: ir.Node) -> None:
+        _fold(graph, node)

@@ -11,20 +11,13 @@ import onnx
 import onnx_ir as ir
 
 from edgec import ir as edgec_ir
-from edgec.compiler.passes import set_input_const
+from edgec.compiler.passes import const, set_input_const
 
 __all__ = ["ChannelStats", "batch_size", "channel_stats", "const", "make_session", "replace_const",
            "weighted_nodes"]
 
 # Ops whose second input is a weight tensor quantized per output channel.
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
-
-
-def const(value: ir.Value | None) -> np.ndarray | None:
-    """The numpy value of a constant (initializer) input, or None."""
-    if value is None or value.const_value is None:
-        return None
-    return value.const_value.numpy()
 
 
 def replace_const(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray, suffix: str) -> None:

@@ -12,7 +12,7 @@ import onnx
 import onnx_ir as ir
 
 from edgec import ir as edgec_ir
-from edgec.compiler.passes.quantize_common import const
+from edgec.compiler.passes import const
 from edgec.errors import CompileError
 
 __all__ = ["Int4Quantizer", "eligible_matmuls"]

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
-import onnx_ir.passes.common
 
-from edgec.compiler.passes import EdgecPass, add_initializer
-from edgec.compiler.passes.quantize_common import const
+from edgec.compiler.passes import NodeRewritePass, add_initializer, const
 
 __all__ = ["RewriteGemm"]
 
@@ -56,22 +54,13 @@ def _rewrite(graph: ir.Graph, node: ir.Node) -> None:
         result.name = name
 
 
-class RewriteGemm(EdgecPass):
+class RewriteGemm(NodeRewritePass):
     name = "rewrite-gemm"
+    op_type = "Gemm"
+    done_note = "rewrote {count} Gemm into MatMul+Add"
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        rewritten, kept = 0, []
-        for node in list(model.graph):
-            if node.op_type != "Gemm" or node.domain not in ("", "ai.onnx"):
-                continue
-            reason = _why_not(node)
-            if reason:
-                kept.append(f"{node.name}: {reason}")
-                continue
-            _rewrite(model.graph, node)
-            rewritten += 1
-        self.note(f"rewrote {rewritten} Gemm into MatMul+Add")
-        self.notes.extend(f"kept Gemm {item}" for item in kept)
-        if rewritten:
-            ir.passes.common.RemoveUnusedNodesPass()(model)
-        return ir.passes.PassResult(model, rewritten > 0)
+    def why_not(self, node: ir.Node) -> str | None:
+        return _why_not(node)
+
+    def rewrite(self, graph: ir.Graph, node: ir.Node) -> None:
+        _rewrite(graph, node)

@@ -24,7 +24,8 @@ import onnx_ir as ir
 
 from edgec import ir as edgec_ir
 from edgec.compiler.calibration import load_samples, warn_if_few
-from edgec.compiler.passes.quantize_common import batch_size, compact_proto, const, weighted_nodes
+from edgec.compiler.passes import const
+from edgec.compiler.passes.quantize_common import batch_size, compact_proto, weighted_nodes
 from edgec.compiler.stages.quantize_guard import run_guard
 from edgec.compiler.stages.quantize_policy import resolve_precision
 from edgec.errors import CalibrationDataError, UsageError

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from edgec.compiler.passes.quantize_common import const, weighted_nodes
+from edgec.compiler.passes import const
+from edgec.compiler.passes.quantize_common import weighted_nodes
 from edgec.errors import UsageError
 
 __all__ = ["model_profile", "resolve_precision"]
