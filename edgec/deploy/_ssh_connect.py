@@ -158,7 +158,7 @@ def connect_client(target: SshTarget, options: SshOptions) -> _Client:
     for attempt in range(options.retries + 1):
         try:
             return _open_chain(hops, options)
-        except (HostKeyError, DeviceError):
+        except DeviceError:  # host key, authentication, config: final (HostKeyError is one too)
             raise
         except BaseException as exc:
             if not _is_transient(exc):

@@ -105,6 +105,7 @@ class Connection:
     bytes_sent: int = 0
     closed: bool = False  # closed on purpose (by the caller, a farm deadline or Ctrl-C): never reconnected
     _sftp: paramiko.SFTPClient | None = field(default=None, repr=False)
+    _home: str | None = field(default=None, repr=False)
 
     def __enter__(self):
         return self
@@ -173,9 +174,12 @@ class Connection:
             raise DeviceTimeoutError(f"{self.target.label}: `{what}` did not finish within {timeout:g} s; stopped")
 
     def home(self) -> str:
-        """The user's home as the device's SFTP server sees it (where relative SFTP paths start)."""
-        with self.guarded("sftp realpath", self.options.stall_timeout, stall=True):
-            return self.sftp().normalize(".")
+        """The user's home as the device's SFTP server sees it (where relative SFTP paths start); asked once per
+        connection (installing the agent, pushing and pruning all need it)."""
+        if self._home is None:
+            with self.guarded("sftp realpath", self.options.stall_timeout, stall=True):
+                self._home = self.sftp().normalize(".")
+        return self._home
 
     def stat(self, path: str) -> paramiko.SFTPAttributes | None:
         """``path``'s attributes on the device, or None when it does not exist."""
