@@ -262,7 +262,7 @@ class Connection:
                         f"no progress for {self.options.stall_timeout:g} s); link down or device hung; closed"
                     ) from None
                 raise SftpWriteError(exc, sent[0], total) from None
-        return total
+        return total - offset
 
 
 def _write_file(sftp, local, remote: str, offset: int, total: int, on_progress, chunk: int = 32768) -> None:
