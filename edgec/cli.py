@@ -1,6 +1,6 @@
 """The ``edgec`` command line: a click group whose commands live in ``edgec.commands.*``.
 
-Each command parses its options, calls ``edgec.api`` (or the module behind it) and prints. Errors are handled
+Each command parses its options, calls ``edgec.api`` and prints. Errors are handled
 once, here: an ``EdgecError`` becomes one line on stderr and its exit code; ``--debug`` shows the traceback.
 Commands are imported only when invoked, so ``edgec --help`` and ``import edgec.cli`` stay light (no torch,
 no TensorFlow).
@@ -8,7 +8,7 @@ no TensorFlow).
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import logging
 import os
 import sys
@@ -17,47 +17,45 @@ import click
 
 from edgec import __version__
 from edgec.errors import EdgecError
+from edgec.registry import Registry
 
 __all__ = ["main"]
 
-# command name -> (module, attribute, one-line help). Explicit, so a duplicate name is a visible conflict.
-COMMANDS = {
-    "compile": ("edgec.commands.compile", "compile_cmd", "Compile a model into a verified bundle for a target."),
-    "inspect": ("edgec.commands.bundle", "inspect_cmd", "Show a bundle's manifest and compile report."),
-    "verify": ("edgec.commands.bundle", "verify_cmd", "Re-check a bundle's hashes and reference outputs."),
-    "targets": ("edgec.commands.targets", "targets_group", "List, show and calibrate target profiles."),
-    "demo": ("edgec.commands.demo", "demo_cmd", "Build, compile and benchmark an example model."),
-    "bench": ("edgec.commands.bench", "bench_cmd", "Benchmark a bundle with the device agent."),
-    "push": ("edgec.commands.farm", "push_cmd", "Copy a bundle to a device over SSH."),
-    "farm": ("edgec.commands.farm", "farm_group", "Work with a farm of SSH devices."),
-    "results": ("edgec.commands.results", "results_group", "List, show and compare stored benchmark results."),
-    "estimate": ("edgec.commands.estimate", "estimate_cmd", "Predict latency, memory, storage and energy on a target."),
-    "report": ("edgec.commands.report", "report_cmd", "Write an HTML report of stored benchmark results."),
-    "sweep": ("edgec.commands.sweep", "sweep_cmd", "Compile, benchmark and compare variants of a model in one report."),
-}
+# command name -> "module:attribute" with its one-line help; imported only when the command runs.
+COMMANDS = Registry("command")
+for _name, _reference, _help in (
+    ("compile", "edgec.commands.compile:compile_cmd", "Compile a model into a verified bundle for a target."),
+    ("inspect", "edgec.commands.bundle:inspect_cmd", "Show a bundle's manifest and compile report."),
+    ("verify", "edgec.commands.bundle:verify_cmd", "Re-check a bundle's hashes and reference outputs."),
+    ("targets", "edgec.commands.targets:targets_group", "List, show and calibrate target profiles."),
+    ("demo", "edgec.commands.demo:demo_cmd", "Build, compile and benchmark an example model."),
+    ("bench", "edgec.commands.bench:bench_cmd", "Benchmark a bundle with the device agent."),
+    ("push", "edgec.commands.farm:push_cmd", "Copy a bundle to a device over SSH."),
+    ("farm", "edgec.commands.farm:farm_group", "Work with a farm of SSH devices."),
+    ("results", "edgec.commands.results:results_group", "List, show and compare stored benchmark results."),
+    ("estimate", "edgec.commands.estimate:estimate_cmd", "Predict latency, memory, storage and energy on a target."),
+    ("report", "edgec.commands.report:report_cmd", "Write an HTML report of stored benchmark results."),
+    ("sweep", "edgec.commands.sweep:sweep_cmd", "Compile, benchmark and compare variants of a model in one report."),
+):
+    COMMANDS.add(_name, _reference, help=_help)
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
-        return sorted(name for name, (module, _, _) in COMMANDS.items() if _module_exists(module))
+        return [name for name in COMMANDS if _module_exists(COMMANDS.reference(name))]
 
     def get_command(self, ctx, name):
-        if name not in COMMANDS:
-            return None
-        module, attr, _ = COMMANDS[name]
-        return getattr(importlib.import_module(module), attr)
+        return COMMANDS.get(name) if name in COMMANDS else None
 
     def format_commands(self, ctx, formatter):
-        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        rows = [(name, COMMANDS.info(name)["help"]) for name in self.list_commands(ctx)]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
 
-def _module_exists(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
+def _module_exists(reference: str | None) -> bool:
+    return reference is None or importlib.util.find_spec(reference.partition(":")[0]) is not None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

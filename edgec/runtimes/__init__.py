@@ -5,17 +5,15 @@ Importable on the device: these modules never import edgec.compiler, torch or Te
 
 from __future__ import annotations
 
-import importlib
-
 from edgec.errors import UsageError
+from edgec.registry import Registry
 
 __all__ = ["RUNTIMES", "load_runtime", "runtime_for_format"]
 
 # name -> module implementing ``available()``, ``version()``, ``load(path, threads)``
-RUNTIMES = {
-    "onnxruntime": "edgec.runtimes.onnxruntime",
-    "litert": "edgec.runtimes.litert",
-}
+RUNTIMES = Registry("runtime")
+RUNTIMES.add("onnxruntime", "edgec.runtimes.onnxruntime")
+RUNTIMES.add("litert", "edgec.runtimes.litert")
 
 _FORMAT_RUNTIME = {"onnx": "onnxruntime", "tflite": "litert"}
 
@@ -29,6 +27,4 @@ def runtime_for_format(fmt: str) -> str:
 
 def load_runtime(name: str):
     """The runtime module called ``name``."""
-    if name not in RUNTIMES:
-        raise UsageError(f"unknown runtime {name!r}; known: {', '.join(sorted(RUNTIMES))}")
-    return importlib.import_module(RUNTIMES[name])
+    return RUNTIMES.get(name)

@@ -1,0 +1,48 @@
+"""The one registry style: duplicates rejected where they happen, lazy entries imported on first use."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from edgec.errors import UsageError
+from edgec.registry import Registry
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_name_registered_twice_is_an_error_and_unknown_names_list_the_known_ones():
+    things = Registry("thing")
+    things.add("a", 1, help="first")
+
+    @things.register("b")
+    def b():
+        return 2
+
+    with pytest.raises(ValueError, match="thing 'a' is registered twice"):
+        things.add("a", 3)
+    with pytest.raises(ValueError, match="registered twice"):
+        things.register("b")(lambda: None)
+    assert things.get("a") == 1 and things.get("b") is b and things.info("a") == {"help": "first"}
+    assert list(things) == ["a", "b"] and len(things) == 2 and "a" in things and "c" not in things
+    with pytest.raises(UsageError, match=r"unknown thing 'c'; known: a, b"):
+        things.get("c")
+
+
+def test_lazy_entries_import_their_module_only_when_asked_for():
+    code = ("import sys; from edgec.registry import Registry; r = Registry('x'); r.add('j', 'json.decoder:JSONDecoder');"
+            "print('json.decoder' in sys.modules, r.reference('j')); r.get('j');"
+            "print('json.decoder' in sys.modules, r.reference('j'), r.get('j').__name__)")
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": ":".join(p for p in sys.path if p)}).stdout.split("\n")
+    assert out[0] == "False json.decoder:JSONDecoder" and out[1] == "True None JSONDecoder"
+
+
+def test_commands_and_runtimes_use_it():
+    from edgec.cli import COMMANDS
+    from edgec.runtimes import RUNTIMES
+
+    assert isinstance(COMMANDS, Registry) and isinstance(RUNTIMES, Registry)
+    assert {"bench", "compile", "farm", "sweep"} <= set(COMMANDS) and set(RUNTIMES) == {"litert", "onnxruntime"}
