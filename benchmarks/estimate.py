@@ -33,11 +33,9 @@ MODELS = [
 
 
 def _measure(bundle: Path, threads: int) -> dict:
-    from edgec.commands.bench import run_local
-    from edgec.device_agent.options import BenchOptions
+    from edgec import api
 
-    options = BenchOptions(runs=200, warmup=20, threads=threads, duration_s=1.0, power="none", idle_s=0.0)
-    return run_local(bundle, options, quiet=True)
+    return api.bench(bundle, runs=200, warmup=20, threads=threads, duration_s=1.0, power="none", idle_s=0.0).result
 
 
 def _profiled_ms(bundle: Path, threads: int, runs: int = 60) -> float:
@@ -160,10 +158,8 @@ def _prepare(home: Path, quick: bool) -> float:
     """Calibrate ``host`` and compile the models into ``home``; returns the calibration's seconds."""
     from edgec import api
     from edgec.examples.keras_models import save_linear_regression
-    from edgec.targets.calibrate import calibrate_target
-
     start = time.perf_counter()
-    calibrate_target("local", quick=quick)
+    api.calibrate_target("local", quick=quick)
     calibration_s = time.perf_counter() - start
     for index, (_, source, shapes) in enumerate(MODELS):
         source = source or str(save_linear_regression(home / "linreg.h5"))

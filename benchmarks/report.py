@@ -78,16 +78,14 @@ def _judge(docs: list[dict]) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     from edgec import api
-    from edgec.commands.bench import run_local
     from edgec.deploy.results import ResultsStore
-    from edgec.device_agent.options import BenchOptions
     from edgec.report import collect, render_results_report
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         bundle = api.compile(str(_model(tmp / "mlp.onnx")), tmp / "mlp", target="x86-avx2", format="onnx")
-        options = BenchOptions(runs=200, warmup=20, power="none", idle_s=0.0, threads=1)
-        docs = [run_local(bundle.path, options, quiet=True) for _ in range(REPEATS)]
+        options = {"runs": 200, "warmup": 20, "power": "none", "idle_s": 0.0, "threads": 1}
+        docs = [api.bench(bundle.path, **options).result for _ in range(REPEATS)]
         rates = _judge(docs)
         with ResultsStore(tmp / "results.db") as store:
             for doc in docs:

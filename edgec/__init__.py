@@ -1,8 +1,39 @@
 """edgec: compile Keras, PyTorch and ONNX models into verified bundles for edge devices.
 
-Importing ``edgec`` is cheap: torch and TensorFlow load only inside the front-ends that need them.
+The Python API (``edgec.api``) and the exceptions (``edgec.errors``) are re-exported here, loaded on first use:
+``import edgec`` stays cheap (this file is also shipped inside the device agent), and torch, TensorFlow,
+onnxruntime and paramiko load only where a function needs them.
+
+>>> import edgec
+>>> bundle = edgec.compile("model.onnx", "build/model-host", target="host")  # doctest: +SKIP
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_API = ("BenchRun", "SweepOptions", "Variant", "bench", "calibrate_target", "compile", "default_output", "devices",
+        "farm_bench", "farm_check", "farm_prune", "inspect_bundle", "parse_variants", "push", "run_sweep",
+        "verify_bundle")
+_ERRORS = ("AccuracyBudgetError", "BundleError", "CalibrationDataError", "CompileError", "DeviceError",
+           "DeviceTimeoutError", "EdgecError", "HostKeyError", "InputError", "ResourceLimitError", "ResultsError",
+           "RuntimeMissingError", "SourceModelError", "TargetError", "TransferError", "UnsafeInputError",
+           "UsageError", "VerificationError")
+_LAZY = {**{name: "edgec.api" for name in _API}, **{name: "edgec.errors" for name in _ERRORS}}
+
+__all__ = ["__version__", *_API, *_ERRORS]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgec' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import click
 
+from edgec import api
 from edgec.commands._output import echo_json, human_bytes, table
+from edgec.device_agent.power import AUTO_ORDER
+from edgec.settings import LOCAL_DEVICE
 
 __all__ = ["demo_cmd"]
 
@@ -40,15 +43,11 @@ def _variants(h5: Path) -> list[dict]:
     return variants
 
 
-def _bench(bundle_path: Path, runs: int) -> dict:
-    from edgec.commands.bench import profile_power_model, run_local
-    from edgec.device_agent.options import BenchOptions
-
-    # No power sensor on most dev machines: ask for measured sources first, then the profile's estimate,
-    # which the result labels "estimated".
-    options = BenchOptions(runs=runs, warmup=10, power="jetson,hwmon,rapl,battery,estimated",
-                           power_model=profile_power_model("host"), idle_s=0.5)
-    return run_local(bundle_path, options, quiet=True)
+def _bench(bundle_path: Path, runs: int, results: Path) -> dict:
+    # No power sensor on most dev machines: the sensors in their usual order, then the host profile's
+    # estimate, which the result labels "estimated" (as `edgec sweep` does).
+    return api.bench(bundle_path, LOCAL_DEVICE, results=results, runs=runs, warmup=10, idle_s=0.5,
+                     power=",".join([*AUTO_ORDER, "estimated"])).result
 
 
 @click.command("demo")
@@ -59,10 +58,8 @@ def _bench(bundle_path: Path, runs: int) -> dict:
 @click.pass_context
 def demo_cmd(ctx, workdir, runs, as_json):
     """Build example models, compile them for rpi4 and host, verify the bundles, benchmark the local ones."""
-    from edgec import api
     from edgec._capture import captured_output
     from edgec._progress import Progress
-    from edgec.commands.farm import store_local
     from edgec.examples.keras_models import save_linear_regression
 
     workdir = Path(workdir)
@@ -85,8 +82,7 @@ def demo_cmd(ctx, workdir, runs, as_json):
                   "verified": check["ok"], "note": variant.get("note", "")}
         if variant["bench"]:
             progress.step(f"benchmarking {variant['label']} on this machine")
-            result = _bench(out, runs)
-            store_local(workdir / "results.db", result)
+            result = _bench(out, runs, workdir / "results.db")
             record["bench"] = {"p50_ms": result["latency_ms"]["p50"], "p99_ms": result["latency_ms"]["p99"],
                                "power": result["power"]}
         records.append(record)

@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
+from edgec import api
 from edgec.commands._output import echo_json, human_bytes, table
 
-__all__ = ["estimate_cmd", "estimate_source", "print_estimate"]
-
-
-def estimate_source(source: str, profile, input_shapes: dict) -> dict:
-    """Estimate a bundle directory or ``.onnx`` file directly; other sources are lowered (as compile does)."""
-    from edgec.targets.estimate import estimate_model, estimate_path
-
-    path = Path(source)
-    if (path.is_dir() and (path / "manifest.json").is_file()) or (path.is_file() and path.suffix == ".onnx"):
-        return estimate_path(path, profile)
-    from edgec import ir as edgec_ir
-    from edgec._capture import captured_output
-    from edgec.compiler.frontends import lower
-    from edgec.compiler.options import CompileOptions
-    from edgec.compiler.pipeline import build_float_passes, run_passes
-    from edgec.deploy.inventory import edgec_home
-
-    # Front-ends (torch.export, TensorFlow) print from C++: into a log, as `edgec compile` does.
-    with captured_output(edgec_home() / "logs" / "estimate.log"):
-        lowered = lower(source, input_shapes)
-        model, _ = run_passes(lowered.model, build_float_passes(profile, CompileOptions(target=profile.name)))
-    return estimate_model(edgec_ir.to_proto(model), profile)
+__all__ = ["estimate_cmd", "print_estimate"]
 
 
 def print_estimate(report: dict, verbose: bool) -> None:
@@ -73,10 +51,8 @@ def estimate_cmd(source, target, input_shapes, show_all, as_json):
       edgec estimate model-host.bundle --target host
     """
     from edgec.compiler.frontends import parse_input_shapes
-    from edgec.targets import load_profile
 
-    profile = load_profile(target)
-    report = estimate_source(source, profile, parse_input_shapes(input_shapes))
+    report = api.estimate(source, target, parse_input_shapes(input_shapes))
     if as_json:
         echo_json(report)
         return

@@ -12,26 +12,32 @@ import sys
 
 import click
 
+from edgec import api
 from edgec.commands._output import echo_json, human_bytes, table
+from edgec.deploy.results import latency_figures
+from edgec.deploy.ssh_options import SshOptions
 
-__all__ = ["device_options", "farm_group", "push_cmd", "run_remote", "ssh_options", "store_local"]
+__all__ = ["device_options", "farm_group", "push_cmd", "ssh_settings"]
+
+_SSH = SshOptions()  # the defaults the options below show
 
 
-def ssh_options(trust_new_host: bool, connect_timeout: float = 10.0, stall_timeout: float = 20.0,
-                transfer_retries: int = 3):
-    from edgec.deploy.ssh import SshOptions
-
+def ssh_settings(trust_new_host: bool, connect_timeout: float = _SSH.connect_timeout,
+                 stall_timeout: float = _SSH.stall_timeout, transfer_retries: int = _SSH.transfer_retries) -> SshOptions:
+    """The SshOptions of the ``device_options`` flags."""
     return SshOptions(trust_new_host=trust_new_host, connect_timeout=connect_timeout, stall_timeout=stall_timeout,
                       transfer_retries=transfer_retries)
 
 
 def device_options(func):
     """--inventory, --trust-new-host, --connect-timeout, --stall-timeout, --transfer-retries."""
-    func = click.option("--transfer-retries", type=click.IntRange(min=0), default=3, show_default=True,
+    func = click.option("--transfer-retries", type=click.IntRange(min=0), default=_SSH.transfer_retries,
+                        show_default=True,
                         help="Times a push whose link broke reconnects and resumes where the device's copy ends.")(func)
-    func = click.option("--stall-timeout", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
+    func = click.option("--stall-timeout", type=click.FloatRange(min=0.1), default=_SSH.stall_timeout,
+                        show_default=True,
                         help="Seconds without transfer progress before the link counts as broken.")(func)
-    func = click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+    func = click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=_SSH.connect_timeout,
                         help="Seconds for each connection attempt (3 retries with backoff).")(func)
     func = click.option("--trust-new-host", is_flag=True,
                         help="Record an unknown host key in ~/.ssh/known_hosts (a changed key is still refused).")(func)
@@ -51,70 +57,27 @@ def _stderr_is_terminal() -> bool:
 def push_cmd(bundle, device_spec, inventory, trust_new_host, connect_timeout, stall_timeout, transfer_retries,
              as_json):
     """Copy BUNDLE to a device's bundle store (~/.edgec/bundles/<bundle_id>); unchanged bundles send nothing."""
-    from edgec.bundle import Bundle
-    from edgec.deploy.inventory import resolve_device
-    from edgec.deploy.push import push_bundle
-    from edgec.deploy.ssh import connect
-
-    device = resolve_device(device_spec, inventory)
-    opened = Bundle(bundle)
     show = _stderr_is_terminal() and not as_json
 
     def progress(sent, total):
         if show:
             click.echo(f"\r  pushing {human_bytes(sent)} / {human_bytes(total)}", err=True, nl=False)
 
-    ssh = ssh_options(trust_new_host, connect_timeout, stall_timeout, transfer_retries)
-    with connect(device.ssh_target(), ssh) as conn:
-        report = push_bundle(conn, opened, progress=progress)
+    report = api.push(bundle, device_spec, inventory=inventory, progress=progress,
+                      ssh=ssh_settings(trust_new_host, connect_timeout, stall_timeout, transfer_retries))
     if show and report.bytes_sent:
         click.echo("", err=True)
     if as_json:
         echo_json(report.to_dict())
     elif report.already_there:
-        click.echo(f"{device.name}: bundle {report.bundle_id[:16]} already on the device ({report.remote_dir}); "
+        click.echo(f"{device_spec}: bundle {report.bundle_id[:16]} already on the device ({report.remote_dir}); "
                    "nothing sent")
     else:
         resumed = f", resumed {report.resumes}x after the link broke" if report.resumes else ""
         if report.continued_partial:
             resumed += ", continued an earlier push's partial upload"
-        click.echo(f"{device.name}: pushed bundle {report.bundle_id[:16]} to {report.remote_dir} "
+        click.echo(f"{device_spec}: pushed bundle {report.bundle_id[:16]} to {report.remote_dir} "
                    f"({human_bytes(report.bytes_sent)}, {report.seconds:.2f} s{resumed}, sha256 checked on the device)")
-
-
-def run_remote(bundle, device_spec: str, options, inventory=None, trust_new_host: bool = False,
-               results=None, store_results: bool = True, timeout: float = 600.0, ssh=None) -> dict:
-    """``edgec bench --device``: push if needed, run the agent on the device, store and return its result."""
-    from edgec.bundle import Bundle
-    from edgec.deploy.inventory import resolve_device
-    from edgec.deploy.remote import bench_on_device
-    from edgec.deploy.results import ResultsStore
-
-    device = resolve_device(device_spec, inventory)
-    opened = Bundle(bundle)
-    store = ResultsStore(results) if store_results else None
-    try:
-        done = bench_on_device(device, opened, options, ssh or ssh_options(trust_new_host), timeout=timeout)
-    except Exception as exc:
-        if store is not None and not isinstance(exc, KeyboardInterrupt):
-            store.record(bundle_id=opened.bundle_id, device=device.name, address=device.address,
-                         profile=device.target, error=exc)
-        raise
-    if store is not None:
-        store.record(bundle_id=opened.bundle_id, device=device.name, address=device.address, profile=device.target,
-                     result=done.result)
-    return done.result
-
-
-def store_local(results, doc: dict) -> int:
-    """Store a local ``edgec bench`` result (device ``local``)."""
-    import platform
-
-    from edgec.deploy.results import ResultsStore
-
-    with ResultsStore(results) as store:
-        return store.record(bundle_id=doc.get("bundle_id", "?"), device="local", address=platform.node(),
-                            profile=(doc.get("bundle") or {}).get("target"), result=doc)
 
 
 @click.group("farm")
@@ -128,9 +91,7 @@ def farm_group():
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_cmd(inventory, tags, as_json):
     """List the devices of the inventory."""
-    from edgec.deploy.inventory import load_inventory, select_devices
-
-    devices = select_devices(load_inventory(inventory), tuple(tags))
+    devices = api.devices(inventory, tuple(tags))
     if as_json:
         echo_json([{"name": d.name, "host": d.host, "port": d.port, "user": d.user, "key": d.key,
                     "target": d.target, "tags": list(d.tags), "python": d.python} for d in devices])
@@ -150,13 +111,8 @@ def check_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, transfe
               as_json):
     """Is each device reachable? Its Python, runtimes, free disk, bundles stored and agent version (installs the
     agent)."""
-    from edgec.bundle import Bundle
-    from edgec.deploy.farm import check_devices
-    from edgec.deploy.inventory import load_inventory, select_devices
-
-    devices = select_devices(load_inventory(inventory), tuple(tags))
-    ssh = ssh_options(trust_new_host, connect_timeout, stall_timeout, transfer_retries)
-    rows = check_devices(devices, ssh, parallel, bundle=Bundle(bundle) if bundle else None)
+    rows = api.farm_check(inventory=inventory, tags=tuple(tags), parallel=parallel, bundle=bundle,
+                          ssh=ssh_settings(trust_new_host, connect_timeout, stall_timeout, transfer_retries))
     if as_json:
         echo_json(rows)
     else:
@@ -191,12 +147,9 @@ def prune_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, transfe
               dry_run, parallel, as_json):
     """Free device disk: remove old bundles (all but --keep most recently used), partial uploads untouched for a
     day, and agents of other edgec versions."""
-    from edgec.deploy.farm import prune_devices
-    from edgec.deploy.inventory import load_inventory, select_devices
-
-    devices = select_devices(load_inventory(inventory), tuple(tags))
-    ssh = ssh_options(trust_new_host, connect_timeout, stall_timeout, transfer_retries)
-    rows = prune_devices(devices, ssh, keep, older_than, dry_run, parallel)
+    rows = api.farm_prune(inventory=inventory, tags=tuple(tags), keep=keep, older_than_days=older_than,
+                          dry_run=dry_run, parallel=parallel,
+                          ssh=ssh_settings(trust_new_host, connect_timeout, stall_timeout, transfer_retries))
     if as_json:
         echo_json(rows)
     else:
@@ -228,28 +181,21 @@ def prune_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, transfe
 def bench_cmd(bundle, inventory, trust_new_host, connect_timeout, stall_timeout, transfer_retries, tags, names,
               parallel, timeout, results, runs, warmup, threads, idle, power, as_json):
     """Benchmark BUNDLE on every selected device in parallel, with a live display, storing each outcome."""
-    from edgec.bundle import Bundle
-    from edgec.deploy.farm import FarmProgress, farm_bench
-    from edgec.deploy.inventory import load_inventory, select_devices
-    from edgec.deploy.results import ResultsStore
-    from edgec.device_agent.options import BenchOptions
+    from edgec.deploy.farm import FarmProgress  # paramiko, like every farm command
 
-    devices = select_devices(load_inventory(inventory), tuple(tags), tuple(names))
-    opened = Bundle(bundle)
-    store = ResultsStore(results)
-    progress = FarmProgress(devices, enabled=_stderr_is_terminal() and not as_json)
-    run = farm_bench(devices, opened, store=store, options=BenchOptions(runs=runs, warmup=warmup, threads=threads,
-                                                                        idle_s=idle, power=power),
-                     ssh=ssh_options(trust_new_host, connect_timeout, stall_timeout, transfer_retries),
-                     parallel=parallel,
-                     device_timeout=timeout, progress=progress)
+    selected = api.devices(inventory, tuple(tags), tuple(names))
+    progress = FarmProgress(selected, enabled=_stderr_is_terminal() and not as_json)
+    run = api.farm_bench(bundle, inventory=inventory, tags=tuple(tags), names=tuple(names), parallel=parallel,
+                         device_timeout=timeout, results=results, progress=progress,
+                         ssh=ssh_settings(trust_new_host, connect_timeout, stall_timeout, transfer_retries),
+                         runs=runs, warmup=warmup, threads=threads, idle_s=idle, power=power)
     if as_json:
-        echo_json({**run.to_dict(), "results_db": str(store.path)})
+        echo_json({**run.to_dict(), "results_db": run.results_db})
     else:
         click.echo(table([_bench_row(o) for o in run.outcomes], ["device", "status", "mean ms", "p50 ms", "p90 ms",
                                                                  "run id", "error"]))
         click.echo(f"farm run {run.farm_run}: {sum(o.ok for o in run.outcomes)} ok, "
-                   f"{sum(not o.ok for o in run.outcomes)} failed; stored in {store.path}")
+                   f"{sum(not o.ok for o in run.outcomes)} failed; stored in {run.results_db}")
     if run.interrupted:
         click.echo("edgec: interrupted; finished devices were kept", err=True)
         sys.exit(130)
@@ -258,8 +204,6 @@ def bench_cmd(bundle, inventory, trust_new_host, connect_timeout, stall_timeout,
 
 
 def _bench_row(outcome) -> list:
-    from edgec.deploy.results import latency_figures
-
     if not outcome.ok:
         return [outcome.device.name, "failed", "", "", "", outcome.run_id, f"{outcome.error['type']}: "
                 f"{outcome.error['message']}"]

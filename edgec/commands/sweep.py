@@ -7,11 +7,12 @@ from pathlib import Path
 
 import click
 
+from edgec import api
 from edgec.commands._output import echo_json, table
+from edgec.device_agent.options import BenchOptions
+from edgec.settings import LOCAL_DEVICE
 
 __all__ = ["sweep_cmd"]
-
-
 
 @click.command("sweep")
 @click.argument("source")
@@ -19,7 +20,7 @@ __all__ = ["sweep_cmd"]
 @click.option("--variants", required=True, metavar="LIST",
               help="Comma list of variants, each '+'-joined: fp32, fp16, int8, int4, pruneNN, sparseNN, lowrankNN, "
                    "onnx, tflite. Example: fp32,int8,int4,prune30+int8,int8+tflite")
-@click.option("--device", "devices", multiple=True, default=("local",), show_default=True,
+@click.option("--device", "devices", multiple=True, default=(LOCAL_DEVICE,), show_default=True,
               help="Where to benchmark: local, user@host[:port] or an inventory NAME (repeatable).")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "tflite"]), help="Default format of variants "
               "[default: the profile's].")
@@ -55,20 +56,20 @@ def sweep_cmd(ctx, source, target, variants, devices, fmt, input_shapes, calibra
     from edgec._progress import Progress
     from edgec.compiler.frontends import parse_input_shapes
     from edgec.deploy.results import ResultsStore
-    from edgec.report.sweep import SweepOptions, parse_variants, run_sweep
 
-    parsed = parse_variants(variants)
+    parsed = api.parse_variants(variants)
     compile_options = {k: v for k, v in dict(
         format=fmt, input_shapes=parse_input_shapes(input_shapes), calibration=calibration,
         calibration_method=calibration_method, preprocess=preprocess, eval_data=eval_data,
         max_accuracy_drop=max_accuracy_drop, seed=seed).items() if v is not None}
-    opts = SweepOptions(target=target, devices=tuple(devices), workdir=Path(workdir), compile_options=compile_options,
-                        bench={"runs": runs, "warmup": warmup, "threads": threads, "power": power, "idle_s": idle},
-                        results=results, inventory=inventory, trust_new_host=trust_new_host)
+    opts = api.SweepOptions(target=target, devices=tuple(devices), workdir=Path(workdir),
+                            compile_options=compile_options,
+                            bench=BenchOptions(runs=runs, warmup=warmup, threads=threads, power=power, idle_s=idle),
+                            results=results, inventory=inventory, trust_new_host=trust_new_host)
     progress = Progress(enabled=None if not as_json else False)
     try:
         with ResultsStore(results) as store:
-            outcomes = run_sweep(source, parsed, opts, store, progress)
+            outcomes = api.run_sweep(source, parsed, opts, store, progress)
             path = _write(store, outcomes, source, target, out)
     finally:
         progress.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgec.commands._output import echo_json, table
+from edgec.settings import LOCAL_DEVICE
 
 __all__ = ["targets_group"]
 
@@ -68,7 +69,7 @@ def show_cmd(name, as_json):
 
 
 @targets_group.command("calibrate")
-@click.option("--device", "device_spec", default="local", show_default=True,
+@click.option("--device", "device_spec", default=LOCAL_DEVICE, show_default=True,
               help="local, user@host[:port], or a device NAME from the inventory.")
 @click.option("--as", "name", default=None, help="Name of the new target [default: host for local, else the device].")
 @click.option("--base", default=None, help="Profile the overlay extends [default: detected / inventory target / guess].")
@@ -93,19 +94,14 @@ def calibrate_cmd(device_spec, name, base, quick, threads, inventory, trust_new_
     """
     import sys
 
-    from edgec.targets.calibrate import calibrate_target
+    from edgec import api
 
     def progress(message):
         if not as_json and sys.stderr.isatty():
             click.echo(f"\r  {message}\033[K", err=True, nl=False)
 
-    ssh = None
-    if device_spec != "local":
-        from edgec.commands.farm import ssh_options
-
-        ssh = ssh_options(trust_new_host)
-    path, doc = calibrate_target(device_spec, name, base, quick=quick, threads=threads, inventory=inventory,
-                                 ssh_options=ssh, progress=progress, sysfs_root=sysfs_root)
+    path, doc = api.calibrate_target(device_spec, name, base, quick=quick, threads=threads, inventory=inventory,
+                                     trust_new_host=trust_new_host, progress=progress, sysfs_root=sysfs_root)
     if not as_json and sys.stderr.isatty():
         click.echo("", err=True)
     if as_json:

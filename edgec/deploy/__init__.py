@@ -5,11 +5,17 @@ Modules (``ssh`` and its private ``_ssh_connect`` are the only ones that import 
 - ``ssh``        connections: every step has a timeout; a stall watchdog frees transfers on a dead link;
                  ``_ssh_connect`` opens them (retries and backoff, host-key policy, ~/.ssh/config with
                  ProxyJump chains, keys and ssh-agent).
+- ``ssh_options`` ``SshOptions``/``SshTarget``: the one set of SSH defaults, importable without paramiko.
 - ``inventory``  the devices.toml inventory and ``--device user@host[:port]|NAME``.
 - ``push``       the content-addressed bundle store on the device (``~/.edgec/bundles/<bundle_id>``):
                  upload to a temporary name, sha256-check on the device, rename; the agent the same way;
                  a broken link is reconnected and the upload resumed.
-- ``remote``     run the agent (``edgec.device_agent`` zipapp) on one device: info, runtime check, bench.
+- ``local``      ``LocalAgent``: the agent zipapp run by this Python (``--device local``).
+- ``remote``     ``SshAgent``: the agent on one SSH device (install, info, runtime check, push, bench).
+                 Both implement ``edgec.device_agent.client.AgentRunner``, the one way every caller runs the
+                 agent (bench, farm, sweep, demo, ``targets calibrate``).
+- ``bench``      ``open_agent`` (device spec -> runner), ``run_bench``, ``bench_device`` (run and store),
+                 ``with_power_model`` (``--power estimated`` from the device's profile).
 - ``farm``       many devices in parallel with deadlines, Ctrl-C handling and a live display.
 - ``results``    the SQLite results store with forward migrations.
 
@@ -20,4 +26,4 @@ retried and uploads are resumed; a benchmark is never retried.
 
 from __future__ import annotations
 
-__all__ = ["farm", "inventory", "push", "remote", "results", "ssh"]
+__all__ = ["bench", "farm", "inventory", "local", "push", "remote", "results", "ssh", "ssh_options"]

@@ -20,8 +20,10 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from edgec.bundle import Bundle
+from edgec.deploy.bench import run_bench
 from edgec.deploy.inventory import Device
-from edgec.deploy.remote import agent_zipapp, bench_on_device, check_runtime, device_info
+from edgec.deploy.prune import prune_device, store_usage
+from edgec.deploy.remote import SshAgent, agent_zipapp, check_runtime
 from edgec.deploy.results import ResultsStore, latency_figures
 from edgec.deploy.ssh import SshOptions, connect
 from edgec.device_agent.options import BenchOptions
@@ -60,10 +62,11 @@ class FarmRun:
     bundle_id: str
     outcomes: list[DeviceOutcome] = field(default_factory=list)
     interrupted: bool = False
+    results_db: str | None = None  # where the outcomes were stored
 
     def to_dict(self) -> dict:
         return {"farm_run": self.farm_run, "bundle_id": self.bundle_id, "interrupted": self.interrupted,
-                "devices": [o.to_dict() for o in self.outcomes]}
+                "results_db": self.results_db, "devices": [o.to_dict() for o in self.outcomes]}
 
 
 class FarmProgress:
@@ -112,7 +115,9 @@ def farm_bench(devices: list[Device], bundle: Bundle, *, store: ResultsStore | N
     """Benchmark ``bundle`` on every device, ``parallel`` at a time; see the module docstring for guarantees."""
     agent_zipapp()  # build once, before the threads need it
     runner = _FarmRunner(bundle, store, options, ssh, device_timeout, progress or FarmProgress(devices, False))
-    return runner.run(devices, parallel)
+    run = runner.run(devices, parallel)
+    run.results_db = str(store.path) if store is not None else None
+    return run
 
 
 class _FarmRunner:
@@ -161,9 +166,11 @@ class _FarmRunner:
         try:
             if self.cancel.is_set():
                 return None
-            done = bench_on_device(device, self.bundle, self.options, self.ssh, timeout=self.device_timeout,
-                                   on_connect=lambda conn: self.register(device.name, conn),
-                                   on_stage=lambda s, d: self.progress.stage(device.name, s, d))
+            agent = SshAgent(device, self.ssh, timeout=self.device_timeout,
+                             on_connect=lambda conn: self.register(device.name, conn),
+                             on_stage=lambda s, d: self.progress.stage(device.name, s, d))
+            with agent:
+                done = run_bench(agent, self.bundle, self.options)
             outcome.result, outcome.pushed_bytes, outcome.push_resumes = done.result, done.pushed_bytes, \
                 done.push_resumes
         except Exception as exc:  # whatever went wrong is this device's outcome, recorded below
@@ -218,23 +225,23 @@ def _latency_text(result: dict) -> str:
 def check_devices(devices: list[Device], ssh: SshOptions, parallel: int = 8, bundle: Bundle | None = None) -> list[dict]:
     """Reachability, Python, runtimes, free disk, bundle store use and agent version of each device (errors per
     device)."""
-    from edgec.deploy.prune import store_usage
-    from edgec.deploy.push import install_agent
-
-    agent = agent_zipapp()
+    agent_zipapp()  # build once, before the threads need it
 
     def one(device: Device) -> dict:
         row = {"device": device.name, "address": device.address, "ok": False}
         started = time.monotonic()
+
+        def connected(_conn) -> None:
+            row["connect_seconds"] = round(time.monotonic() - started, 3)
+
         try:
-            with connect(device.ssh_target(), ssh) as conn:
-                row["connect_seconds"] = round(time.monotonic() - started, 3)
-                info = device_info(conn, device, install_agent(conn, agent))
+            with SshAgent(device, ssh, timeout=120.0, on_connect=connected) as agent:
+                info = agent.info()
                 row.update(python=info.get("python"), runtimes=info.get("runtimes"),
                            free_disk_bytes=info.get("free_disk_bytes"), agent_version=info.get("agent_version"),
-                           platform=info.get("platform"), store=store_usage(conn))
+                           platform=info.get("platform"), store=store_usage(agent.conn))
                 if bundle is not None:
-                    row["runtime"] = check_runtime(info, bundle, device, conn.target.label)
+                    row["runtime"] = check_runtime(info, bundle, device, agent.conn.target.label)
                 row["ok"] = True
         except Exception as exc:  # reported in the device's row, like any other failure
             row["error"] = {"type": type(exc).__name__, "message": str(exc)}
@@ -247,8 +254,6 @@ def check_devices(devices: list[Device], ssh: SshOptions, parallel: int = 8, bun
 def prune_devices(devices: list[Device], ssh: SshOptions, keep: int, older_than_days: float | None = None,
                   dry_run: bool = False, parallel: int = 8) -> list[dict]:
     """``prune_device`` on each device in parallel: one row per device, with the report or the error."""
-    from edgec.deploy.prune import prune_device
-
     current = agent_zipapp().name
 
     def one(device: Device) -> dict:

@@ -23,16 +23,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgec.deploy.ssh_options import SshTarget
 from edgec.errors import InputError, UsageError
+from edgec.settings import edgec_home
 
-__all__ = ["Device", "default_inventory_path", "edgec_home", "load_inventory", "resolve_device", "select_devices"]
+__all__ = ["Device", "default_inventory_path", "load_inventory", "resolve_device", "select_devices"]
 
 _KEYS = {"name": str, "host": str, "port": int, "user": str, "key": str, "target": str, "tags": list, "python": str}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def edgec_home() -> Path:
-    return Path(os.environ.get("EDGEC_HOME", Path.home() / ".edgec"))
 
 
 @dataclass(frozen=True)
@@ -48,9 +46,7 @@ class Device:
     tags: tuple[str, ...] = ()
     python: str = "python3"
 
-    def ssh_target(self):
-        from edgec.deploy.ssh import SshTarget
-
+    def ssh_target(self) -> SshTarget:
         return SshTarget(host=self.host, port=self.port, user=self.user, key=self.key, name=self.name)
 
     @property

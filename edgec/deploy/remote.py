@@ -1,4 +1,4 @@
-"""Run the device agent on one device over SSH: install it, check the runtime, push, benchmark.
+"""The device agent on one device over SSH: ``SshAgent``, the SSH ``AgentRunner`` (install, info, push, bench).
 
 The agent is the zipapp from ``edgec.device_agent.build_zipapp`` (see notes/AGENT_CONTRACT.md), run with the
 device's own Python (``python`` in the inventory). Everything it prints on stdout is JSON; an error document
@@ -12,19 +12,21 @@ import functools
 import json
 import shlex
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from edgec.bundle import Bundle
-from edgec.deploy.inventory import Device, edgec_home
-from edgec.deploy.push import install_agent, push_bundle
+from edgec.deploy.inventory import Device
+from edgec.deploy.push import PushReport, install_agent, push_bundle
 from edgec.deploy.ssh import Connection, SshOptions, connect
-from edgec.device_agent.client import parse_output
+from edgec.device_agent import build_zipapp
+from edgec.device_agent.client import bench_argv, parse_output, parse_serve, serve_input
 from edgec.device_agent.options import BenchOptions
 from edgec.errors import DeviceError, RuntimeMissingError
+from edgec.runtimes import runtime_for_format
+from edgec.settings import agent_cache_dir
 
-__all__ = ["AgentSession", "RemoteBench", "agent_call", "agent_zipapp", "bench_on_device", "check_runtime",
-           "device_info", "install_command"]
+__all__ = ["AgentSession", "SshAgent", "agent_call", "agent_zipapp", "check_runtime", "device_info",
+           "install_command"]
 
 # The agent session ends itself when no line came from us for this long (a link that died without sshd noticing:
 # otherwise its benchmark would run on and skew the device's next measurement); we send one every quarter of it.
@@ -37,11 +39,7 @@ _PIP = {"onnxruntime": "numpy onnxruntime", "litert": "numpy ai-edge-litert"}
 @functools.lru_cache(maxsize=1)
 def agent_zipapp() -> Path:
     """Build (once per process) the agent zipapp; its name carries its content hash."""
-    try:
-        from edgec.device_agent import build_zipapp
-    except ImportError as exc:
-        raise DeviceError(f"the device agent is not part of this edgec install ({exc}); reinstall edgec") from None
-    cache = edgec_home() / "agent"  # the same place `edgec bench --device local` builds it
+    cache = agent_cache_dir()  # the same place `edgec bench --device local` builds it
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError:
@@ -74,8 +72,6 @@ def device_info(conn: Connection, device: Device, agent: str, timeout: float = 1
 
 def check_runtime(info: dict, bundle: Bundle, device: Device, label: str) -> str:
     """The runtime the bundle needs; RuntimeMissingError with the install command when the device lacks it."""
-    from edgec.runtimes import runtime_for_format
-
     runtime = runtime_for_format(bundle.format)
     if not (info.get("runtimes") or {}).get(runtime):
         raise RuntimeMissingError(
@@ -83,17 +79,6 @@ def check_runtime(info: dict, bundle: Bundle, device: Device, label: str) -> str
             f"install it on the device with `{install_command(device, runtime)}` (or in a virtualenv, then "
             "set `python` in the inventory to its interpreter)")
     return runtime
-
-
-@dataclass
-class RemoteBench:
-    """The outcome of one device's benchmark and what the push did."""
-
-    result: dict
-    pushed_bytes: int
-    bundle_dir: str
-    agent_version: str | None
-    push_resumes: int = 0  # times the push reconnected after its link broke (a flaky link shows here)
 
 
 class AgentSession:
@@ -147,30 +132,82 @@ def _no_python(label: str, device: Device) -> RuntimeMissingError:
         "(Debian/Raspberry Pi OS: `sudo apt-get install -y python3 python3-numpy`) or set `python` in the inventory")
 
 
-def bench_on_device(device: Device, bundle: Bundle, options: BenchOptions, ssh: SshOptions,
-                    timeout: float, on_connect=None, on_stage=None) -> RemoteBench:
-    """Connect (with retries), install the agent, check the runtime, push, and benchmark; never retried.
+class SshAgent:
+    """The agent on an SSH device, an ``AgentRunner``: connect (with retries) and install the agent on entry.
 
-    One agent process answers ``info`` and ``bench`` (its ``serve`` mode), so Python and the runtime start once.
-    ``on_connect(conn)`` lets the caller close the connection from another thread (deadline, Ctrl-C);
-    ``on_stage(name, detail)`` reports progress.
+    ``info`` and non-fresh ``bench`` share one ``serve`` process (Python and the runtime start once); ``place``
+    checks the device has the bundle's runtime, then pushes the bundle (content-addressed: an unchanged bundle
+    sends nothing). ``on_connect(conn)`` lets the caller close the connection from another thread (deadline,
+    Ctrl-C); ``on_stage(name, detail)`` reports progress. A benchmark is never retried.
     """
-    stage = on_stage or (lambda *_: None)
-    stage("connecting", "")
-    with connect(device.ssh_target(), ssh) as conn:
-        if on_connect:
-            on_connect(conn)
-        stage("agent", "")
-        session = AgentSession(conn, device, install_agent(conn, agent_zipapp()))
+
+    def __init__(self, device: Device, ssh: SshOptions | None = None, timeout: float = 600.0, on_connect=None,
+                 on_stage=None):
+        self.device, self.ssh, self.timeout = device, ssh or SshOptions(), timeout
+        self.name, self.address, self.target = device.name, device.address, device.target
+        self._on_connect, self._stage = on_connect, on_stage or (lambda *_: None)
+        self.conn: Connection | None = None
+        self.agent = ""
+        self.last_push: PushReport | None = None
+        self._session: AgentSession | None = None
+        self._info: dict | None = None
+
+    def __enter__(self) -> SshAgent:
+        self._stage("connecting", "")
+        self.conn = connect(self.device.ssh_target(), self.ssh)
         try:
-            info = session.request("info", timeout=min(timeout, 300.0))
-            check_runtime(info, bundle, device, conn.target.label)
-            stage("pushing", "")
-            report = push_bundle(conn, bundle,
-                                 progress=lambda sent, total: stage("pushing", f"{100 * sent // total}%"))
-            stage("benchmarking", "")
-            result = session.request("bench", timeout=timeout, bundle=report.remote_dir, **options.as_dict())
+            if self._on_connect:
+                self._on_connect(self.conn)
+            self._stage("agent", "")
+            self.agent = install_agent(self.conn, agent_zipapp())
+        except BaseException:
+            self.conn.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self._session is not None:
+                self._session.close()
         finally:
-            session.close()
-        return RemoteBench(result, report.bytes_sent, report.remote_dir, info.get("agent_version"),
-                           report.resumes)
+            self.conn.__exit__(*exc)
+
+    def session(self) -> AgentSession:
+        if self._session is None:
+            self._session = AgentSession(self.conn, self.device, self.agent)
+        return self._session
+
+    def info(self) -> dict:
+        if self._info is None:
+            self._info = self.session().request("info", timeout=min(self.timeout, 300.0))
+        return self._info
+
+    def place(self, bundle: Path | Bundle) -> str:
+        opened = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
+        check_runtime(self.info(), opened, self.device, self.conn.target.label)
+        self._stage("pushing", "")
+        self.last_push = push_bundle(self.conn, opened,
+                                     progress=lambda sent, total: self._stage("pushing", f"{100 * sent // total}%"))
+        return self.last_push.remote_dir
+
+    def bench(self, placed: str, options: BenchOptions, fresh: bool = False) -> dict:
+        self._stage("benchmarking", "")
+        if fresh:  # a process of its own: its peak RSS is this bundle's alone
+            argv = bench_argv(self.agent, placed, options, python=self.device.python)
+            return agent_call(self.conn, self.device, argv, timeout=self.timeout, what="agent bench (fresh)")
+        return self.session().request("bench", timeout=self.timeout, bundle=placed, **options.as_dict())
+
+    def serve(self, requests: list[dict]) -> list[dict]:
+        """The batch goes up as a file and runs as ``serve < file``: no link needs to stay up between requests."""
+        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as handle:
+            handle.write(serve_input(requests))
+        remote = f"{self.conn.home()}/.edgec/serve-requests.jsonl"
+        try:
+            self.conn.put(handle.name, remote)
+        finally:
+            Path(handle.name).unlink()
+        command = " ".join(shlex.quote(a) for a in (self.device.python, self.agent, "serve"))
+        result = self.conn.run(f"{command} < {shlex.quote(remote)}", timeout=self.timeout, what="agent serve (batch)")
+        if result.exit_code == 127:
+            raise _no_python(self.conn.target.label, self.device)
+        return parse_serve(result.stdout, len(requests), self.conn.target.label)

@@ -17,8 +17,8 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edgec.deploy.inventory import edgec_home
 from edgec.errors import ResultsError
+from edgec.settings import edgec_home
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "ResultsStore", "default_results_path", "latency_figures"]
 
@@ -60,13 +60,12 @@ def default_results_path() -> Path:
 
 
 def latency_figures(result: dict) -> dict:
-    """mean/p50/p90 latency in ms from a BenchResult document (None where it has none)."""
-    stats = result.get("latency_ms") or result.get("latency") or {}
-    if not isinstance(stats, dict):
-        stats = {}
+    """mean/p50/p90 latency in ms from a BenchResult document's ``latency_ms`` (None where it has none)."""
+    stats = result.get("latency_ms")
+    stats = stats if isinstance(stats, dict) else {}
     pick = {}
     for name in ("mean", "p50", "p90"):
-        value = stats.get(name, stats.get(f"{name}_ms"))
+        value = stats.get(name)
         pick[f"latency_ms_{name}"] = float(value) if isinstance(value, (int, float)) else None
     return pick
 

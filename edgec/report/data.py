@@ -80,22 +80,22 @@ class ReportData:
 
 
 def describe_precision(manifest: dict) -> str:
-    """A short precision/compression label from a manifest: fp32, int8, fp16, ... plus "+pruned"."""
+    """A short precision/compression label from a manifest: fp32, int8, fp16, ... plus "+pruned".
+
+    What was emitted wins (the TFLite emitter's ``variant``), then what the quantization stage chose
+    (``precision``), then the reference tolerance (wider for quantized bundles).
+    """
     report = manifest.get("report") or {}
+    tflite, quantization = report.get("tflite"), report.get("quantization")
     precision = None
-    for key in ("tflite", "precision", "quantization"):  # what was emitted first, then what was asked
-        section = report.get(key)
-        if isinstance(section, str):
-            precision = section
-        elif isinstance(section, dict):
-            found = section.get("precision") or section.get("variant") or section.get("scheme")
-            precision = found if isinstance(found, str) else precision
-        if precision:
-            break
+    if isinstance(tflite, dict) and isinstance(tflite.get("variant"), str):
+        precision = tflite["variant"]
+    elif isinstance(quantization, dict) and isinstance(quantization.get("precision"), str):
+        precision = quantization["precision"]
     if not precision:
         rtol = (manifest.get("reference") or {}).get("rtol", _FLOAT_RTOL)
         precision = "quantized" if float(rtol) > _FLOAT_RTOL else "fp32"
-    precision = {"none": "fp32", "float32": "fp32"}.get(precision, precision)
+    precision = "fp32" if precision == "none" else precision
     pruned = any("prun" in str(p.get("name", "")) and p.get("modified") for p in manifest.get("passes") or [])
     return precision + ("+pruned" if pruned else "")
 
@@ -105,10 +105,9 @@ def accuracy_of(info: BundleInfo) -> tuple[float | None, str]:
     if isinstance(info.metrics.get("accuracy"), (int, float)):
         return float(info.metrics["accuracy"]), info.metrics.get("accuracy_metric", "accuracy (%)")
     section = ((info.manifest or {}).get("report") or {}).get("accuracy")
-    if isinstance(section, dict):
-        for key in ("candidate", "quantized", "score", "accuracy", "top1", "value"):
-            if isinstance(section.get(key), (int, float)) and not isinstance(section.get(key), bool):
-                return float(section[key]), str(section.get("metric") or "accuracy (compile report)")
+    score = section.get("score") if isinstance(section, dict) else None
+    if isinstance(score, (int, float)) and not isinstance(score, bool):  # the compile's accuracy guard wrote it
+        return float(score), str(section.get("metric") or "accuracy (compile report)")
     return None, ""
 
 

@@ -6,16 +6,17 @@ import os
 from pathlib import Path
 
 from edgec.errors import TargetError
+from edgec.settings import HOST_PROFILE, edgec_home
 from edgec.targets.profile import TargetProfile, profile_from_dict
 
-__all__ = ["TargetProfile", "list_profiles", "load_profile", "user_targets_dir"]
+__all__ = ["TargetProfile", "list_profiles", "load_profile", "power_model", "user_targets_dir"]
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
-HOST = "host"
+HOST = HOST_PROFILE
 
 
 def user_targets_dir() -> Path:
-    return Path(os.environ.get("EDGEC_HOME", Path.home() / ".edgec")) / "targets"
+    return edgec_home() / "targets"
 
 
 def _toml_load(path: Path) -> dict:
@@ -103,3 +104,9 @@ def load_profile(name_or_path: str) -> TargetProfile:
     data, source = _load_data(str(name_or_path), ())
     data.setdefault("name", Path(str(name_or_path)).stem)
     return profile_from_dict(data, source)
+
+
+def power_model(name_or_path: str) -> tuple[float, float] | None:
+    """(idle_watts, active_watts) of a profile's power model, or None when it has none."""
+    power = load_profile(name_or_path).power
+    return (power.idle_watts, power.active_watts) if power.active_watts > 0 else None

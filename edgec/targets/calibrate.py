@@ -1,34 +1,32 @@
 """``edgec targets calibrate``: run the micro-benchmark suite through the device agent and write a profile overlay.
 
-Where the agent runs:
+The agent is reached through an ``AgentRunner`` (``edgec.device_agent.client``) that the caller opens and hands
+in: ``edgec.api.calibrate_target`` opens ``edgec.deploy``'s local or SSH runner. Handing it in keeps this
+package free of ``edgec.deploy`` (targets sit below deploy: deploy reads profiles, never the other way), while
+the suite, the thread choice and the overlay stay target knowledge, here. Bundles are placed by the runner (on
+an SSH device: pushed content-addressed, so a second calibration sends nothing new).
 
-- ``local``: the agent zipapp with this Python, as ``edgec bench --device local`` does;
-- ``user@host[:port]`` or an inventory NAME: over SSH (edgec.deploy): the agent and every bundle are pushed
-  (content-addressed, so a second calibration sends nothing new), then run there with the device's Python.
-
-Timings go through one ``serve`` session (JSON lines, a requests file on stdin), so the runtime is imported
-once. The memory probes run as separate ``bench`` processes: a process's peak RSS only grows, so probes sharing
+Timings go through one ``serve`` batch (JSON lines on the agent's stdin), so the runtime is imported once. The memory probes run as separate ``bench`` processes: a process's peak RSS only grows, so probes sharing
 one would measure each other. The overlay is written by ``edgec.targets.overlay``.
 """
 
 from __future__ import annotations
 
-import json
-import shlex
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgec.device_agent.client import bench_argv, parse_output
+from edgec._capture import captured_output
+from edgec.device_agent.client import AgentRunner
 from edgec.device_agent.options import BenchOptions
-from edgec.errors import DeviceError, DeviceTimeoutError, EdgecError, UsageError
+from edgec.errors import DeviceError, EdgecError, UsageError
+from edgec.settings import LOCAL_DEVICE, edgec_home
+from edgec.targets import load_profile, user_targets_dir
+from edgec.targets.host import detect_host
 from edgec.targets.microbench import KernelSpec, build_bundle, suite, thread_probes
+from edgec.targets.microbench_tflite import available as tflite_available
+from edgec.targets.overlay import build_overlay, measured_tables, write_overlay
 
 __all__ = ["CalibrationRun", "calibrate", "calibrate_target", "choose_threads", "default_name"]
-
-LOCAL = "local"
 
 
 @dataclass
@@ -46,7 +44,7 @@ class CalibrationRun:
 
 def default_name(device: str) -> str:
     """``host`` for the local machine, else the device name with characters a file name dislikes replaced."""
-    if device == LOCAL:
+    if device == LOCAL_DEVICE:
         return "host"
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in device).strip("-.") or "device"
 
@@ -58,139 +56,15 @@ def _timing_options(spec: KernelSpec, threads: int, quick: bool, power: bool = F
             "idle_s": (0.5 if quick else 1.0) if power else 0.0, "sysfs_root": sysfs_root}
 
 
-def _requests(jobs: list[tuple[KernelSpec, str]], threads: int, quick: bool, sysfs_root: str = "/sys") -> str:
-    lines = []
-    for i, (spec, remote) in enumerate(jobs):
+def _requests(jobs: list[tuple[KernelSpec, str]], threads: int, quick: bool, sysfs_root: str = "/sys") -> list[dict]:
+    requests = []
+    for spec, placed in jobs:
         power = spec.purpose == "memory" and spec.op == "gemm"  # one sample of power, when a sensor exists
-        lines.append(json.dumps({"id": i, "op": "bench", "bundle": remote,
-                                 **_timing_options(spec, threads, quick, power, sysfs_root)}))
-    lines.append(json.dumps({"id": len(jobs), "op": "quit"}))
-    return "\n".join(lines) + "\n"
-
-
-def _parse_serve(stdout: str, count: int, where: str) -> list[dict]:
-    """One document per request id: the result, or ``{"error": {...}}`` for a request the agent refused."""
-    answers: dict = {}
-    for line in stdout.splitlines():
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict) and isinstance(doc.get("id"), int):
-            answers[doc["id"]] = doc["result"] if doc.get("ok") else {"error": doc.get("error") or {}}
-    missing = [i for i in range(count) if i not in answers]
-    if missing:
-        raise DeviceError(f"{where}: the agent's serve session ended after {count - len(missing)} of {count} "
-                          "micro-benchmarks (crashed or killed?); rerun with --quick or check the device")
-    return [answers[i] for i in range(count)]
-
-
-class LocalAgent:
-    """The agent zipapp run as a subprocess of this Python."""
-
-    label = LOCAL
-
-    def __init__(self, python: str = sys.executable):
-        from edgec.commands.bench import agent_cache_dir
-        from edgec.device_agent import build_zipapp
-
-        self.python = python
-        self.agent = str(build_zipapp(agent_cache_dir()))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def _run(self, argv: list[str], stdin: str | None = None, timeout: float = 3600.0):
-        try:
-            return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise DeviceTimeoutError(f"local agent: `{' '.join(argv[2:4])}` did not finish within {timeout:g} s; "
-                                     "stopped (rerun with --quick?)") from None
-
-    def info(self) -> dict:
-        done = self._run([self.python, self.agent, "info"], timeout=120)
-        return parse_output(done.stdout, done.returncode, done.stderr, where="local agent")
-
-    def place(self, bundle: Path) -> str:
-        return str(bundle.resolve())
-
-    def serve(self, requests: str, count: int) -> list[dict]:
-        done = self._run([self.python, self.agent, "serve"], stdin=requests)
-        return _parse_serve(done.stdout, count, "local agent")
-
-    def bench(self, bundle: str, options: BenchOptions) -> dict:
-        done = self._run(bench_argv(self.agent, bundle, options, python=self.python), timeout=600)
-        return parse_output(done.stdout, done.returncode, done.stderr, where="local agent")
-
-
-class RemoteAgent:
-    """The agent on an SSH device (edgec.deploy): pushed once, bundles pushed content-addressed."""
-
-    def __init__(self, device_spec: str, inventory=None, ssh_options=None, timeout: float = 3600.0):
-        from edgec.deploy.inventory import resolve_device
-        from edgec.deploy.ssh import SshOptions
-
-        self.device = resolve_device(device_spec, inventory)
-        self.options = ssh_options or SshOptions()
-        self.timeout = timeout
-        self.label = self.device.name
-        self.conn = None
-
-    def __enter__(self):
-        from edgec.deploy.push import install_agent
-        from edgec.deploy.remote import agent_zipapp
-        from edgec.deploy.ssh import connect
-
-        self.conn = connect(self.device.ssh_target(), self.options).__enter__()
-        try:
-            self.agent = install_agent(self.conn, agent_zipapp())
-        except BaseException:
-            self.conn.close()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        if self.conn is not None:
-            self.conn.__exit__(*exc)
-
-    def info(self) -> dict:
-        from edgec.deploy.remote import device_info
-
-        return device_info(self.conn, self.device, self.agent)
-
-    def place(self, bundle: Path) -> str:
-        from edgec.deploy.push import push_bundle
-
-        return push_bundle(self.conn, bundle).remote_dir
-
-    def serve(self, requests: str, count: int) -> list[dict]:
-        from edgec.deploy.push import remote_home
-
-        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as handle:
-            handle.write(requests)
-        remote = f"{remote_home(self.conn)}/.edgec/calibrate-requests.jsonl"
-        try:
-            self.conn.put(handle.name, remote)
-        finally:
-            Path(handle.name).unlink()
-        command = " ".join(shlex.quote(a) for a in (self.device.python, self.agent, "serve"))
-        result = self.conn.run(f"{command} < {shlex.quote(remote)}", timeout=self.timeout,
-                               what="agent serve (calibration)")
-        return _parse_serve(result.stdout, count, self.conn.target.label)
-
-    def bench(self, bundle: str, options: BenchOptions) -> dict:
-        from edgec.deploy.remote import agent_call
-
-        argv = bench_argv(self.agent, bundle, options, python=self.device.python)
-        return agent_call(self.conn, self.device, argv, timeout=self.timeout, what="agent bench (memory probe)")
+        requests.append({"op": "bench", "bundle": placed, **_timing_options(spec, threads, quick, power, sysfs_root)})
+    return requests
 
 
 def _bundles(specs: list[KernelSpec], cache: Path, progress) -> list[Path]:
-    from edgec._capture import captured_output
-
     out = []
     for i, spec in enumerate(specs):
         progress(f"generating micro-benchmark {i + 1}/{len(specs)}: {spec.key}")
@@ -200,7 +74,7 @@ def _bundles(specs: list[KernelSpec], cache: Path, progress) -> list[Path]:
     return out
 
 
-def _memory_probes(agent, specs: list[KernelSpec], places: list[str], threads: int, quick: bool) -> dict:
+def _memory_probes(agent: AgentRunner, specs: list[KernelSpec], places: list[str], threads: int, quick: bool) -> dict:
     """Fresh-process benches of the overhead (trivial) and memory probes: {spec key: result}."""
     found = {}
     for spec, place in zip(specs, places):
@@ -209,7 +83,7 @@ def _memory_probes(agent, specs: list[KernelSpec], places: list[str], threads: i
                                                                            and spec.repeat == 1)):
             options = BenchOptions(runs=5, warmup=1, threads=threads, power="none", idle_s=0.0)
             try:
-                found[spec.key] = agent.bench(place, options)
+                found[spec.key] = agent.bench(place, options, fresh=True)
             except EdgecError as exc:
                 found[spec.key] = {"error": {"type": type(exc).__name__, "message": str(exc)}}
     return found
@@ -231,63 +105,56 @@ def choose_threads(probes: list[tuple[KernelSpec, dict]]) -> tuple[int, list[flo
     return chosen, speedup
 
 
-def _run_specs(agent, specs: list[KernelSpec], cache: Path, threads: int, quick: bool, say,
+def _run_specs(agent: AgentRunner, specs: list[KernelSpec], cache: Path, threads: int, quick: bool, say,
                sysfs_root: str = "/sys") -> list[dict]:
     places = []
     for i, bundle in enumerate(_bundles(specs, cache, say)):
-        say(f"placing bundle {i + 1}/{len(specs)} on {agent.label}")
+        say(f"placing bundle {i + 1}/{len(specs)} on {agent.name}")
         places.append(agent.place(bundle))
-    say(f"running {len(specs)} micro-benchmarks on {agent.label}")
-    answers = agent.serve(_requests(list(zip(specs, places)), threads, quick, sysfs_root), len(specs))
+    say(f"running {len(specs)} micro-benchmarks on {agent.name}")
+    answers = agent.serve(_requests(list(zip(specs, places)), threads, quick, sysfs_root))
     say("memory probes (one process each)")
     fresh = _memory_probes(agent, specs, places, threads, quick)
     return [{**answer, "fresh": fresh.get(spec.key)} for spec, answer in zip(specs, answers)]
 
 
-def calibrate(device: str = LOCAL, *, quick: bool = False, threads: int | None = None, inventory=None,
-              ssh_options=None, cache_dir: Path | None = None, progress=None,
-              sysfs_root: str = "/sys") -> CalibrationRun:
-    """Run the suite on ``device`` (``local``, ``user@host[:port]`` or an inventory name).
+def calibrate(agent: AgentRunner, *, quick: bool = False, threads: int | None = None,
+              cache_dir: Path | None = None, progress=None, sysfs_root: str = "/sys") -> CalibrationRun:
+    """Run the suite through ``agent`` (an open ``AgentRunner``).
 
     ``threads``: runtime threads of the kernel tables; by default the thread-scaling probes choose it (given, the
     probes are skipped and ``thread_speedup`` stays empty). ``sysfs_root``: where the device's power sensors
     are (tests: a fake tree).
     """
     say = progress or (lambda message: None)
-    from edgec.deploy.inventory import edgec_home
-
     cache = Path(cache_dir or edgec_home() / "calibration" / "bundles")
-    agent = LocalAgent() if device == LOCAL else RemoteAgent(device, inventory, ssh_options)
-    with agent:
-        say(f"asking the agent on {agent.label} what it has")
-        info = agent.info()
-        runtimes, notes = _runtimes(info, agent.label)
-        cpu = info.get("cpu") or {}
-        cores = int(cpu.get("cores_usable") or cpu.get("cores") or 1)
-        probes, probe_docs, speedup = [], [], []
-        if threads is None:  # measure the scaling, and take the fewest threads that reach the best speed
-            probes = thread_probes(quick, cores, runtimes[0])
-            say("thread scaling")
-            probe_docs = _run_specs(agent, probes, cache, cores, quick, say)
-            threads, speedup = choose_threads(list(zip(probes, probe_docs)))
-        specs = suite(quick=quick, runtimes=runtimes)
-        docs = _run_specs(agent, specs, cache, threads, quick, say, sysfs_root)
+    say(f"asking the agent on {agent.name} what it has")
+    info = agent.info()
+    runtimes, notes = _runtimes(info, agent.name)
+    cpu = info.get("cpu") or {}
+    cores = int(cpu.get("cores_usable") or cpu.get("cores") or 1)
+    probes, probe_docs, speedup = [], [], []
+    if threads is None:  # measure the scaling, and take the fewest threads that reach the best speed
+        probes = thread_probes(quick, cores, runtimes[0])
+        say("thread scaling")
+        probe_docs = _run_specs(agent, probes, cache, cores, quick, say)
+        threads, speedup = choose_threads(list(zip(probes, probe_docs)))
+    specs = suite(quick=quick, runtimes=runtimes)
+    docs = _run_specs(agent, specs, cache, threads, quick, say, sysfs_root)
     results = list(zip(probes, probe_docs)) + list(zip(specs, docs))
-    return CalibrationRun(device=agent.label, info=info, results=results, quick=quick, threads=threads,
+    return CalibrationRun(device=agent.name, info=info, results=results, quick=quick, threads=threads,
                           speedup=speedup, notes=notes)
 
 
 def _runtimes(info: dict, label: str) -> tuple[tuple, list]:
     """The runtimes to measure (those the device has; the first one is primary), and notes on the others."""
-    from edgec.targets.microbench_tflite import available
-
     have = info.get("runtimes") or {}
     runtimes, notes = [], []
     if have.get("onnxruntime"):
         runtimes.append("onnxruntime")
     else:
         notes.append("onnxruntime not measured: the device has no onnxruntime (and so no memory calibration)")
-    if have.get("litert") and available():
+    if have.get("litert") and tflite_available():
         runtimes.append("litert")
     elif have.get("litert"):
         notes.append("litert not measured: TensorFlow (the TFLite converter) is not installed on this host")
@@ -309,8 +176,6 @@ def _guess_base(info: dict) -> str:
 
 def _device_tables(info: dict, base: str) -> dict:
     """cpu/runtime tables of what the device reported, over its base profile."""
-    from edgec.targets import load_profile
-
     profile = load_profile(base)
     have = [r for r in profile.runtime.available if (info.get("runtimes") or {}).get(r)] or ["onnxruntime"]
     preferred = profile.runtime.preferred if profile.runtime.preferred in have else have[0]
@@ -324,39 +189,23 @@ def _device_tables(info: dict, base: str) -> dict:
     return tables
 
 
-def calibrate_target(device: str = LOCAL, name: str | None = None, base: str | None = None, *,
-                     quick: bool = False, threads: int | None = None, inventory=None, ssh_options=None,
-                     progress=None, sysfs_root: str = "/sys") -> tuple[Path, dict]:
-    """Calibrate ``device`` and write the overlay ``$EDGEC_HOME/targets/NAME.toml``; returns (path, document)."""
-    from edgec.deploy.inventory import edgec_home
-    from edgec.targets import user_targets_dir
-    from edgec.targets.overlay import build_overlay, measured_tables, write_overlay
-
+def calibrate_target(agent: AgentRunner, name: str | None = None, base: str | None = None, *,
+                     quick: bool = False, threads: int | None = None, progress=None,
+                     sysfs_root: str = "/sys") -> tuple[Path, dict]:
+    """Calibrate the device behind ``agent`` and write the overlay ``$EDGEC_HOME/targets/NAME.toml``; returns
+    (path, document)."""
     cache = edgec_home() / "calibration" / "bundles"
-    run = calibrate(device, quick=quick, threads=threads, inventory=inventory, ssh_options=ssh_options,
-                    cache_dir=cache, progress=progress, sysfs_root=sysfs_root)
-    name = name or default_name(device)
-    if device == LOCAL:
-        from edgec.targets.host import detect_host
-
+    run = calibrate(agent, quick=quick, threads=threads, cache_dir=cache, progress=progress, sysfs_root=sysfs_root)
+    name = name or default_name(agent.name)
+    if agent.name == LOCAL_DEVICE:
         detected = detect_host()
         base = base or detected["base"]
         extra = {k: detected[k] for k in ("cpu", "memory", "runtime", "power") if k in detected}
     else:
-        if base is None:
-            base = _inventory_target(device, inventory) or _guess_base(run.info)
+        base = base or agent.target or _guess_base(run.info)
         extra = _device_tables(run.info, base)
     if base == name:
         raise UsageError(f"--as {name}: an overlay cannot extend itself; give --base another profile")
     extra.setdefault("runtime", {})["threads"] = run.threads
     doc = build_overlay(name, base, measured_tables(run, cache), extra)
     return write_overlay(doc, user_targets_dir()), doc
-
-
-def _inventory_target(device: str, inventory) -> str | None:
-    from edgec.deploy.inventory import resolve_device
-
-    try:
-        return resolve_device(device, inventory).target
-    except EdgecError:
-        return None

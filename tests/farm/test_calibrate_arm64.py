@@ -41,14 +41,14 @@ def board(arm64_root, client_key):
 
 @pytest.mark.xdist_group("arm64")
 def test_calibrate_the_emulated_arm64_board_over_ssh(board, client_key, ssh_opts, tmp_path, edgec_home):
+    from edgec.api import calibrate_target
     from edgec.targets import load_profile
-    from edgec.targets.calibrate import calibrate_target
 
     inventory = tmp_path / "devices.toml"
     inventory.write_text(f'[[device]]\nname = "pi-emu"\nhost = "{board.address}"\nport = {board.port}\n'
                          f'user = "root"\nkey = "{client_key}"\ntarget = "rpi4"\npython = "python3"\n')
     trust(board, ssh_opts)
-    path, _ = calibrate_target("pi-emu", quick=True, threads=1, inventory=str(inventory), ssh_options=ssh_opts)
+    path, _ = calibrate_target("pi-emu", quick=True, threads=1, inventory=str(inventory), ssh=ssh_opts)
 
     assert path == edgec_home / "targets" / "pi-emu.toml"
     profile = load_profile("pi-emu")

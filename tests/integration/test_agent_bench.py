@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgec.device_agent import run_bench
-from tests.integration.test_agent_bundles import compile_onnx_bundle, run_agent
+from tests.support.agent import compile_onnx_bundle, run_agent
 
 pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -209,9 +209,9 @@ def test_edgec_bench_power_from_meter_command_and_profile_model(bundle, tmp_path
     power = json.loads(done.stdout)["power"]
     assert power["source"] == "command" and power["measured"] is True
     assert power["idle_watts"] == pytest.approx(4.25) and power["active_watts"] == pytest.approx(4.25)
-    from edgec.commands.bench import profile_power_model
+    from edgec.targets import power_model
 
-    model = profile_power_model("host")
+    model = power_model("host")
     done = edgec(bundle, "--runs", "30", "--idle", "0", "--power", "estimated", home=tmp_path)
     if model is None:  # a host profile without a power model: said plainly, no made-up figure
         assert done.returncode == 2 and "--power-model" in done.stderr

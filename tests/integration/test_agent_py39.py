@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_agent_bundles import compile_onnx_bundle, keras_tflite, tflite_bundle
+from tests.support.agent import compile_onnx_bundle, keras_tflite, tflite_bundle
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("py39")]
 REPO = Path(__file__).resolve().parents[2]

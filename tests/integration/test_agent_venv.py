@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_agent_bundles import compile_onnx_bundle, keras_tflite, run_agent, tflite_bundle
+from tests.support.agent import compile_onnx_bundle, keras_tflite, run_agent, tflite_bundle
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("agent-venvs")]
 VENV_CACHE = Path(os.environ.get("EDGEC_TEST_VENVS", "/tmp/edgec-test-venvs"))

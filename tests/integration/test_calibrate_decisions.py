@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.unit.test_estimate_overlay import _kernel, measured_doc
+from tests.support.measured import _kernel, measured_doc
 
 pytestmark = [pytest.mark.integration]
 

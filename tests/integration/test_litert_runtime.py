@@ -12,7 +12,7 @@ import pytest
 
 from edgec.errors import BundleError
 from edgec.runtimes import litert
-from tests.integration.test_agent_bundles import keras_tflite, tflite_bundle
+from tests.support.agent import keras_tflite, tflite_bundle
 
 pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -1,5 +1,5 @@
 """``edgec report`` from real results: small ONNX models compiled with edgec.api.compile, benchmarked with the
-local agent (run_local), stored in a real SQLite results store, rendered to HTML and read back; the page is then
+local agent (api.bench), stored in a real SQLite results store, rendered to HTML and read back; the page is then
 opened in headless Chromium."""
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import numpy as np
 import pytest
 
 from edgec import api
-from edgec.commands.bench import run_local
-from edgec.commands.farm import store_local
 from edgec.deploy.results import ResultsStore
 from edgec.device_agent.options import BenchOptions
 from edgec.device_agent.stats import latency_stats
@@ -59,9 +57,10 @@ def mlp_onnx(path, hidden: int, seed: int):
     return path
 
 
-def bench_docs(bundle, n: int, **overrides) -> list[dict]:
-    options = BenchOptions(**{**OPTIONS.as_dict(), "power_model": (2.0, 5.0), **overrides})
-    return [run_local(bundle.path, options, quiet=True) for _ in range(n)]
+def bench_docs(bundle, n: int, results=None, **overrides) -> list[dict]:
+    """``n`` local benchmarks of ``bundle`` (stored in ``results`` when given, as ``edgec bench --results``)."""
+    options = {**OPTIONS.as_dict(), "power_model": (2.0, 5.0), **overrides}
+    return [api.bench(bundle.path, results=results, **options).result for _ in range(n)]
 
 
 def with_samples(doc: dict, samples: list[float]) -> dict:
@@ -88,9 +87,7 @@ def world(tmp_path_factory):
     db = tmp / "results.db"
     docs = {}
     for key, bundle in bundles.items():
-        docs[key] = bench_docs(bundle, 2)
-        for doc in docs[key]:
-            store_local(db, doc)
+        docs[key] = bench_docs(bundle, 2, results=db)
     with ResultsStore(db) as store:
         second = bench_docs(bundles["a_fp32"], 1, threads=1)[0]
         store.record(bundle_id=second["bundle_id"], device=SECOND_DEVICE, profile="host", result=second)
@@ -147,6 +144,17 @@ class Tables(HTMLParser):
         return [t for t, h in zip(self.tables, self.headings)
                 if t and t[0][1] and t[0][1][0] == first_header and (heading is None or h == heading)]
 
+    def with_columns(self, *headers: str) -> list[tuple[str, dict]]:
+        """The rows of the one table that has all these column headers, each as (row class, {header: cell})."""
+        (found,) = [t for t in self.tables if t and set(headers) <= set(t[0][1])]
+        return records(found)
+
+
+def records(table: list) -> list[tuple[str, dict]]:
+    """A parsed table's body rows as (row class, {column header: cell text}): tests name columns, not positions."""
+    header = table[0][1]
+    return [(cls, dict(zip(header, cells))) for cls, cells in table[1:]]
+
 
 def latest_runs(db) -> dict:
     with ResultsStore(db) as store:
@@ -160,24 +168,24 @@ def test_every_bundle_and_device_appears_with_the_numbers_in_the_database(world)
     assert {d for _, d in latest} == {"local", SECOND_DEVICE}
     for (bundle_id, device), run in latest.items():
         (summary,) = tables.find("bundle", f"Device {device}")
-        rows = [cells for _, cells in summary[1:] if bundle_id[:12] in cells[0]]
+        rows = [row for _, row in records(summary) if bundle_id[:12] in row["bundle"]]
         assert len(rows) == 1, (bundle_id, device)
-        cells, lat = rows[0], run["result"]["latency_ms"]
-        assert cells[5].startswith(f"#{run['id']} ")
-        assert cells[6:11] == [ms(lat["p50"]), ms(lat["p90"]), ms(lat["p99"]), ms(lat["mean"]), ms(lat["stdev"])]
-        assert cells[11] == f"{run['result']['throughput_ips']:.1f}"
+        row, lat = rows[0], run["result"]["latency_ms"]
+        assert row["latest run"].startswith(f"#{run['id']} ")
+        for stat in ("p50", "p90", "p99", "mean", "stdev"):
+            assert row[f"{stat} ms"] == ms(lat[stat]), stat
+        assert row["inferences/s"] == f"{run['result']['throughput_ips']:.1f}"
         energy = run["result"]["power"]["energy_per_inference_j"] * 1000
-        assert cells[13] == f"≈ {energy:.3f} mJ estimated"
+        assert row["energy / inference"] == f"≈ {energy:.3f} mJ estimated"
         size = world["bundles"][next(k for k, b in world["bundles"].items() if b.bundle_id == bundle_id)]
-        assert cells[3] == f"{size.manifest['report']['size']['model_bytes'] / 1024:.1f} KiB"
-        assert cells[2] == f"onnx / {describe_precision(size.manifest)}"
+        assert row["size"] == f"{size.manifest['report']['size']['model_bytes'] / 1024:.1f} KiB"
+        assert row["format / precision"] == f"onnx / {describe_precision(size.manifest)}"
     assert world["html"].count('class="badge estimated"') >= 2 * len(latest)  # summary and power sections
 
 
 def test_an_injected_regression_is_flagged_and_a_run_within_noise_is_not(world):
-    (compare,) = Tables(world["html"]).find("bundle", None) and [
-        t for t in Tables(world["html"]).tables if t[0][1][:2] == ["bundle", "device"] and "verdict" in t[0][1]]
-    verdicts = {(cells[0].split()[-1], cells[1]): (cls, cells[8]) for cls, cells in compare[1:]}
+    compare = Tables(world["html"]).with_columns("bundle", "device", "verdict")
+    verdicts = {(row["bundle"].split()[-1], row["device"]): (cls, row["verdict"]) for cls, row in compare}
     a, b = world["bundles"]["a_fp32"].bundle_id[:12], world["bundles"]["b_fp32"].bundle_id[:12]
     assert verdicts[(a, "local")] == ("bad", "regression")
     assert verdicts[(b, "local")][1] == "within noise" and verdicts[(b, "local")][0] != "bad"
@@ -191,9 +199,9 @@ def test_variants_of_one_model_share_a_plot_and_the_conditions_list_every_run(wo
     assert "<h3>mlp_a on local</h3>" in html and "<h3>mlp_b on local</h3>" not in html  # B has one variant
     with ResultsStore(world["db"]) as store:
         ids = [r["id"] for r in store.list(limit=1000)]
-    conditions = next(t for t in Tables(html).tables if t[0][1][:2] == ["run", "started (UTC)"])
-    assert sorted(int(cells[0].lstrip("#")) for _, cells in conditions[1:]) == sorted(ids)
-    assert all("onnxruntime" in cells[4] for _, cells in conditions[1:])
+    conditions = Tables(html).with_columns("run", "started (UTC)", "runtime")
+    assert sorted(int(row["run"].lstrip("#")) for _, row in conditions) == sorted(ids)
+    assert all("onnxruntime" in row["runtime"] for _, row in conditions)
     assert html.count("<img ") >= 3 and "data:image/svg+xml;base64," in html
     assert "<script" not in html and "http://" not in html.replace("http://www.w3.org", "")
 
@@ -213,8 +221,7 @@ def test_the_pareto_front_is_marked_on_a_constructed_case():
                                        metrics={"accuracy": acc, "accuracy_metric": "top-1 accuracy (%)"})
                for r, (label, acc, _, size) in zip(runs, cases)}
     html = render_results_report(ReportData(runs=runs, bundles=bundles, results_path="mem"))
-    table = next(t for t in Tables(html).tables if t[0][1][-1] == "Pareto front")
-    marked = {cells[0]: cells[-1] for _, cells in table[1:]}
+    marked = {row["variant"]: row["Pareto front"] for _, row in Tables(html).with_columns("variant", "Pareto front")}
     assert marked == {"fp32": "no", "int8": "yes", "int4": "yes", "prune30+int8": "no", "onnx-fp16": "yes"}
 
 
@@ -234,13 +241,14 @@ def test_measured_power_is_plain_estimated_power_is_marked_and_errors_show():
     bundles = {r.bundle_id: BundleInfo(r.bundle_id, "net", label, "tflite", "jetson", "int8", 1000, "net|h")
                for r, label in zip(runs, ("measured-variant", "estimated-variant", "broken-variant"))}
     html = render_results_report(ReportData(runs=runs, bundles=bundles, results_path="mem"))
-    power = next(t for t in Tables(html).tables if t[0][1][:3] == ["device", "bundle", "source"])
-    rows = {cells[1].split()[0]: cells for _, cells in power[1:]}
-    assert rows["measured-variant"][3:7] == ["ok", "3.10 W", "7.40 W", "12.300 mJ"]
-    assert rows["estimated-variant"][3:7] == ["estimated", "≈ 2.00 W", "≈ 5.00 W", "≈ 4.500 mJ"]
+    power = Tables(html).with_columns("device", "bundle", "source", "idle power")
+    rows = {row["bundle"].split()[0]: row for _, row in power}
+    columns = ("status", "idle power", "active power", "energy / inference")
+    assert [rows["measured-variant"][c] for c in columns] == ["ok", "3.10 W", "7.40 W", "12.300 mJ"]
+    assert [rows["estimated-variant"][c] for c in columns] == ["estimated", "≈ 2.00 W", "≈ 5.00 W", "≈ 4.500 mJ"]
     (summary,) = Tables(html).find("bundle", "Device jetson")
-    broken = next(cells for cls, cells in summary[1:] if cells[0].startswith("broken-variant"))
-    assert "error DeviceTimeoutError: jetson: no answer within 600 s" in broken
+    broken = next(row for _, row in records(summary) if row["bundle"].startswith("broken-variant"))
+    assert "error DeviceTimeoutError: jetson: no answer within 600 s" in broken.values()
 
 
 def test_filters_and_the_command_line(world, tmp_path):

@@ -9,28 +9,7 @@ import pytest
 from edgec.errors import DeviceError, TargetError, UsageError
 from edgec.targets import list_profiles, load_profile
 from edgec.targets.overlay import build_overlay, dump_toml, write_overlay
-
-
-def _kernel(op="conv3x3", precision="fp32", shape=(1, 16, 32, 32), ms=0.05, runtime="onnxruntime", **extra):
-    from edgec.targets.microbench import op_cost
-
-    flops, nbytes = op_cost(op, shape)
-    return {"op": op, "runtime": runtime, "precision": precision, "shape": list(shape), "cout": shape[1],
-            "flops": flops, "bytes": nbytes, "repeat": 2, "ms": ms, "spread": 0.05, "status": "ok", "note": "",
-            **extra}
-
-
-def measured_doc(kernels=None) -> dict:
-    return {
-        "schema": 1, "date": "2026-11-27T08:00:00+00:00", "device": "testboard", "quick": True,
-        "agent_version": "0123456789abcdef", "device_identity": {"machine": "aarch64", "cores": "4"},
-        "runtimes": {"onnxruntime": "1.32.0"}, "notes": ["a note"],
-        "system": {"overhead_ms": 0.004, "node_overhead_ms": 0.0003, "bandwidth_gbps": 8.0, "load_ms": 2.0,
-                   "memory_base_bytes": 30_000_000, "memory_weights_factor": 1.5, "memory_arena_factor": 1.2,
-                   "threads": 4, "thread_speedup": [1.0, 1.8, 2.5, 3.1], "idle_watts": 0.0, "active_watts": 0.0,
-                   "power_source": "none"},
-        "kernels": kernels if kernels is not None else [_kernel(), _kernel("gemm", shape=(1, 256), ms=0.01)],
-    }
+from tests.support.measured import measured_doc
 
 
 @pytest.fixture
@@ -112,7 +91,8 @@ def _doc(p50, p90=None, fastest=None, runtime="onnxruntime"):
 
 
 def test_measured_tables_from_agent_answers_subtract_overhead_and_record_failures(home, tmp_path):
-    from edgec.targets.calibrate import CalibrationRun, _parse_serve
+    from edgec.device_agent.client import parse_serve
+    from edgec.targets.calibrate import CalibrationRun
     from edgec.targets.microbench import KernelSpec
     from edgec.targets.overlay import measured_tables
 
@@ -139,9 +119,9 @@ def test_measured_tables_from_agent_answers_subtract_overhead_and_record_failure
     assert load_profile("fromrun").performance.measured.kernels[2].status == "unsupported"
 
     answers = '{"id": 0, "ok": true, "result": {"a": 1}}\n{"id": 1, "ok": false, "error": {"type": "X"}}\n'
-    assert _parse_serve(answers, 2, "dev") == [{"a": 1}, {"error": {"type": "X"}}]
-    with pytest.raises(DeviceError, match="ended after 2 of 3 micro-benchmarks"):
-        _parse_serve(answers, 3, "dev")
+    assert parse_serve(answers, 2, "dev") == [{"a": 1}, {"error": {"type": "X"}}]
+    with pytest.raises(DeviceError, match="ended after 2 of 3 requests"):
+        parse_serve(answers, 3, "dev")
 
 
 def test_a_litert_only_device_gets_the_tflite_suite_and_its_own_overhead(home, tmp_path):

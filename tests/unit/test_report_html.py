@@ -3,11 +3,11 @@ checks that a variant got what it asked for, and atomic writing."""
 
 import pytest
 
+from edgec.api.sweep import check_applied, parse_variants
 from edgec.errors import CompileError, InputError, UsageError
 from edgec.report import write_report
 from edgec.report.data import describe_precision
 from edgec.report.html import generic, ms, page
-from edgec.report.sweep import check_applied, parse_variants
 
 
 def test_unknown_report_sections_render_as_tables_and_lists():
@@ -80,3 +80,17 @@ def test_reports_are_written_whole_or_not_at_all(tmp_path):
     with pytest.raises(InputError, match=r"dir\.html: cannot write the report"):
         write_report(tmp_path / "dir.html", "x")
     assert not list(tmp_path.glob(".dir.html.tmp*"))
+
+
+def test_accuracy_is_the_sweep_measurement_else_the_compile_guards_score():
+    from edgec.report.data import BundleInfo, accuracy_of
+
+    def info(manifest, metrics=None):
+        return BundleInfo(bundle_id="b", name="m", label="m", format="onnx", target="host", precision="int8",
+                          model_bytes=1, source="m|", manifest=manifest, metrics=metrics or {})
+
+    guard = {"report": {"accuracy": {"metric": "top-1 accuracy", "score": 97.5, "float_score": 98.0, "drop": 0.5}}}
+    assert accuracy_of(info(guard)) == (97.5, "top-1 accuracy")
+    assert accuracy_of(info(guard, {"accuracy": 91.0, "accuracy_metric": "agreement"})) == (91.0, "agreement")
+    assert accuracy_of(info({"report": {"accuracy": {"summary": "accuracy not measured", "measured": False}}})) \
+        == (None, "")

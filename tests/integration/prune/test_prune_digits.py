@@ -99,7 +99,7 @@ def test_sparsity_bundle_records_deflated_sizes(digits_files, tmp_path):
     assert stored.stat().st_size < 0.85 * encoding["size"]
     assert bundle.manifest["report"]["size"]["stored_model_bytes"] == stored.stat().st_size
     assert api.verify_bundle(bundle.path)["ok"]
-    doc = api.bench(bundle.path, runs=5, warmup=1, power="none", idle_s=0)
+    doc = api.bench(bundle.path, runs=5, warmup=1, power="none", idle_s=0).result
     assert doc["bundle_id"] == bundle.bundle_id and doc["latency_ms"]["count"] == 5
 
 

@@ -9,19 +9,25 @@ this edgec lacks, a device that is down) records its error and the sweep carries
 
 from __future__ import annotations
 
-import platform
 import re
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgec.api._bundles import compile as compile_bundle
+from edgec.deploy.bench import bench_device, with_power_model
+from edgec.deploy.ssh_options import SshOptions
+from edgec.device_agent.options import BenchOptions
 from edgec.errors import CompileError, EdgecError, UsageError
+from edgec.report.data import describe_precision
+from edgec.report.evaluate import load_eval, run_bundle, score
+from edgec.settings import LOCAL_DEVICE
 
-__all__ = ["SweepOptions", "Variant", "parse_variants", "run_sweep"]
+__all__ = ["SweepOptions", "Variant", "check_applied", "parse_variants", "run_sweep"]
 
 _PRECISIONS = {"fp32": "none", "float": "none", "none": "none", "fp16": "fp16", "int8": "int8", "int4": "int4",
                "auto": "auto"}
 _FRACTIONS = {"prune": "prune", "sparse": "sparsity", "lowrank": "low_rank"}
-LOCAL = "local"
 
 
 @dataclass(frozen=True)
@@ -37,10 +43,10 @@ class SweepOptions:
     """Everything about a sweep besides the source and its variants."""
 
     target: str = "host"
-    devices: tuple = (LOCAL,)
+    devices: tuple[str, ...] = (LOCAL_DEVICE,)
     workdir: Path = Path("build/sweep")
     compile_options: dict = field(default_factory=dict)  # input_shapes, calibration, eval_data, format, ...
-    bench: object = None  # BenchOptions
+    bench: BenchOptions = field(default_factory=BenchOptions)
     results: str | None = None
     inventory: str | None = None
     trust_new_host: bool = False
@@ -80,8 +86,6 @@ def parse_variants(spec: str) -> list[Variant]:
 def check_applied(variant: Variant, manifest: dict) -> None:
     """Raise CompileError when the bundle lacks what the variant asked for (a capability this edgec lacks is
     not silently replaced by a float bundle under the variant's name)."""
-    from edgec.report.data import describe_precision
-
     precision = describe_precision(manifest)
     wanted = variant.options.get("quantize")
     report = manifest.get("report") or {}
@@ -104,11 +108,9 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _compile(source: str, variant: Variant, opts: SweepOptions, progress):
-    from edgec import api
-
     out = opts.workdir / re.sub(r"[^A-Za-z0-9_.-]+", "_", variant.label)
     progress.step(f"compiling {variant.label}")
-    bundle = api.compile(source, out, target=opts.target, force=True, **{**opts.compile_options, **variant.options})
+    bundle = compile_bundle(source, out, target=opts.target, force=True, **{**opts.compile_options, **variant.options})
     check_applied(variant, bundle.manifest)
     return bundle
 
@@ -116,8 +118,6 @@ def _compile(source: str, variant: Variant, opts: SweepOptions, progress):
 def _accuracy(bundles: dict, baseline: str | None, opts: SweepOptions) -> dict[str, dict]:
     """label -> metrics: top-1 accuracy on labelled --eval-data, else agreement with the fp32 variant's outputs
     on the evaluation or calibration samples; nothing without samples."""
-    from edgec.report.evaluate import load_eval, run_bundle, score
-
     path = opts.compile_options.get("eval_data") or opts.compile_options.get("calibration")
     if not path or not str(path).endswith(".npz") or not bundles:
         return {label: {} for label in bundles}
@@ -136,36 +136,6 @@ def _accuracy(bundles: dict, baseline: str | None, opts: SweepOptions) -> dict[s
     return metrics
 
 
-def _bench_one(bundle, device: str, opts: SweepOptions) -> tuple[dict, str, str | None, str | None]:
-    """(BenchResult, device name, address, profile) of one benchmark on ``device``."""
-    from edgec.commands.bench import profile_power_model, run_local
-    from edgec.device_agent.options import BenchOptions
-
-    fields = dict(opts.bench or {})
-    if device == LOCAL:
-        _power(fields, profile_power_model("host"))
-        return run_local(bundle.path, BenchOptions(**fields), quiet=True), LOCAL, platform.node(), opts.target
-    from edgec.commands.farm import run_remote
-    from edgec.deploy.inventory import resolve_device
-
-    resolved = resolve_device(device, opts.inventory)
-    _power(fields, profile_power_model(resolved.target or opts.target))
-    doc = run_remote(bundle.path, device, BenchOptions(**fields), inventory=opts.inventory,
-                     trust_new_host=opts.trust_new_host, store_results=False)
-    return doc, resolved.name, resolved.address, resolved.target
-
-
-def _power(fields: dict, model: tuple | None) -> None:
-    """``auto`` = the device's sensors, else the profile's power model (marked estimated), else none."""
-    from edgec.device_agent.power import AUTO_ORDER
-
-    power = str(fields.get("power") or "auto")
-    if power == "auto" and model is not None:
-        fields["power"] = ",".join([*AUTO_ORDER, "estimated"])
-    if "estimated" in fields.get("power", "") and not fields.get("power_model"):
-        fields["power_model"] = model
-
-
 def _baseline(variants: list[Variant]) -> str | None:
     for v in variants:
         if v.options.get("quantize") == "none" and not any(v.options.get(k) for k in _FRACTIONS.values()):
@@ -179,8 +149,6 @@ def run_sweep(source: str, variants: list[Variant], opts: SweepOptions, store, p
     Returns one outcome per (variant, device): label, device, status (ok | compile failed | bench failed),
     bundle_id, run_id, metrics, error.
     """
-    import uuid
-
     sweep_id = uuid.uuid4().hex[:12]
     bundles, outcomes = {}, []
     for variant in variants:
@@ -206,11 +174,16 @@ def _bench_and_store(bundle, label: str, device: str, metrics: dict, sweep_id: s
                "metrics": metrics}
     sweep = {"id": sweep_id, "label": label, "metrics": metrics}
     try:
-        doc, name, address, profile = _bench_one(bundle, device, opts)
+        # auto = the device's sensors, else its profile's power model (marked estimated), else none
+        options = with_power_model(opts.bench, device, opts.inventory, fallback_profile=opts.target,
+                                   estimate_when_auto=True)
+        run = bench_device(bundle, device, options, inventory=opts.inventory,
+                           ssh=SshOptions(trust_new_host=opts.trust_new_host))
     except EdgecError as exc:
         run_id = store.record(bundle_id=bundle.bundle_id, device=device, profile=opts.target, error=exc)
         return {**outcome, "status": "bench failed", "run_id": run_id, "error": _error_text(exc)}
-    run_id = store.record(bundle_id=bundle.bundle_id, device=name, address=address, profile=profile,
-                          result={**doc, "manifest": bundle.manifest, "sweep": sweep})
-    return {**outcome, "device": name, "status": "ok", "run_id": run_id, "error": None,
-            "latency_ms_p50": doc["latency_ms"]["p50"]}
+    profile = opts.target if run.device == LOCAL_DEVICE else run.target
+    run_id = store.record(bundle_id=bundle.bundle_id, device=run.device, address=run.address, profile=profile,
+                          result={**run.result, "manifest": bundle.manifest, "sweep": sweep})
+    return {**outcome, "device": run.device, "status": "ok", "run_id": run_id, "error": None,
+            "latency_ms_p50": run.result["latency_ms"]["p50"]}

@@ -1,0 +1,31 @@
+"""The Python API; the command line (``edgec.commands``) is a skin on it and nothing here imports it.
+
+>>> from edgec import api
+>>> bundle = api.compile("model.keras", "build/model-rpi4", target="rpi4", format="onnx")
+>>> api.verify_bundle(bundle.path)["ok"]
+True
+>>> api.bench(bundle.path, runs=50).result["latency_ms"]["p50"]  # doctest: +SKIP
+
+Results are typed: ``Bundle``, ``BenchRun``, ``PushReport``, ``FarmRun``, ``CalibrationRun``'s overlay. Modules:
+``_bundles`` (compile, inspect, verify), ``_devices`` (bench, push, farm, calibrate: the SSH layer and paramiko
+load only when a remote device is used) and ``sweep`` (variants of one model compiled, scored and benchmarked).
+"""
+
+from __future__ import annotations
+
+from edgec.api._bundles import compile, default_output, inspect_bundle, verify_bundle
+from edgec.api._devices import (
+    BenchRun,
+    bench,
+    calibrate_target,
+    devices,
+    farm_bench,
+    farm_check,
+    farm_prune,
+    push,
+)
+from edgec.api.sweep import SweepOptions, Variant, parse_variants, run_sweep
+
+__all__ = ["BenchRun", "SweepOptions", "Variant", "bench", "calibrate_target", "compile", "default_output",
+           "devices", "farm_bench", "farm_check", "farm_prune", "inspect_bundle", "parse_variants", "push",
+           "run_sweep", "verify_bundle"]

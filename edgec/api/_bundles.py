@@ -1,0 +1,99 @@
+"""Bundles: compile one, look inside one, re-check one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgec._capture import captured_output
+from edgec._progress import Progress
+from edgec.bundle import Bundle, check_reference, write_atomically
+from edgec.compiler.options import CompileOptions
+from edgec.errors import BundleError
+from edgec.runtimes import load_runtime, runtime_for_format
+from edgec.settings import edgec_home
+from edgec.source_spec import parse_source_spec
+from edgec.targets import load_profile
+from edgec.targets.estimate import estimate_model, estimate_path
+
+__all__ = ["compile", "default_output", "estimate", "inspect_bundle", "verify_bundle"]
+
+
+def default_output(source: str, target: str) -> Path:
+    """``<stem>-<target>.bundle`` in the current directory."""
+    spec = parse_source_spec(source)
+    stem = spec.function if spec.is_function else Path(source).stem
+    return Path(f"{stem}-{Path(target).stem}.bundle")
+
+
+def compile(source: str, out: str | os.PathLike | None = None, *, progress=None, debug: bool = False,
+            **options) -> Bundle:
+    """Compile ``source`` into a bundle directory ``out`` (written atomically) and return it.
+
+    ``options`` are the fields of ``edgec.compiler.options.CompileOptions`` (target, format, quantize,
+    input_shapes, calibration, ...). Third-party console output goes to ``out/logs/compile.log`` unless
+    ``debug``.
+    """
+    from edgec.compiler.pipeline import compile_into  # onnx and onnx-ir: 2 s of imports
+
+    opts = CompileOptions(**options)
+    profile = load_profile(opts.target)
+    out = Path(out) if out is not None else default_output(str(source), opts.target)
+    progress = progress or Progress(enabled=False)
+
+    def fill(tmp: Path) -> None:
+        with captured_output(tmp / "logs" / "compile.log", enabled=not debug):
+            compile_into(str(source), tmp, opts, profile, progress)
+
+    try:
+        write_atomically(out, fill, force=opts.force)
+    finally:
+        progress.close()
+    return Bundle(out)
+
+
+def inspect_bundle(path: str | os.PathLike) -> dict:
+    """The manifest of a bundle, with its id."""
+    bundle = Bundle(path)
+    return {"bundle_id": bundle.bundle_id, "path": str(bundle.path), **bundle.manifest}
+
+
+def verify_bundle(path: str | os.PathLike, threads: int | None = None) -> dict:
+    """Re-check every file's sha256 and run the reference inputs, comparing with the stored outputs.
+
+    Raises BundleError naming the first file or output that fails.
+    """
+    bundle = Bundle(path)
+    bundle.check_files()
+    runtime = load_runtime(runtime_for_format(bundle.format))
+    session = runtime.load(bundle.model_path, threads=threads)
+    inputs, _ = bundle.reference()
+    records = check_reference(bundle, session.run(inputs))
+    failed = [r for r in records if not r["ok"]]
+    if failed:
+        bad = failed[0]
+        detail = bad.get("detail") or f"max abs diff {bad['max_abs_diff']:.3g}, relative {bad['rel_diff']:.3g}"
+        raise BundleError(f"{bundle.path}: output {bad['name']!r} no longer matches the reference ({detail}); "
+                          "the model file or its runtime changed: recompile the bundle")
+    return {"ok": True, "bundle_id": bundle.bundle_id, "path": str(bundle.path), "runtime": runtime.version(),
+            "outputs": records}
+
+
+def estimate(source: str | os.PathLike, target: str, input_shapes: dict | None = None) -> dict:
+    """Predicted latency (per op), peak memory, storage and energy of ``source`` on ``target``, each with its
+    basis. A bundle directory or ``.onnx`` file is estimated directly; other sources are lowered (as compile
+    does, third-party output going to ``$EDGEC_HOME/logs/estimate.log``)."""
+    profile = load_profile(target)
+    input_shapes = input_shapes or {}
+    path = Path(source)
+    if (path.is_dir() and (path / "manifest.json").is_file()) or (path.is_file() and path.suffix == ".onnx"):
+        return estimate_path(path, profile)
+    from edgec import ir as edgec_ir  # onnx, onnx-ir and the front-ends: loaded only for a source to lower
+    from edgec.compiler.frontends import lower
+    from edgec.compiler.pipeline import build_float_passes, run_passes
+
+    # Front-ends (torch.export, TensorFlow) print from C++: into a log, as `edgec compile` does.
+    with captured_output(edgec_home() / "logs" / "estimate.log"):
+        lowered = lower(source, input_shapes)
+        model, _ = run_passes(lowered.model, build_float_passes(profile, CompileOptions(target=profile.name)))
+    return estimate_model(edgec_ir.to_proto(model), profile)
