@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edgec.errors import CalibrationDataError, UnsafeInputError, UsageError
+from edgec.source_spec import parse_source_spec
 
 __all__ = ["MIN_SAMPLES", "CalibrationSet", "load_samples", "parse_preprocess"]
 
@@ -249,7 +250,8 @@ def _load_images(path: Path, inputs: list[dict], preprocess: str | None) -> Cali
 
 
 def _import_function(spec: str) -> Callable:
-    target, _, func = spec.rpartition(":")
+    source = parse_source_spec(spec)
+    target, func = source.location, source.function
     try:
         if target.endswith(".py"):
             file = Path(target)
@@ -312,7 +314,7 @@ def load_samples(path: str | Path, inputs: list[dict], need_labels: bool = False
     path = Path(spec)
     if path.is_dir():
         samples = _load_images(path, inputs, preprocess)
-    elif not path.exists() and ":" in spec:
+    elif parse_source_spec(spec).is_function:
         samples = _load_function(spec, inputs)
     elif not path.exists():
         raise CalibrationDataError(f"{path}: no such file")

@@ -22,6 +22,7 @@ from edgec.compiler.emit import emitter_for
 from edgec.compiler.frontends import SourceModel, lower
 from edgec.compiler.options import CompileOptions
 from edgec.errors import UsageError
+from edgec.source_spec import parse_source_spec
 from edgec.targets import TargetProfile
 
 __all__ = ["build_float_passes", "compile_into", "run_passes"]
@@ -56,14 +57,12 @@ def run_passes(model: ir.Model, passes: list) -> tuple[ir.Model, list[dict]]:
 
 
 def _source_hash(spec: str) -> str:
-    path = Path(spec)
-    if not path.exists() and ":" in spec:
-        module = spec.rpartition(":")[0]
-        if module.endswith(".py"):
-            path = Path(module)
-        else:
-            found = importlib.util.find_spec(module)
-            path = Path(found.origin) if found and found.origin else path
+    path, source = Path(spec), parse_source_spec(spec)
+    if source.kind == "file":
+        path = Path(source.location)
+    elif source.kind == "module":
+        found = importlib.util.find_spec(source.location)
+        path = Path(found.origin) if found and found.origin else path
     if path.is_dir():
         digest = hashlib.sha256()
         for item in sorted(p for p in path.rglob("*") if p.is_file()):

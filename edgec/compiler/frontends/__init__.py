@@ -18,6 +18,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgec.errors import InputError, UnsafeInputError, UsageError
+from edgec.source_spec import parse_source_spec
 
 __all__ = ["SourceModel", "detect_kind", "lower", "parse_input_shapes"]
 
@@ -81,13 +82,11 @@ def _zip_kind(path: Path) -> str:
 
 def detect_kind(spec: str) -> str:
     """What kind of source ``spec`` names; raises InputError for missing files and unknown kinds."""
-    path = Path(spec)
-    if not path.exists() and ":" in spec:
-        module, _, func = spec.rpartition(":")
-        if func.isidentifier() and (module.endswith(".py") or re.fullmatch(r"[\w.]+", module)):
-            if module.endswith(".py") and not Path(module).is_file():
-                raise InputError(f"{module}: file not found (from {spec!r})")
-            return "torch-factory"
+    path, source = Path(spec), parse_source_spec(spec)
+    if source.is_function:
+        if source.kind == "file" and not Path(source.location).is_file():
+            raise InputError(f"{source.location}: file not found (from {spec!r})")
+        return "torch-factory"
     if not path.exists():
         raise InputError(f"{spec}: no such file or directory")
     if path.is_dir():

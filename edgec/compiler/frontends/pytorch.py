@@ -20,6 +20,7 @@ import onnx
 from edgec import ir as edgec_ir
 from edgec.compiler.frontends import SourceModel
 from edgec.errors import SourceModelError, UsageError
+from edgec.source_spec import parse_source_spec
 
 __all__ = ["lower_pytorch"]
 
@@ -27,7 +28,8 @@ __all__ = ["lower_pytorch"]
 def _load_factory(spec: str):
     import torch
 
-    module_spec, _, func_name = spec.rpartition(":")
+    source = parse_source_spec(spec)
+    module_spec, func_name = source.location, source.function
     try:
         if module_spec.endswith(".py"):
             path = Path(module_spec).resolve()
