@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
+from edgec import api
+from edgec.bundle import Bundle
 from edgec.commands._output import echo_json
+from edgec.commands.compile import print_summary
 
 __all__ = ["inspect_cmd", "verify_cmd"]
 
@@ -20,10 +23,6 @@ def inspect_cmd(bundle, explain, as_json):
     Example:
       edgec inspect build/model-rpi4 --explain
     """
-    from edgec import api
-    from edgec.bundle import Bundle
-    from edgec.commands.compile import print_summary
-
     if as_json:
         echo_json(api.inspect_bundle(bundle))
         return
@@ -45,8 +44,6 @@ def verify_cmd(bundle, threads, as_json):
     Example:
       edgec verify build/model-rpi4
     """
-    from edgec import api
-
     result = api.verify_bundle(bundle, threads=threads)
     if as_json:
         echo_json(result)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
+from edgec import api
+from edgec._progress import Progress
 from edgec.commands._output import echo_json, human_bytes
+from edgec.report import render_compile_report, write_report
 
 __all__ = ["compile_cmd", "print_summary"]
 
@@ -43,8 +46,6 @@ def compile_cmd(ctx, source, target, out, fmt, input_shapes, quantize, calibrati
       edgec compile model.keras --target rpi4 -o build/model-rpi4
       edgec compile nets.py:mobilenet --input-shape x=1x3x224x224 --target x86-avx2 --format onnx
     """
-    from edgec import api
-    from edgec._progress import Progress
     from edgec.compiler.frontends import parse_input_shapes
 
     debug = ctx.obj.get("debug", False)
@@ -56,8 +57,6 @@ def compile_cmd(ctx, source, target, out, fmt, input_shapes, quantize, calibrati
         low_rank=low_rank, tolerance=tolerance, seed=seed, force=force, ignore_limits=ignore_limits,
     )
     if report_path:
-        from edgec.report import render_compile_report, write_report
-
         write_report(report_path, render_compile_report(bundle))
     if as_json:
         echo_json({"bundle_id": bundle.bundle_id, "path": str(bundle.path), **bundle.manifest})

@@ -13,8 +13,14 @@ from pathlib import Path
 import click
 
 from edgec import api
+from edgec._capture import captured_output
+from edgec._progress import Progress
 from edgec.commands._output import echo_json, human_bytes, table
+from edgec.compiler.emit import EMITTERS
+from edgec.deploy.results import ResultsStore
 from edgec.device_agent.power import AUTO_ORDER
+from edgec.examples.keras_models import save_linear_regression
+from edgec.report import collect, render_results_report, write_report
 from edgec.settings import LOCAL_DEVICE
 
 __all__ = ["demo_cmd"]
@@ -25,8 +31,6 @@ CNN_SHAPE = {"x": [1, 3, 64, 64]}
 
 def _variants(h5: Path) -> list[dict]:
     """(label, source, compile options, bench locally?) for every bundle the demo makes."""
-    from edgec.compiler.emit import EMITTERS
-
     tflite = "tflite" in EMITTERS
     variants = [
         {"label": "linreg rpi4", "source": str(h5), "target": "rpi4",
@@ -58,10 +62,6 @@ def _bench(bundle_path: Path, runs: int, results: Path) -> dict:
 @click.pass_context
 def demo_cmd(ctx, workdir, runs, as_json):
     """Build example models, compile them for rpi4 and host, verify the bundles, benchmark the local ones."""
-    from edgec._capture import captured_output
-    from edgec._progress import Progress
-    from edgec.examples.keras_models import save_linear_regression
-
     workdir = Path(workdir)
     shutil.rmtree(workdir, ignore_errors=True)
     (workdir / "models").mkdir(parents=True)
@@ -97,9 +97,6 @@ def demo_cmd(ctx, workdir, runs, as_json):
 
 
 def _report(workdir: Path) -> Path:
-    from edgec.deploy.results import ResultsStore
-    from edgec.report import collect, render_results_report, write_report
-
     with ResultsStore(workdir / "results.db") as store:
         data = collect(store, (), ())
     data.title = "edgec demo"

@@ -8,6 +8,9 @@ from dataclasses import asdict
 import click
 
 from edgec.commands._output import echo_json
+from edgec.deploy.results import ResultsStore
+from edgec.report import collect, render_results_report, write_report
+from edgec.report.results_page import latency_changes
 
 __all__ = ["report_cmd"]
 
@@ -36,10 +39,6 @@ def report_cmd(results, bundles, devices, title, min_change, fail_on_regression,
       edgec report --results ~/.edgec/results.db -o report.html
       edgec report --device pi4-lab --fail-on-regression -o report.html   # exit code 10 on a regression
     """
-    from edgec.deploy.results import ResultsStore
-    from edgec.report import collect, render_results_report, write_report
-    from edgec.report.results_page import latency_changes
-
     with ResultsStore(results) as store:
         data = collect(store, bundles, devices)
     data.title, data.min_change = title, min_change / 100

@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from edgec.commands._output import echo_json, table
+from edgec.deploy.results import ResultsStore
+from edgec.device_agent.table import format_result
 
 __all__ = ["results_group"]
 
@@ -17,8 +19,6 @@ def _fmt(value) -> str:
 
 
 def _store(results):
-    from edgec.deploy.results import ResultsStore
-
     return ResultsStore(results)
 
 
@@ -63,8 +63,6 @@ def show_cmd(results, run_id, as_json):
         if run.get(key) is not None:
             click.echo(f"{key:16} {run[key]}")
     if run.get("result"):
-        from edgec.device_agent.table import format_result
-
         click.echo(format_result(run["result"]))
 
 

@@ -8,8 +8,13 @@ from pathlib import Path
 import click
 
 from edgec import api
+from edgec._progress import Progress
 from edgec.commands._output import echo_json, table
+from edgec.deploy.results import ResultsStore
 from edgec.device_agent.options import BenchOptions
+from edgec.errors import ResultsError
+from edgec.report import collect, render_results_report, write_report
+from edgec.report.data import ReportData
 from edgec.settings import LOCAL_DEVICE
 
 __all__ = ["sweep_cmd"]
@@ -53,9 +58,7 @@ def sweep_cmd(ctx, source, target, variants, devices, fmt, input_shapes, calibra
               inventory, trust_new_host, seed, out, as_json):
     """Compile SOURCE in every variant for a target, measure accuracy on the host, benchmark each variant on
     the device(s), store the results and write one comparison report (exit code 8 if a variant failed)."""
-    from edgec._progress import Progress
     from edgec.compiler.frontends import parse_input_shapes
-    from edgec.deploy.results import ResultsStore
 
     parsed = api.parse_variants(variants)
     compile_options = {k: v for k, v in dict(
@@ -87,10 +90,6 @@ def sweep_cmd(ctx, source, target, variants, devices, fmt, input_shapes, calibra
 
 
 def _write(store, outcomes: list[dict], source: str, target: str, out: str) -> Path:
-    from edgec.errors import ResultsError
-    from edgec.report import collect, render_results_report, write_report
-    from edgec.report.data import ReportData
-
     ids = tuple(sorted({o["bundle_id"] for o in outcomes if o.get("bundle_id")}))
     try:
         data = collect(store, ids) if ids else None

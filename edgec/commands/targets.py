@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
+from edgec import api
 from edgec.commands._output import echo_json, table
 from edgec.settings import LOCAL_DEVICE
+from edgec.targets import list_profiles, load_profile
 
 __all__ = ["targets_group"]
 
@@ -19,8 +21,6 @@ def targets_group():
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_cmd(as_json):
     """List known targets: built-in, your own (~/.edgec/targets) and the detected host."""
-    from edgec.targets import list_profiles, load_profile
-
     profiles = [load_profile(name) for name in list_profiles()]
     if as_json:
         echo_json([{"name": p.name, "description": p.description, "format": p.runtime.format,
@@ -41,8 +41,6 @@ def show_cmd(name, as_json):
     Example:
       edgec targets show rpi4
     """
-    from edgec.targets import load_profile
-
     profile = load_profile(name)
     data = profile.to_dict()
     if as_json:
@@ -93,8 +91,6 @@ def calibrate_cmd(device_spec, name, base, quick, threads, inventory, trust_new_
       edgec targets calibrate --device pi@192.168.1.40 --as my-pi --base rpi4
     """
     import sys
-
-    from edgec import api
 
     def progress(message):
         if not as_json and sys.stderr.isatty():

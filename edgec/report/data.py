@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgec.bundle import Bundle
 from edgec.errors import BundleError, InputError, ResultsError
 
 __all__ = ["BundleInfo", "ReportData", "Run", "accuracy_of", "collect", "describe_precision"]
@@ -129,8 +130,6 @@ def _info(bundle_id: str, manifest: dict | None, doc_bundle: dict, sweep: dict |
 
 def _local_manifest(doc: dict, bundle_id: str) -> dict | None:
     """The manifest at the document's bundle path, if that directory (on this machine) holds this bundle."""
-    from edgec.bundle import Bundle
-
     path = (doc.get("bundle") or {}).get("path")
     if not path or not Path(path).is_dir():
         return None
@@ -143,8 +142,6 @@ def _local_manifest(doc: dict, bundle_id: str) -> dict | None:
 
 def _bundle_filters(specs: tuple[str, ...]) -> tuple[list[str], dict[str, dict]]:
     """(id prefixes, {bundle_id: manifest}) from --bundle values: bundle directories or id prefixes."""
-    from edgec.bundle import Bundle
-
     prefixes, manifests = [], {}
     for spec in specs:
         if Path(spec).is_dir():
