@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgec.device_agent import run_bench
+from edgec.errors import UsageError
 from tests.support.agent import compile_onnx_bundle, run_agent
 
 pytestmark = pytest.mark.integration
@@ -220,6 +221,28 @@ def test_edgec_bench_power_from_meter_command_and_profile_model(bundle, tmp_path
     assert done.returncode == 0, done.stderr
     assert "estimated (not measured)" in done.stdout and "ESTIMATED" in done.stdout
     assert f"{active_w:.2f} W" in done.stdout and f"{idle_w:.2f} W" in done.stdout
+
+
+def test_api_bench_and_the_command_line_estimate_power_the_same_way(bundle, tmp_path, monkeypatch):
+    """``api.bench(power="estimated")`` takes the host profile's model, as ``edgec bench --power estimated`` does
+    (the API used to leave it to the agent, which refused: no model)."""
+    from edgec import api
+    from edgec.targets import power_model
+
+    monkeypatch.setenv("EDGEC_HOME", str(tmp_path))
+    model = power_model("host")
+    done = edgec(bundle, "--runs", "5", "--warmup", "1", "--idle", "0", "--power", "estimated", "--json",
+                 home=tmp_path)
+    if model is None:  # both refuse the same way
+        assert done.returncode == 2 and "--power-model" in done.stderr
+        with pytest.raises(UsageError, match="--power-model"):
+            api.bench(bundle, runs=5, warmup=1, idle_s=0, power="estimated")
+        return
+    cli_power = json.loads(done.stdout)["power"]
+    api_power = api.bench(bundle, runs=5, warmup=1, idle_s=0, power="estimated").result["power"]
+    for power in (cli_power, api_power):
+        assert power["source"] == "estimated" and power["measured"] is False
+        assert (power["idle_watts"], power["active_watts"]) == pytest.approx(model)
 
 
 def test_serve_heartbeat_ends_a_request_whose_client_went_silent(agent, bundle):
