@@ -7,13 +7,13 @@ True
 >>> api.bench(bundle.path, runs=50).result["latency_ms"]["p50"]  # doctest: +SKIP
 
 Results are typed: ``Bundle``, ``BenchRun``, ``PushReport``, ``FarmRun``, ``CalibrationRun``'s overlay. Modules:
-``_bundles`` (compile, inspect, verify), ``_devices`` (bench, push, farm, calibrate: the SSH layer and paramiko
+``_bundles`` (compile, inspect, verify, estimate), ``_reports`` (HTML reports of stored results), ``_devices`` (bench, push, farm, calibrate: the SSH layer and paramiko
 load only when a remote device is used) and ``sweep`` (variants of one model compiled, scored and benchmarked).
 """
 
 from __future__ import annotations
 
-from edgec.api._bundles import compile, default_output, inspect_bundle, verify_bundle
+from edgec.api._bundles import compile, default_output, estimate, inspect_bundle, verify_bundle
 from edgec.api._devices import (
     BenchRun,
     bench,
@@ -24,8 +24,9 @@ from edgec.api._devices import (
     farm_prune,
     push,
 )
+from edgec.api._reports import ResultsReport, results_report
 from edgec.api.sweep import SweepOptions, Variant, parse_variants, run_sweep
 
-__all__ = ["BenchRun", "SweepOptions", "Variant", "bench", "calibrate_target", "compile", "default_output",
-           "devices", "farm_bench", "farm_check", "farm_prune", "inspect_bundle", "parse_variants", "push",
-           "run_sweep", "verify_bundle"]
+__all__ = ["BenchRun", "ResultsReport", "SweepOptions", "Variant", "bench", "calibrate_target", "compile", "default_output",
+           "devices", "estimate", "farm_bench", "farm_check", "farm_prune", "inspect_bundle", "parse_variants", "push",
+           "results_report", "run_sweep", "verify_bundle"]

@@ -17,10 +17,8 @@ from edgec._capture import captured_output
 from edgec._progress import Progress
 from edgec.commands._output import echo_json, human_bytes, table
 from edgec.compiler.emit import EMITTERS
-from edgec.deploy.results import ResultsStore
 from edgec.device_agent.power import AUTO_ORDER
 from edgec.examples.keras_models import save_linear_regression
-from edgec.report import collect, render_results_report, write_report
 from edgec.settings import LOCAL_DEVICE
 
 __all__ = ["demo_cmd"]
@@ -87,20 +85,13 @@ def demo_cmd(ctx, workdir, runs, as_json):
                                "power": result["power"]}
         records.append(record)
     progress.step("writing the HTML report")
-    report = _report(workdir)
+    report = api.results_report(workdir / "report.html", results=workdir / "results.db", title="edgec demo").path
     progress.close()
     if as_json:
         echo_json({"workdir": str(workdir), "bundles": records, "report": str(report)})
         return
     _print(records, workdir)
     click.echo(f"report: {report} (open it in a browser; `edgec report --results {workdir}/results.db` redoes it)")
-
-
-def _report(workdir: Path) -> Path:
-    with ResultsStore(workdir / "results.db") as store:
-        data = collect(store, (), ())
-    data.title = "edgec demo"
-    return write_report(workdir / "report.html", render_results_report(data))
 
 
 def _energy(power: dict) -> str:

@@ -7,10 +7,8 @@ from dataclasses import asdict
 
 import click
 
+from edgec import api
 from edgec.commands._output import echo_json
-from edgec.deploy.results import ResultsStore
-from edgec.report import collect, render_results_report, write_report
-from edgec.report.results_page import latency_changes
 
 __all__ = ["report_cmd"]
 
@@ -39,11 +37,9 @@ def report_cmd(results, bundles, devices, title, min_change, fail_on_regression,
       edgec report --results ~/.edgec/results.db -o report.html
       edgec report --device pi4-lab --fail-on-regression -o report.html   # exit code 10 on a regression
     """
-    with ResultsStore(results) as store:
-        data = collect(store, bundles, devices)
-    data.title, data.min_change = title, min_change / 100
-    path = write_report(out, render_results_report(data))
-    changes = latency_changes(data)
+    report = api.results_report(out, results=results, bundles=bundles, devices=devices, title=title,
+                                min_change=min_change / 100)
+    path, data, changes = report.path, report.data, report.changes
     if as_json:
         echo_json({"report": str(path), "runs": len(data.runs), "bundles": sorted(data.bundles),
                    "devices": data.devices(),
@@ -57,5 +53,5 @@ def report_cmd(results, bundles, devices, title, min_change, fail_on_regression,
                 click.echo(f"REGRESSION {data.bundles[bundle_id].label} on {device}: median "
                            f"{change.base_median_ms:.4g} -> {change.new_median_ms:.4g} ms ({change.change:+.1%}, "
                            f"95% interval {change.ci_low:+.1%} to {change.ci_high:+.1%})")
-    if fail_on_regression and any(c.flagged for c in changes.values()):
+    if fail_on_regression and report.regressions:
         sys.exit(10)

@@ -12,9 +12,6 @@ from edgec._progress import Progress
 from edgec.commands._output import echo_json, table
 from edgec.deploy.results import ResultsStore
 from edgec.device_agent.options import BenchOptions
-from edgec.errors import ResultsError
-from edgec.report import collect, render_results_report, write_report
-from edgec.report.data import ReportData
 from edgec.settings import LOCAL_DEVICE
 
 __all__ = ["sweep_cmd"]
@@ -73,7 +70,8 @@ def sweep_cmd(ctx, source, target, variants, devices, fmt, input_shapes, calibra
     try:
         with ResultsStore(results) as store:
             outcomes = api.run_sweep(source, parsed, opts, store, progress)
-            path = _write(store, outcomes, source, target, out)
+        path = api.results_report(out, results=results, sweep=outcomes, title=f"edgec sweep: {source} for {target}",
+                                  bundles=sorted({o["bundle_id"] for o in outcomes if o.get("bundle_id")})).path
     finally:
         progress.close()
     if as_json:
@@ -87,16 +85,3 @@ def sweep_cmd(ctx, source, target, variants, devices, fmt, input_shapes, calibra
         click.echo(f"report   {path}")
     if any(o["status"] != "ok" for o in outcomes):
         sys.exit(8)
-
-
-def _write(store, outcomes: list[dict], source: str, target: str, out: str) -> Path:
-    ids = tuple(sorted({o["bundle_id"] for o in outcomes if o.get("bundle_id")}))
-    try:
-        data = collect(store, ids) if ids else None
-    except ResultsError:
-        data = None
-    if data is None:  # nothing compiled: the report still lists every variant and its error
-        data = ReportData(runs=[], bundles={}, results_path=str(store.path))
-    data.title = f"edgec sweep: {source} for {target}"
-    data.sweep = outcomes
-    return write_report(out, render_results_report(data))

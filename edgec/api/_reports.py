@@ -1,0 +1,49 @@
+"""Reports of stored results: the one way ``edgec report``, ``edgec sweep`` and ``edgec demo`` write a page."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgec.deploy.results import ResultsStore
+from edgec.errors import ResultsError
+from edgec.report import collect, render_results_report, write_report
+from edgec.report.data import ReportData
+from edgec.report.regression import LatencyChange
+from edgec.report.results_page import latency_changes
+
+__all__ = ["ResultsReport", "results_report"]
+
+
+@dataclass
+class ResultsReport:
+    """The page written, what it shows, and each (bundle, device)'s latest run against the one before it."""
+
+    path: Path
+    data: ReportData
+    changes: dict[tuple[str, str], LatencyChange] = field(default_factory=dict)
+
+    @property
+    def regressions(self) -> list[tuple[tuple[str, str], LatencyChange]]:
+        return [(key, change) for key, change in self.changes.items() if change.flagged]
+
+
+def results_report(out: str | os.PathLike, *, results: str | os.PathLike | None = None, bundles=(), devices=(),
+                   title: str = "edgec benchmark report", min_change: float = 0.05,
+                   sweep: list[dict] | None = None) -> ResultsReport:
+    """Write the HTML report of the runs in ``results`` (default ``~/.edgec/results.db``), filtered by bundle
+    ids/paths and device names. ``sweep``: the outcome of every variant of a sweep, shown even when no run was
+    stored (nothing compiled)."""
+    with ResultsStore(results) as store:
+        try:
+            if sweep is not None and not bundles:  # nothing compiled: not every run in the store
+                raise ResultsError("no bundle")
+            data = collect(store, tuple(bundles), tuple(devices))
+        except ResultsError:
+            if sweep is None:
+                raise
+            data = ReportData(runs=[], bundles={}, results_path=str(store.path))
+    data.title, data.min_change, data.sweep = title, min_change, sweep
+    path = write_report(out, render_results_report(data))
+    return ResultsReport(path, data, latency_changes(data))
