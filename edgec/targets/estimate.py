@@ -194,7 +194,7 @@ def estimate_model(model, profile, *, storage_bytes: int | None = None, runtime:
 
 
 def estimate_path(path: str | Path, profile) -> dict:
-    """Estimate a bundle directory or an ``.onnx`` file (other sources: ``edgec.commands.estimate``)."""
+    """Estimate a bundle directory or an ``.onnx`` file (other sources: ``edgec.api.estimate``)."""
     path = Path(path)
     if path.is_dir():
         from edgec.bundle import Bundle
