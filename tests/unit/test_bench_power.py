@@ -44,3 +44,17 @@ def test_sweeps_estimate_after_the_sensors_when_asked_for_auto(inventory):
     options = with_power_model(BenchOptions(power="auto"), "pi", inventory, estimate_when_auto=True)
     assert options.power == ",".join([*AUTO_ORDER, "estimated"]) and options.power_model == power_model("rpi4")
     assert "pmic" in options.power  # the one order (the demo's own copy once dropped pmic)
+
+
+def test_local_and_ssh_runners_are_the_one_agent_runner_protocol(tmp_path, monkeypatch, inventory):
+    from edgec.deploy.bench import open_agent
+    from edgec.deploy.local import LocalAgent
+    from edgec.deploy.remote import SshAgent
+    from edgec.device_agent.client import AgentRunner
+
+    monkeypatch.setenv("EDGEC_HOME", str(tmp_path / "home"))
+    local, remote = open_agent("local"), open_agent("pi", inventory)  # nothing connects before `with`
+    assert isinstance(local, LocalAgent) and isinstance(remote, SshAgent)
+    assert isinstance(local, AgentRunner) and isinstance(remote, AgentRunner)
+    assert (local.name, local.target) == ("local", None) and (remote.name, remote.target) == ("pi", "rpi4")
+    assert (tmp_path / "home" / "agent").is_dir()  # the local agent zipapp is built under $EDGEC_HOME/agent
