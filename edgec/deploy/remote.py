@@ -25,8 +25,7 @@ from edgec.errors import DeviceError, RuntimeMissingError
 from edgec.runtimes import runtime_for_format
 from edgec.settings import agent_cache_dir
 
-__all__ = ["AgentSession", "SshAgent", "agent_call", "agent_zipapp", "check_runtime", "device_info",
-           "install_command"]
+__all__ = ["AgentSession", "SshAgent", "agent_call", "agent_zipapp", "check_runtime", "install_command"]
 
 # The agent session ends itself when no line came from us for this long (a link that died without sshd noticing:
 # otherwise its benchmark would run on and skew the device's next measurement); we send one every quarter of it.
@@ -64,10 +63,6 @@ def agent_call(conn: Connection, device: Device, argv: list[str], timeout: float
     if result.exit_code == 127:
         raise _no_python(conn.target.label, device)
     return parse_output(result.stdout, result.exit_code, result.stderr, where=conn.target.label)
-
-
-def device_info(conn: Connection, device: Device, agent: str, timeout: float = 120) -> dict:
-    return agent_call(conn, device, [device.python, agent, "info"], timeout=timeout, what="agent info")
 
 
 def check_runtime(info: dict, bundle: Bundle, device: Device, label: str) -> str:
