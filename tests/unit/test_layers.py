@@ -41,7 +41,19 @@ def graph() -> dict[str, set[str]]:
 def _package(module: str) -> str:
     """The layer a module belongs to: ``edgec.deploy.ssh`` -> ``deploy``, ``edgec.cli`` -> ``cli``."""
     parts = module.split(".")
-    return parts[1] if len(parts) > 1 else "edgec"
+    return parts[1] if (len(parts) > 1 and not parts[1].startswith("__")) or parts[1:] == ["__main__"] else "edgec"
+
+
+# DESIGN.md principle 10, top to bottom: a package imports only from its own rank or below.
+RANKS = {
+    "__main__": 6, "cli": 6, "commands": 6,
+    "api": 5,
+    "report": 4, "deploy": 4,
+    "compiler": 3, "examples": 3,
+    "targets": 2,
+    "device_agent": 1, "runtimes": 1, "bundle": 1, "ir": 1,
+    "edgec": 0, "errors": 0, "settings": 0, "registry": 0, "source_spec": 0, "_capture": 0, "_progress": 0,
+}
 
 
 def _within(module: str, *packages: str) -> bool:
@@ -68,6 +80,15 @@ def test_the_device_agent_imports_nothing_of_the_host(graph):
     host_side = ("compiler", "deploy", "api", "commands", "cli", "report", "targets")
     bad = _violations(graph, lambda m: _within(m, "device_agent", "runtimes"), lambda n: _within(n, *host_side))
     assert not bad, "\n".join(bad)
+
+
+def test_layers_only_point_down(graph):
+    unranked = sorted({_package(m) for m in graph} - set(RANKS))
+    assert not unranked, f"new top-level modules/packages need a place in RANKS (and DESIGN.md): {unranked}"
+    bad = sorted(f"{module} ({_package(module)}) imports {name} ({_package(name)})"
+                 for module, names in graph.items() for name in names
+                 if RANKS[_package(name)] > RANKS[_package(module)])
+    assert not bad, "imports that point up a layer:\n" + "\n".join(bad)
 
 
 def test_no_import_cycles_between_packages(graph):
