@@ -192,7 +192,7 @@ def keras_runner(path) -> Runner:
     import tf_keras  # fer's .h5 was written by Keras 2.0.5: Keras 3 cannot read it
 
     model = tf_keras.models.load_model(str(path), compile=False)
-    return lambda feeds: [np.asarray(o) for o in np.atleast_1d(model(list(feeds.values())[0], training=False))]
+    return lambda feeds: [np.asarray(o) for o in np.atleast_1d(model(next(iter(feeds.values())), training=False))]
 
 
 def torch_runner(factory: str) -> Runner:
