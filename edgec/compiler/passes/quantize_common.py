@@ -110,6 +110,20 @@ def channel_stats(model: ir.Model, names: list[str], samples, limit: int = 64, t
     return stats
 
 
+def _subgraph_names(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name the subgraphs of ``graph``'s nodes use or make (recursively)."""
+    names: set[str] = set()
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs):
+                for inner in sub.node:
+                    names.update(inner.input)
+                    names.update(inner.output)
+                names.update(o.name for o in sub.output)
+                names |= _subgraph_names(sub)
+    return names
+
+
 def compact_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Shrink a quantized model's bookkeeping without touching its arithmetic.
 
@@ -129,7 +143,8 @@ def compact_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
     kept = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {""}
+    # Subgraphs (If/Loop/Scan bodies) refer to outer tensors by name: those names stay.
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {""} | _subgraph_names(graph)
     mapping: dict[str, str] = {}
 
     def short(name: str) -> str:
