@@ -43,19 +43,29 @@ def batch_size(model: ir.Model, default: int = 8) -> int:
     return fixed[0] if fixed else default
 
 
-def make_session(proto: onnx.ModelProto, threads: int = 0):
+def make_session(proto: onnx.ModelProto, threads: int = 0, unfused: bool = False):
+    """An onnxruntime CPU session. ``unfused``: no graph optimizations, so a QDQ model runs as written
+    (DequantizeLinear -> float op -> QuantizeLinear): the exact arithmetic of the quantized model, whatever int8
+    kernels this machine has (see ``proto_runner``)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if unfused:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def proto_runner(proto: onnx.ModelProto, threads: int = 0):
-    """A runner (list of inputs in graph order -> list of outputs) for an ONNX proto."""
-    session = make_session(proto, threads)
+def proto_runner(proto: onnx.ModelProto, threads: int = 0, unfused: bool = False):
+    """A runner (list of inputs in graph order -> list of outputs) for an ONNX proto.
+
+    ``unfused`` measures a quantized model's own arithmetic rather than this machine's int8 kernels: fused into
+    QLinearConv/MatMulInteger on an x86 CPU without VNNI, onnxruntime's u8s8 kernels (VPMADDUBSW) saturate their
+    int16 pair sums, an error the target (VNNI, ARM dot product, or reduce_range) does not make.
+    """
+    session = make_session(proto, threads, unfused)
     names = [i.name for i in session.get_inputs()]
     return lambda inputs: session.run(None, dict(zip(names, inputs)))
 
