@@ -15,13 +15,18 @@ the agent: standard library only at import (numpy is imported lazily), Python 3.
 
 from __future__ import annotations
 
-__all__ = ["FLOAT_ATOL", "FLOAT_RTOL", "compare_output", "compare_outputs", "describe", "matches"]
+__all__ = ["FLOAT_ATOL", "FLOAT_REFERENCE_RTOL", "FLOAT_RTOL", "QUANT_REFERENCE_RTOL", "REFERENCE_ATOL",
+           "compare_output", "compare_outputs", "describe", "matches"]
 
 # A float rewrite (folded batch norm, reordered sums, another runtime's fp32 kernels) moves an output by about
 # 1e-6 of its scale; these leave two to three orders of magnitude of room and still catch a wrong weight,
 # layout or op (errors of order 1e-2..1).
 FLOAT_RTOL = 1e-3
 FLOAT_ATOL = 1e-4
+# The device-side check of a bundle's reference outputs (the manifest's ``reference.rtol``), for float and for
+# quantized bundles: kernels and thread counts differ between the compiling machine and the device. Its absolute
+# part is per output, ``rtol`` x the output's largest magnitude, at least REFERENCE_ATOL.
+FLOAT_REFERENCE_RTOL, QUANT_REFERENCE_RTOL, REFERENCE_ATOL = 1e-3, 5e-2, 1e-6
 
 
 def compare_output(name: str, want, got, rtol: float, atol: float) -> dict:

@@ -18,6 +18,7 @@ import onnx_ir as ir
 from edgec import __version__
 from edgec import ir as edgec_ir
 from edgec.bundle import MANIFEST_NAME, SCHEMA_VERSION, deflate_model, manifest_bytes, sha256_file
+from edgec.compare import FLOAT_REFERENCE_RTOL, QUANT_REFERENCE_RTOL, REFERENCE_ATOL
 from edgec.compiler import verify
 from edgec.compiler.emit import EMITTERS, emitter_for
 from edgec.compiler.frontends import SourceModel, lower
@@ -29,10 +30,6 @@ from edgec.targets import TargetProfile
 
 __all__ = ["build_float_passes", "compile_into", "run_passes"]
 
-# Tolerances of the device-side self-check (edgec.compare) for float and for quantized bundles: kernels and
-# thread counts differ between the compiling machine and the device. The absolute part is per output (see
-# _reference_atol), at least REFERENCE_ATOL.
-FLOAT_REFERENCE_RTOL, QUANT_REFERENCE_RTOL, REFERENCE_ATOL = 1e-3, 5e-2, 1e-6
 # Stages the pipeline runs between the float passes and emission, each a module with
 # ``apply(model, source, profile, options, context) -> (model, records)`` (quantization, pruning, ...).
 STAGES: list[str] = ["edgec.compiler.stages.compress", "edgec.compiler.stages.quantize"]
