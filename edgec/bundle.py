@@ -151,28 +151,25 @@ class Bundle:
 def check_reference(bundle: Bundle, produced: list) -> list[dict]:
     """Compare outputs a runtime produced for the reference inputs with the stored ones.
 
-    Returns one record per output (name, max_abs_diff, rel_diff, ok). An output passes when
-    ``max|a-b| <= atol + rtol * max|ref|``, with tolerances from the manifest (quantized bundles carry wider
-    ones: kernels differ between machines).
+    Returns one record per output (name, ok, max_abs_diff, rel_diff, worst), judged by ``edgec.compare``
+    (elementwise ``|a-b| <= atol + rtol * |ref|``) with the manifest's tolerances: ``atol`` is one number or
+    one per output (quantized bundles carry wider ones: kernels differ between machines).
     """
-    import numpy as np
+    from edgec.compare import compare_outputs
 
     _, expected = bundle.reference()
     ref = bundle.manifest["reference"]
-    rtol, atol = float(ref["rtol"]), float(ref["atol"])
+    atol = ref["atol"]
+    atol = [float(a) for a in atol] if isinstance(atol, list) else float(atol)
+    names = [meta["name"] for meta in bundle.outputs]
     records = []
-    for meta, want, got in zip(bundle.outputs, expected, produced):
-        got = np.asarray(got)
-        if got.shape != want.shape:
-            records.append({"name": meta["name"], "ok": False, "max_abs_diff": None, "rel_diff": None,
-                            "detail": f"shape {list(got.shape)} != reference {list(want.shape)}"})
-            continue
-        want64, got64 = want.astype(np.float64), got.astype(np.float64)
-        diff = float(np.max(np.abs(want64 - got64))) if want.size else 0.0
-        scale = float(np.max(np.abs(want64))) if want.size else 0.0
-        rel = diff / scale if scale > 0 else diff
-        records.append({"name": meta["name"], "ok": bool(diff <= atol + rtol * scale),
-                        "max_abs_diff": diff, "rel_diff": rel})
+    for record in compare_outputs(names, expected, produced, float(ref["rtol"]), atol):
+        record["name"] = record.pop("output")
+        for key in ("max_abs_diff", "rel_diff", "worst"):  # the agent answers in JSON: no infinities
+            if record[key] == float("inf"):
+                record[key] = None
+                record.setdefault("detail", "non-finite values where the reference has finite ones")
+        records.append(record)
     return records
 
 

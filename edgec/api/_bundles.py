@@ -8,6 +8,7 @@ from pathlib import Path
 from edgec._capture import captured_output
 from edgec._progress import Progress
 from edgec.bundle import Bundle, check_reference, write_atomically
+from edgec.compare import describe
 from edgec.compiler.options import CompileOptions
 from edgec.errors import BundleError
 from edgec.runtimes import load_runtime, runtime_for_format
@@ -72,7 +73,7 @@ def verify_bundle(path: str | os.PathLike, threads: int | None = None) -> dict:
     failed = [r for r in records if not r["ok"]]
     if failed:
         bad = failed[0]
-        detail = bad.get("detail") or f"max abs diff {bad['max_abs_diff']:.3g}, relative {bad['rel_diff']:.3g}"
+        detail = describe(bad)
         raise BundleError(f"{bundle.path}: output {bad['name']!r} no longer matches the reference ({detail}); "
                           "the model file or its runtime changed: recompile the bundle")
     return {"ok": True, "bundle_id": bundle.bundle_id, "path": str(bundle.path), "runtime": runtime.version(),

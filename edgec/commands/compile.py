@@ -7,17 +7,18 @@ import click
 from edgec import api
 from edgec._progress import Progress
 from edgec.commands._output import echo_json, human_bytes
+from edgec.compare import FLOAT_ATOL, FLOAT_RTOL
 from edgec.report import render_compile_report, write_report
 
-__all__ = ["compile_cmd", "print_summary"]
+__all__ = ["compile_cmd", "print_notices", "print_summary"]
 
 
 @click.command("compile")
 @click.argument("source")
 @click.option("-t", "--target", default="host", show_default=True, help="Profile name (see `edgec targets list`) or a .toml file.")
 @click.option("-o", "--output", "out", type=click.Path(), help="Bundle directory to write [default: <stem>-<target>.bundle].")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "tflite"]), help="Model format [default: the profile's].")
-@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224", help="Shape of an input (repeatable); needed for factories and TorchScript.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "onnx", "tflite"]), help="Model format [default: auto: the profile's, falling back to the device's other runtime when conversion fails].")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="[NAME=]1x3x224x224", help="Shape of an input (repeatable; NAME= may be left out for a one-input model; N or -1 leaves a dimension dynamic).")
 @click.option("--quantize", type=click.Choice(["none", "fp16", "int8", "int4", "auto"]), help="Precision [default: the profile's].")
 @click.option("--calibration", type=click.Path(), help="Calibration data: .npz, an image directory, or file.py:function.")
 @click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile", "mse"]), help="Activation range method [default: the profile's].")
@@ -28,7 +29,8 @@ __all__ = ["compile_cmd", "print_summary"]
 @click.option("--prune-rules", type=click.Path(), help="TOML file of per-layer pruning ratios.")
 @click.option("--sparsity", type=float, help="Fraction of weights to zero (unstructured), compressed bundle.")
 @click.option("--low-rank", type=float, help="Factorise large Gemm/MatMul weights keeping this fraction of energy.")
-@click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max relative error of float stages vs the source.")
+@click.option("--rtol", type=float, default=FLOAT_RTOL, show_default=True, help="Float stages match the source when |a-b| <= atol + rtol*|ref| per element.")
+@click.option("--atol", type=float, default=FLOAT_ATOL, show_default=True, help="Absolute part of that tolerance.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of generated inputs and sampling.")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.option("--ignore-limits", is_flag=True, help="Compile even if the estimate exceeds the target's RAM or storage.")
@@ -37,7 +39,7 @@ __all__ = ["compile_cmd", "print_summary"]
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write the compile report as HTML.")
 @click.pass_context
 def compile_cmd(ctx, source, target, out, fmt, input_shapes, quantize, calibration, calibration_method, preprocess,
-                eval_data, max_accuracy_drop, prune, prune_rules, sparsity, low_rank, tolerance, seed, force,
+                eval_data, max_accuracy_drop, prune, prune_rules, sparsity, low_rank, rtol, atol, seed, force,
                 explain, as_json, report_path, ignore_limits=False):
     """Compile SOURCE (.onnx, .keras, .h5, SavedModel dir, .pt2, TorchScript, file.py:factory) for a target.
 
@@ -54,8 +56,9 @@ def compile_cmd(ctx, source, target, out, fmt, input_shapes, quantize, calibrati
         target=target, format=fmt, quantize=quantize, input_shapes=parse_input_shapes(input_shapes),
         calibration=calibration, calibration_method=calibration_method, preprocess=preprocess, eval_data=eval_data,
         max_accuracy_drop=max_accuracy_drop, prune=prune, prune_rules=prune_rules, sparsity=sparsity,
-        low_rank=low_rank, tolerance=tolerance, seed=seed, force=force, ignore_limits=ignore_limits,
+        low_rank=low_rank, rtol=rtol, atol=atol, seed=seed, force=force, ignore_limits=ignore_limits,
     )
+    print_notices(bundle.manifest["report"])
     if report_path:
         write_report(report_path, render_compile_report(bundle))
     if as_json:
@@ -75,6 +78,7 @@ def print_summary(bundle, explain: bool = False) -> None:
         for item in m["io"][io_kind]:
             shape = "x".join("?" if d is None else str(d) for d in item["shape"] or [])
             click.echo(f"{io_kind[:-1]:<8} {item['name']}  {item['dtype']}[{shape}]  {item['layout']}")
+    _print_decisions(m["report"])
     for check in m["report"]["verification"]:
         click.echo(f"verify   {check['stage']:<16} max rel diff {check['max_rel_diff']:.2e}  "
                    f"max abs diff {check['max_abs_diff']:.2e}  ({check['samples']} samples)")
@@ -93,3 +97,29 @@ def print_summary(bundle, explain: bool = False) -> None:
                 click.echo(f"  - {note}")
         for note in m["report"].get("source_notes", []):
             click.echo(f"  - source: {note}")
+
+
+def print_notices(report: dict) -> None:
+    """On stderr, also with --json: what edgec did differently from what was asked (a format fallback, an
+    already quantized source kept as it is)."""
+    fallback = (report.get("format") or {}).get("fallback")
+    if fallback:
+        click.echo(f"edgec: note: {fallback['from']} conversion failed ({fallback['reason']}); fell back to "
+                   f"{fallback['to']}", err=True)
+    quant = report.get("quantization") or {}
+    if quant.get("precision") == "already quantized":
+        click.echo(f"edgec: note: {quant['reason']}", err=True)
+
+
+def _print_decisions(report: dict) -> None:
+    """The lines saying what edgec chose: the format and why, pinned shapes, the inputs verified on."""
+    fmt = report.get("format") or {}
+    if fmt:
+        fallback = fmt.get("fallback")
+        click.echo(f"format   {fmt['chosen'] if not fallback else fallback['to']}: "
+                   + (f"fallback from {fallback['from']} ({fallback['reason']})" if fallback else fmt["reason"]))
+    for pinned in (report.get("tflite") or {}).get("pinned", []):
+        click.echo(f"pinned   {pinned} (TFLite has fixed shapes)")
+    inputs = report.get("verification_inputs")
+    if inputs:
+        click.echo(f"inputs   verified on {inputs['source']}; {inputs['dynamic']}")

@@ -2,8 +2,10 @@
 
 Three kinds of source, all served as a ``CalibrationSet`` that reads samples on demand (never the whole set):
 
-* a ``.npz`` holding one array per model input, named after the input, first axis = samples (an evaluation set
-  adds ``labels``); rows are read straight from the archive member, a batch at a time;
+* a ``.npz`` holding one array per model input, named after the input (any name when the model has one input and
+  the file one array), first axis = samples replacing the batch axis, or, with one axis more than the input's
+  rank, rows that are whole inputs (a scalar, a recurrent state): fed one at a time (an evaluation set adds
+  ``labels``); rows are read straight from the archive member, a batch at a time;
 * a directory of images (``.png``, ``.jpg``, ...; sorted by name) with a ``--preprocess`` spec such as
   ``resize=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225,layout=nchw`` (needs Pillow);
 * ``file.py:function`` (or ``module:function``): a function returning an iterable of ``{input name: array}``
@@ -43,9 +45,11 @@ class CalibrationSet:
     """
 
     def __init__(self, source: str, arrays: list[np.ndarray] | None = None, labels: np.ndarray | None = None, *,
-                 reader: Reader | None = None, count: int | None = None, offset: int = 0):
+                 reader: Reader | None = None, count: int | None = None, offset: int = 0, max_batch: int = 0):
         self.source = source
         self.labels = labels
+        # 1 when some input's rows are whole inputs (no batch axis to stack samples on); 0 = no limit.
+        self.max_batch = max_batch
         if reader is None:
             arrays = list(arrays or [])
             count = int(arrays[0].shape[0]) if arrays else 0
@@ -72,6 +76,7 @@ class CalibrationSet:
     def batches(self, size: int = 1, limit: int | None = None) -> Iterator[list[np.ndarray]]:
         """Consecutive batches of ``size`` samples (the last may be smaller), at most ``limit`` samples."""
         total = len(self) if limit is None else min(limit, len(self))
+        size = min(size, self.max_batch) if self.max_batch else size
         for start in range(0, total, size):
             yield self.read(start, min(start + size, total))
 
@@ -84,7 +89,7 @@ class CalibrationSet:
         stop = min(stop, len(self))
         labels = None if self.labels is None else self.labels[start:stop]
         return CalibrationSet(self.source, labels=labels, reader=self._reader, count=max(0, stop - start),
-                              offset=self._offset + start)
+                              offset=self._offset + start, max_batch=self.max_batch)
 
     def split(self, fraction: float) -> tuple[CalibrationSet, CalibrationSet]:
         """(first part, held-out rest): the rest measures agreement when there are no labelled data."""
@@ -107,6 +112,19 @@ def _check_shape(source: str, meta: dict, shape: tuple) -> None:
         if expect is not None and got != expect:
             raise CalibrationDataError(f"{source}: array {name!r} has shape {list(shape)}, expected "
                                        f"{_describe(want)} (axis {axis}: {got} != {expect})")
+
+
+def _whole_rows(source: str, meta: dict, shape: tuple) -> bool:
+    """True when every row of an array of ``shape`` is a whole input (one more axis than the input's rank, e.g.
+    a scalar or a recurrent state without a batch axis); such rows are fed one sample at a time."""
+    want = meta["shape"]
+    if want is None or len(shape) != len(want) + 1:
+        return False
+    for axis, (got, expect) in enumerate(zip(shape[1:], want)):
+        if expect is not None and got != expect:
+            raise CalibrationDataError(f"{source}: array {meta['name']!r} has shape {list(shape)}: rows of whole "
+                                       f"inputs {_describe(want)} expected (axis {axis + 1}: {got} != {expect})")
+    return True
 
 
 def _check_dtype(source: str, meta: dict, dtype: np.dtype) -> bool:
@@ -163,24 +181,30 @@ def _open_npz(path: Path) -> tuple[dict[str, _NpyMember], np.ndarray | None]:
 
 def _load_npz(path: Path, inputs: list[dict]) -> CalibrationSet:
     members, labels = _open_npz(path)
+    if len(inputs) == 1 and len(members) == 1:  # one array for a one-input model: its name does not matter
+        members = {inputs[0]["name"]: next(iter(members.values()))}
     missing = [i["name"] for i in inputs if i["name"] not in members]
     if missing:
         raise CalibrationDataError(f"{path}: no array for model input {missing[0]!r}; arrays present: "
                                    f"{', '.join(sorted(members)) or 'none'}; name arrays after the inputs "
                                    f"({', '.join(i['name'] for i in inputs)})")
     chosen = [members[meta["name"]] for meta in inputs]
-    casts = []
+    casts, whole = [], []
     for meta, member in zip(inputs, chosen):
-        _check_shape(str(path), meta, member.shape)
+        whole.append(_whole_rows(str(path), meta, member.shape))
+        if not whole[-1]:
+            _check_shape(str(path), meta, member.shape)
         casts.append(meta["dtype"] if _check_dtype(str(path), meta, member.dtype) else None)
     counts = {m.shape[0] for m in chosen}
     if len(counts) > 1:
         raise CalibrationDataError(f"{path}: inputs have different sample counts {sorted(counts)}")
 
     def reader(start, stop):
-        return [m.rows(start, stop) if c is None else m.rows(start, stop).astype(c) for m, c in zip(chosen, casts)]
+        rows = [m.rows(start, stop) if c is None else m.rows(start, stop).astype(c) for m, c in zip(chosen, casts)]
+        return [r.reshape(r.shape[1:]) if w and len(r) == 1 else r for r, w in zip(rows, whole)]
 
-    return CalibrationSet(str(path), labels=labels, reader=reader, count=chosen[0].shape[0])
+    return CalibrationSet(str(path), labels=labels, reader=reader, count=chosen[0].shape[0],
+                          max_batch=1 if any(whole) else 0)
 
 
 def parse_preprocess(spec: str | None) -> dict:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional, get_args
 
+from edgec.compare import FLOAT_ATOL, FLOAT_RTOL
 from edgec.errors import UsageError
 
 __all__ = ["CompileOptions"]
 
-Format = Literal["onnx", "tflite"]
+Format = Literal["onnx", "tflite", "auto"]
 Quantize = Literal["none", "fp16", "int8", "int4", "auto"]
 CalibrationMethod = Literal["minmax", "entropy", "percentile", "mse"]
 
@@ -18,7 +19,9 @@ CalibrationMethod = Literal["minmax", "entropy", "percentile", "mse"]
 class CompileOptions:
     """Everything ``edgec compile`` takes besides the source and the output path.
 
-    ``None`` means "the target profile decides" (format, quantization, calibration method, accuracy budget).
+    ``None`` means "the target profile decides" (format, quantization, calibration method, accuracy budget);
+    ``format="auto"`` is the same as None: the profile's format, falling back to the device's other runtime when
+    the conversion fails.
     """
 
     target: str = "host"
@@ -37,8 +40,9 @@ class CompileOptions:
     # Quantization pass switches; None = the profile's quantization.equalize_layers / bias_correction.
     equalize: Optional[bool] = None
     bias_correction: Optional[bool] = None
-    # Relative error (max |a-b| / max |ref|) beyond which a float stage fails verification.
-    tolerance: float = 1e-4
+    # A float stage matches the source when |a-b| <= atol + rtol * |ref| element by element (edgec.compare).
+    rtol: float = FLOAT_RTOL
+    atol: float = FLOAT_ATOL
     seed: int = 0
     force: bool = False
     # Compile even when the estimate says the model cannot fit the target's RAM or storage.
@@ -55,8 +59,12 @@ class CompileOptions:
             raise UsageError(f"--low-rank {self.low_rank}: retained energy must be in (0, 1], e.g. 0.95")
         if self.max_accuracy_drop is not None and not 0.0 <= self.max_accuracy_drop <= 100.0:
             raise UsageError(f"--max-accuracy-drop {self.max_accuracy_drop}: must be within 0..100 points")
-        if not 0.0 < self.tolerance < 1.0:
-            raise UsageError(f"--tolerance {self.tolerance}: must be in (0, 1)")
+        if not 0.0 <= self.rtol < 1.0:
+            raise UsageError(f"--rtol {self.rtol}: must be in [0, 1), e.g. 1e-3")
+        if not self.atol >= 0.0:
+            raise UsageError(f"--atol {self.atol}: must be >= 0, e.g. 1e-4")
+        if self.rtol == 0.0 and self.atol == 0.0:
+            raise UsageError("--rtol 0 with --atol 0 allows no difference at all; give one of them > 0")
 
 
 def _choice(flag: str, value, kind) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +18,19 @@ import onnx_ir as ir
 from edgec import __version__
 from edgec import ir as edgec_ir
 from edgec.bundle import MANIFEST_NAME, SCHEMA_VERSION, deflate_model, manifest_bytes, sha256_file
+from edgec.compare import FLOAT_REFERENCE_RTOL, QUANT_REFERENCE_RTOL, REFERENCE_ATOL
 from edgec.compiler import verify
-from edgec.compiler.emit import emitter_for
+from edgec.compiler.emit import EMITTERS, emitter_for
 from edgec.compiler.frontends import SourceModel, lower
+from edgec.compiler.inputs import verification_inputs
 from edgec.compiler.options import CompileOptions
-from edgec.errors import UsageError
+from edgec.compiler.stages.quantize_policy import already_quantized
+from edgec.errors import CompileError, ResourceLimitError, UsageError
 from edgec.source_spec import parse_source_spec
 from edgec.targets import TargetProfile
 
 __all__ = ["build_float_passes", "compile_into", "run_passes"]
 
-# Relative-error tolerance the device-side self-check allows for float and for quantized bundles: kernels and
-# thread counts differ between the compiling machine and the device.
-FLOAT_REFERENCE_RTOL, QUANT_REFERENCE_RTOL = 1e-3, 5e-2
 # Stages the pipeline runs between the float passes and emission, each a module with
 # ``apply(model, source, profile, options, context) -> (model, records)`` (quantization, pruning, ...).
 STAGES: list[str] = ["edgec.compiler.stages.compress", "edgec.compiler.stages.quantize"]
@@ -71,64 +72,100 @@ def _source_hash(spec: str) -> str:
     return sha256_file(path) if path.is_file() else ""
 
 
-def _input_sets(source: SourceModel, io: dict, options: CompileOptions, context: dict) -> list[list[np.ndarray]]:
-    dynamic_batch = all(i["shape"] and i["shape"][0] is None for i in io["inputs"])
-    # The first set becomes the bundle's reference inputs, which the agent also benchmarks with: the source's
-    # example shapes (batch 1 unless the user said otherwise). A second set exercises a dynamic batch.
-    sets = [verify.generate_inputs(io["inputs"], source.example_shapes, options.seed)]
-    if dynamic_batch:
-        sets.append(verify.generate_inputs(io["inputs"], source.example_shapes, options.seed + 1, batch=2))
-    if options.calibration:
-        from edgec.compiler.calibration import load_samples
-
-        samples = context["calibration"] = load_samples(options.calibration, io["inputs"],
-                                                        preprocess=options.preprocess)
-        sets.extend(samples.batches(size=1 if not dynamic_batch else 8, limit=16))
-    return sets
-
-
-def _pick_format(profile: TargetProfile, options: CompileOptions) -> str:
-    fmt = options.format or profile.runtime.format
-    if options.format is None and profile.performance.measured is not None:
-        from edgec.targets.decide import choose_format  # the faster measured runtime, when both were measured
-
-        fmt = choose_format(profile)[0]
+def _pick_format(profile: TargetProfile, options: CompileOptions) -> tuple[str, str, str | None]:
+    """(format, why, the format to fall back to when converting to it fails). An explicit ``--format`` never
+    falls back; ``auto`` (the default) takes the profile's format, or the faster measured runtime, and may fall
+    back to the device's other runtime."""
     from edgec.runtimes import runtime_for_format
 
-    runtime = runtime_for_format(fmt)
-    if runtime not in profile.runtime.available:
-        raise UsageError(f"--format {fmt}: target {profile.name!r} has no {runtime} (runtime.available = "
-                         f"{list(profile.runtime.available)} in {profile.source_file})")
-    return fmt
+    requested = None if options.format in (None, "auto") else options.format
+    if requested is not None:
+        fmt, reason = requested, f"--format {requested} (given; no fallback)"
+    elif profile.performance.measured is not None:
+        from edgec.targets.decide import choose_format  # the faster measured runtime, when both were measured
+
+        fmt, reason = choose_format(profile)
+    else:
+        fmt, reason = profile.runtime.format, f"the profile's runtime.format ({profile.source_file})"
+    if runtime_for_format(fmt) not in profile.runtime.available:
+        raise UsageError(f"--format {fmt}: target {profile.name!r} has no {runtime_for_format(fmt)} "
+                         f"(runtime.available = {list(profile.runtime.available)} in {profile.source_file})")
+    others = [f for f in EMITTERS if f != fmt and runtime_for_format(f) in profile.runtime.available]
+    return fmt, reason, (others[0] if others and requested is None else None)
+
+
+def _stages_and_emit(model: ir.Model, source: SourceModel, bundle_dir: Path, profile: TargetProfile,
+                     options: CompileOptions, context: dict, progress):
+    """Precision/compression stages, then the emitter of ``context["format"]``: (model, records, emitted)."""
+    records: list[dict] = []
+    for stage in STAGES:
+        progress.step(f"stage {stage.rsplit('.', 1)[-1]}")
+        module = importlib.import_module(stage)
+        model, stage_records = module.apply(model, source, profile, options, context)
+        records.extend(stage_records)
+    fmt = context["format"]
+    progress.step(f"emitting {fmt}")
+    emitted = emitter_for(fmt)(model, source, bundle_dir, profile, options, context)
+    records.append({"name": f"emit-{fmt}", "settings": emitted.settings, "modified": True, "notes": emitted.notes})
+    return model, records, emitted
+
+
+def _clear_outputs(bundle_dir: Path) -> None:
+    """Remove what a failed emitter left in the (temporary) bundle directory, keeping the logs."""
+    for path in bundle_dir.iterdir():
+        if path.name == "logs":
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _emit_with_fallback(model, source, bundle_dir, profile, options, context, progress, fallback):
+    """``_stages_and_emit``; when converting to the chosen format fails and the device has another runtime
+    (``--format auto``), again from the float model for that one, saying why in the report and on the console."""
+    saved = {**context, "report": dict(context["report"])}
+    try:
+        return _stages_and_emit(model, source, bundle_dir, profile, options, context, progress)
+    except CompileError as exc:
+        if fallback is None or isinstance(exc, ResourceLimitError):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        failed, reason = context["format"], first if len(first) <= 240 else first[:240] + "..."
+    context.clear()
+    context.update({**saved, "format": fallback})
+    context["report"]["format"] = {**saved["report"]["format"],
+                                   "fallback": {"from": failed, "to": fallback, "reason": reason}}
+    progress.info(f"{failed} conversion failed ({reason}); falling back to {fallback}, which target "
+                  f"{profile.name!r} also runs")
+    _clear_outputs(bundle_dir)
+    return _stages_and_emit(model, source, bundle_dir, profile, options, context, progress)
 
 
 def compile_into(spec: str, bundle_dir: Path, options: CompileOptions, profile: TargetProfile,
                  progress) -> dict:
     """Compile ``spec`` into ``bundle_dir``; returns the manifest (also written there)."""
-    fmt = _pick_format(profile, options)
+    fmt, fmt_reason, fallback = _pick_format(profile, options)
     progress.step(f"lowering {spec}")
     source = lower(spec, options.input_shapes)
     names = [v.name for v in source.model.graph.outputs]
     io = edgec_ir.io_signature(source.model, source.layouts)
-    context: dict = {"report": {}}
-    input_sets = _input_sets(source, io, options, context)
+    context: dict = {"report": {"format": {"chosen": fmt, "reason": fmt_reason}}, "format": fmt}
+    context["source_quantized"] = already_quantized(source.model)
+    input_sets, context["report"]["verification_inputs"] = verification_inputs(source, io, options, context)
+    tolerance = (options.rtol, options.atol)
     progress.step("verifying the lowered ONNX against the source framework")
     checks = [verify.verify_stage("front-end", source.reference, verify.ir_runner(source.model, spec), input_sets,
-                                  names, options.tolerance)]
+                                  names, tolerance)]
     progress.step("running float passes")
     model, pass_records = run_passes(source.model, build_float_passes(profile, options))
     checks.append(verify.verify_stage("float passes", source.reference, verify.ir_runner(model, spec),
-                                      input_sets, names, options.tolerance))
+                                      input_sets, names, tolerance))
     context.update({"input_sets": input_sets, "float_model": model})
-    for stage in STAGES:
-        progress.step(f"stage {stage.rsplit('.', 1)[-1]}")
-        module = importlib.import_module(stage)
-        model, records = module.apply(model, source, profile, options, context)
-        pass_records.extend(records)
-    progress.step(f"emitting {fmt}")
-    emitted = emitter_for(fmt)(model, source, bundle_dir, profile, options, context)
-    pass_records.append({"name": f"emit-{fmt}", "settings": emitted.settings, "modified": True,
-                         "notes": emitted.notes})
+    model, records, emitted = _emit_with_fallback(model, source, bundle_dir, profile, options, context, progress,
+                                                  fallback)
+    pass_records.extend(records)
+    fmt = context["report"]["format"]["chosen"] = context["format"]
     # The estimate also refuses a model that cannot fit the target (ResourceLimitError).
     from edgec.targets.estimate import compile_estimate
 
@@ -138,8 +175,10 @@ def compile_into(spec: str, bundle_dir: Path, options: CompileOptions, profile: 
     def emitted_in_ir_layout(inputs):
         return emitted.from_model(emitted.runner(emitted.to_model(inputs)))
 
-    checks.append(verify.verify_stage(f"emitted {fmt}", source.reference, emitted_in_ir_layout, input_sets,
-                                      names, None if emitted.quantized or context.get("lossy") else options.tolerance))
+    lossy = emitted.quantized or context.get("lossy")
+    checks.append(verify.verify_stage(f"emitted {fmt}", source.reference, emitted_in_ir_layout,
+                                      _emitted_sets(emitted, input_sets, context), names,
+                                      None if lossy else tolerance))
     progress.step("writing the bundle")
     context["compress_model"] = bool(options.sparsity)
     context["float_model_bytes"] = context.get("float_model_bytes") or len(
@@ -149,13 +188,38 @@ def compile_into(spec: str, bundle_dir: Path, options: CompileOptions, profile: 
     return manifest
 
 
-def _write_reference(bundle_dir: Path, emitted, inputs: list[np.ndarray]) -> None:
+def _emitted_sets(emitted, input_sets: list, context: dict) -> list:
+    """The input sets the emitted model takes: all of them, or for a model with pinned shapes (TFLite) those of
+    the pinned sizes (the report says the dynamic dimensions were pinned)."""
+    pinned = [[d for d in i["shape"]] for i in emitted.io["inputs"]]
+    if emitted.format == "onnx" or not pinned:
+        return input_sets
+    sizes = sorted(int(np.prod(s)) for s in pinned)
+    kept = [s for s in input_sets if sorted(int(np.prod(a.shape)) for a in s) == sizes]
+    if len(kept) < len(input_sets):
+        context["report"].setdefault("pinned", {})["verified_sizes_dropped"] = len(input_sets) - len(kept)
+    return kept or input_sets[:1]
+
+
+def _write_reference(bundle_dir: Path, emitted, inputs: list[np.ndarray]) -> list[np.ndarray]:
     model_inputs = emitted.to_model(inputs)
     outputs = emitted.runner(model_inputs)
     (bundle_dir / "reference").mkdir(exist_ok=True)
     for name, arrays, prefix in (("inputs", model_inputs, "i"), ("outputs", outputs, "o")):
         with open(bundle_dir / "reference" / f"{name}.npz", "wb") as handle:
             np.savez(handle, **{f"{prefix}{k}": np.asarray(a) for k, a in enumerate(arrays)})
+    return outputs
+
+
+def _reference_atol(outputs: list[np.ndarray], rtol: float) -> list[float]:
+    """Per output, the absolute part of the device's check: ``rtol`` of the output's scale, so that elements near
+    zero (where kernels that sum in another order differ most) are judged against the output's scale."""
+    atols = []
+    for array in outputs:
+        finite = np.abs(np.asarray(array, np.float64))
+        finite = finite[np.isfinite(finite)]
+        atols.append(max(REFERENCE_ATOL, rtol * float(finite.max()) if finite.size else 0.0))
+    return atols
 
 
 def _file_table(bundle_dir: Path) -> dict:
@@ -169,7 +233,7 @@ def _file_table(bundle_dir: Path) -> dict:
 
 def _manifest(bundle_dir: Path, spec: str, source: SourceModel, profile: TargetProfile, emitted,
               inputs: list[np.ndarray], pass_records: list[dict], checks: list[dict], context: dict) -> dict:
-    _write_reference(bundle_dir, emitted, inputs)
+    outputs = _write_reference(bundle_dir, emitted, inputs)
     model_size = (bundle_dir / emitted.model_file).stat().st_size
     # --sparsity targets storage-bound devices: the zeros it makes only save space in a compressed file.
     encoding = deflate_model(bundle_dir, emitted.model_file) if context.get("compress_model") else None
@@ -178,7 +242,8 @@ def _manifest(bundle_dir: Path, spec: str, source: SourceModel, profile: TargetP
     if encoding:
         size["stored_model_bytes"] = files[encoding["file"]]["size"]
     report = {"source_notes": source.notes, "verification": checks, "size": size, **context["report"]}
-    rtol = QUANT_REFERENCE_RTOL if emitted.quantized else FLOAT_REFERENCE_RTOL
+    # An already quantized source runs integer kernels too: they round differently from machine to machine.
+    rtol = QUANT_REFERENCE_RTOL if emitted.quantized or context.get("source_quantized") else FLOAT_REFERENCE_RTOL
     return {
         "schema_version": SCHEMA_VERSION,
         "edgec_version": __version__,
@@ -194,7 +259,7 @@ def _manifest(bundle_dir: Path, spec: str, source: SourceModel, profile: TargetP
         "io": emitted.io,
         "files": files,
         "reference": {"inputs": "reference/inputs.npz", "outputs": "reference/outputs.npz", "rtol": rtol,
-                      "atol": 1e-5},
+                      "atol": _reference_atol(outputs, rtol)},
         "passes": pass_records,
         "report": report,
         **({"model_encoding": encoding} if encoding else {}),

@@ -15,6 +15,7 @@ import time
 from datetime import datetime, timezone
 
 from edgec.bundle import Bundle, check_reference
+from edgec.compare import describe
 from edgec.device_agent import conditions, memory
 from edgec.device_agent.options import BenchOptions
 from edgec.device_agent.power import PowerMeter, none_summary, select_source
@@ -77,7 +78,7 @@ class LoadedModel:
         failed = [r for r in self.reference if not r["ok"]]
         if failed:
             bad = failed[0]
-            detail = bad.get("detail") or f"max abs diff {bad['max_abs_diff']:.3g}, relative {bad['rel_diff']:.3g}"
+            detail = describe(bad)
             raise BundleError(f"{bundle.path}: output {bad['name']!r} does not match the bundle's reference "
                               f"on this device ({detail}); the runtime here differs or the bundle is damaged")
 

@@ -13,13 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgec.bundle import Bundle
+from edgec.compare import FLOAT_REFERENCE_RTOL as _FLOAT_RTOL
 from edgec.errors import BundleError, InputError, ResultsError
 
 __all__ = ["BundleInfo", "ReportData", "Run", "accuracy_of", "collect", "describe_precision"]
-
-# Reference tolerance of float bundles (edgec.compiler.pipeline.FLOAT_REFERENCE_RTOL; not imported: that module
-# pulls in the compiler).
-_FLOAT_RTOL = 1e-3
 
 
 @dataclass

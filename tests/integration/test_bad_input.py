@@ -89,7 +89,7 @@ def test_missing_input_shape(capsys, tmp_path):
 
 def test_malformed_input_shape(capsys, tmp_path):
     _fails(["compile", TINY_MOBILENET, "--input-shape", "x=1,3,32,32", "-o", str(tmp_path / "out")], capsys,
-           tmp_path, 2, ["1,3,32,32", "NAME=DxDxD"])
+           tmp_path, 2, ["1,3,32,32", "[NAME=]DxDxD"])
 
 
 def test_unknown_target_lists_known(capsys, tmp_path, seed_h5):

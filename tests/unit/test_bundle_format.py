@@ -90,3 +90,16 @@ def test_other_schema_and_broken_manifest(tmp_path):
         Bundle(path)
     with pytest.raises(BundleError, match="not a bundle directory"):
         Bundle(tmp_path / "nothing")
+
+
+def test_the_reference_check_is_edgec_compare_with_the_manifests_tolerances(tmp_path):
+    from edgec.bundle import check_reference
+
+    bundle = Bundle(write_atomically(tmp_path / "b", _fill))  # reference y = [[2, 2]], rtol 1e-3, atol 1e-5
+    assert [r["ok"] for r in check_reference(bundle, [np.array([[2.001, 2.0]])])] == [True]
+    bad = check_reference(bundle, [np.array([[2.01, 2.0]])])[0]
+    assert bad["name"] == "y" and not bad["ok"] and bad["worst"] > 4
+    shape = check_reference(bundle, [np.zeros((2, 1))])[0]
+    assert not shape["ok"] and shape["max_abs_diff"] is None and "shape [2, 1]" in shape["detail"]
+    nan = check_reference(bundle, [np.array([[np.nan, 2.0]])])[0]
+    assert not nan["ok"] and nan["max_abs_diff"] is None and json.dumps(nan)  # the agent answers in JSON

@@ -36,7 +36,8 @@ def test_float64_samples_are_cast_to_the_input_dtype(tmp_path):
 
 
 @pytest.mark.parametrize("arrays, words", [
-    ({"y": np.zeros((4, 1, 8, 8), np.float32)}, ["no array for model input 'x'", "arrays present: y"]),
+    ({"y": np.zeros((4, 1, 8, 8), np.float32), "z": np.zeros((4, 1, 8, 8), np.float32)},
+     ["no array for model input 'x'", "arrays present: y, z"]),
     ({"x": np.zeros((4, 1, 9, 8), np.float32)}, ["'x' has shape [4, 1, 9, 8]", "expected ['N', 1, 8, 8]",
                                                   "axis 2: 9 != 8"]),
     ({"x": np.zeros((4, 8, 8), np.float32)}, ["'x' has shape [4, 8, 8]", "expects 4 dimensions"]),
@@ -53,6 +54,11 @@ def test_bad_npz_names_what_is_wrong(tmp_path, arrays, words):
     assert "\n" not in message and str(path) in message
     for word in words:
         assert word in message
+
+
+def test_one_array_feeds_a_one_input_model_whatever_its_name(tmp_path):
+    samples = load_samples(_npz(tmp_path / "c.npz", images=np.ones((3, 1, 8, 8), np.float32)), INPUTS)
+    assert len(samples) == 3 and samples.read(0, 1)[0].shape == (1, 1, 8, 8)
 
 
 def test_too_few_samples_warns_with_the_number():

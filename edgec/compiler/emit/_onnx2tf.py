@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from edgec.compare import matches
 from edgec.errors import CompileError, UsageError
 
 __all__ = ["SAMPLE_FILE", "OfflineGuardError", "channels_last", "offline", "onnx_to_keras", "permutations", "prepare"]
@@ -91,13 +92,12 @@ def _outputs(proto: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
     return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
-def _same_outputs(want: list[np.ndarray], proto: onnx.ModelProto, feeds: dict, tolerance: float = 1e-5) -> bool:
+def _same_outputs(want: list[np.ndarray], proto: onnx.ModelProto, feeds: dict) -> bool:
     try:
         got = _outputs(proto, feeds)
     except Exception:  # a helper produced a model onnxruntime cannot run: not the same model
         return False
-    return all(a.shape == b.shape and np.max(np.abs(a - b), initial=0.0) <= tolerance * max(np.max(np.abs(a),
-               initial=0.0), 1e-12) for a, b in zip(want, got))
+    return matches(want, got)
 
 
 def prepare(proto: onnx.ModelProto, example_shapes: dict[str, list[int]],

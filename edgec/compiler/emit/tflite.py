@@ -185,6 +185,14 @@ def _tflite_file(tf_model: _TFModel, io: dict, variant: str, calibration, io_dty
     return tfl.convert_function(function, variant, [i["name"] for i in inputs], samples, io_dtype)
 
 
+def _pinned(ir_io: dict, model_io: dict) -> list[str]:
+    """``x Nx3xHxW -> 1x640x640x3`` for every IR input with dynamic dimensions, as the TFLite model fixed it."""
+    fixed = {entry["name"]: entry["shape"] for entry in model_io["inputs"]}
+    return [f"{meta['name']} {'x'.join('N' if d is None else str(d) for d in meta['shape'])} -> "
+            f"{'x'.join(map(str, fixed.get(meta['name'], [])))}"
+            for meta in ir_io["inputs"] if meta["shape"] and None in meta["shape"]]
+
+
 def emit_tflite(model, source, bundle_dir: Path, profile, options, context) -> EmittedModel:
     io = edgec_ir.io_signature(model, source.layouts)
     precision, explicit = requested_precision(options, profile, context)
@@ -210,6 +218,10 @@ def emit_tflite(model, source, bundle_dir: Path, profile, options, context) -> E
         "agreement_with_float": _tflite_io.agreement(context["float_model"], emitted, context["input_sets"],
                                                      [o["name"] for o in io["outputs"]]),
     }
+    pinned = _pinned(io, emitted.io)
+    if pinned:
+        context["report"]["tflite"]["pinned"] = pinned
+        emitted.notes.append(f"TFLite has fixed shapes: dynamic dimensions pinned ({'; '.join(pinned)})")
     if variant == "int8":
         context["report"]["accuracy"] = _accuracy(evaluator, emitted, measured_on, budget)
         emitted.notes.append(context["report"]["accuracy"]["summary"])

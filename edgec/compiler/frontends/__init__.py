@@ -20,7 +20,8 @@ import onnx_ir as ir
 from edgec.errors import InputError, UnsafeInputError, UsageError
 from edgec.source_spec import parse_source_spec
 
-__all__ = ["SourceModel", "detect_kind", "lower", "parse_input_shapes"]
+__all__ = ["ONLY_INPUT", "SourceModel", "detect_kind", "lower", "parse_input_shapes", "resolve_input_shapes",
+           "shape_hint"]
 
 Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
 
@@ -44,24 +45,66 @@ class SourceModel:
         return [v.name for v in self.model.graph.inputs]
 
 
-_SHAPE_RE = re.compile(r"^([^=]+)=((?:\d+|\?)(?:x(?:\d+|\?))*)$")
+_DIM = r"(?:\d+|-1|[Nn?])"
+_SHAPE_RE = re.compile(rf"^(?:([^=]+)=)?({_DIM}(?:x{_DIM})*)$")
+# The key of a shape given without a name (``--input-shape 1x3x224x224``): the model's one input.
+ONLY_INPUT = ""
 
 
-def parse_input_shapes(values: tuple[str, ...] | list[str]) -> dict[str, list[int]]:
-    """``NAME=1x3x224x224`` (repeatable) -> {NAME: [1, 3, 224, 224]}."""
-    shapes: dict[str, list[int]] = {}
+def parse_input_shapes(values: tuple[str, ...] | list[str]) -> dict[str, list[int | None]]:
+    """``NAME=1x3x224x224`` (repeatable) -> {NAME: [1, 3, 224, 224]}; ``N``, ``-1`` or ``?`` -> None (left
+    dynamic); a bare ``1x3x224x224`` is keyed ``ONLY_INPUT`` (``resolve_input_shapes`` names it)."""
+    shapes: dict[str, list[int | None]] = {}
     for value in values:
         match = _SHAPE_RE.match(value.strip())
         if not match:
-            raise UsageError(f"--input-shape {value!r}: expected NAME=DxDxD... with positive integers, "
-                             "e.g. input=1x3x224x224")
-        dims = [int(d) for d in match.group(2).split("x")]
-        if any(d <= 0 for d in dims):
-            raise UsageError(f"--input-shape {value!r}: dimensions must be positive")
-        if match.group(1) in shapes:
-            raise UsageError(f"--input-shape: {match.group(1)!r} given twice")
-        shapes[match.group(1)] = dims
+            raise UsageError(f"--input-shape {value!r}: expected [NAME=]DxDxD... with positive integers (N or -1 "
+                             "for a dimension left dynamic), e.g. input=1x3x224x224")
+        dims = [int(d) if d.isdigit() else None for d in match.group(2).split("x")]
+        if any(d is not None and d <= 0 for d in dims):
+            raise UsageError(f"--input-shape {value!r}: dimensions must be positive (N or -1 leaves one dynamic)")
+        name = (match.group(1) or ONLY_INPUT).strip()
+        if name in shapes:
+            raise UsageError(f"--input-shape: {name or 'a shape without a name'!r} given twice")
+        shapes[name] = dims
+    if ONLY_INPUT in shapes and len(shapes) > 1:
+        raise UsageError("--input-shape: a shape without NAME= is for a one-input model; name every input when "
+                         "giving several shapes")
     return shapes
+
+
+def resolve_input_shapes(shapes: dict, names: list[str], where: str) -> dict:
+    """Shapes keyed by the model's input names: a bare shape goes to the one input; an unknown name is refused
+    with the real ones listed."""
+    shapes = dict(shapes or {})
+    if ONLY_INPUT in shapes:
+        if len(names) != 1:
+            raise UsageError(f"{where}: --input-shape without NAME= needs a one-input model; this one has inputs "
+                             f"{', '.join(names)}: give NAME=DxD... for each")
+        shapes = {names[0]: shapes.pop(ONLY_INPUT)}
+    unknown = [n for n in shapes if n not in names]
+    if unknown:
+        raise UsageError(f"{where}: --input-shape names {unknown[0]!r}, but the model's inputs are "
+                         f"{', '.join(names)}")
+    return shapes
+
+
+def shape_hint(name: str, dims: list, only_input: bool = False) -> str:
+    """A usable ``--input-shape`` for an input whose ``dims`` (None = dynamic) are not all known: the fixed dims
+    kept, batch 1, image sides 224 (rank 4 with 1, 3 or 4 channels first or last), other sizes 128."""
+    dims = list(dims or [])
+    image = len(dims) == 4 and (dims[1] in (1, 3, 4) or dims[3] in (1, 3, 4))
+    channel_axis = 1 if image and dims[1] in (1, 3, 4) else 3
+    example = []
+    for axis, dim in enumerate(dims):
+        if dim is not None:
+            example.append(str(dim))
+        elif axis == 0:
+            example.append("1")
+        else:
+            example.append("224" if image and axis != channel_axis else "128")
+    text = "x".join(example)
+    return f"--input-shape {text if only_input else f'{name}={text}'}"
 
 
 def _zip_kind(path: Path) -> str:

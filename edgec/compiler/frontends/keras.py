@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgec import ir as edgec_ir
-from edgec.compiler.frontends import SourceModel
+from edgec.compiler.frontends import SourceModel, resolve_input_shapes, shape_hint
 from edgec.errors import SourceModelError, UsageError
 
 __all__ = ["lower_keras"]
@@ -72,6 +72,7 @@ def _load_keras(path: Path, kind: str):
 
 def _specs(names, shapes, dtypes, input_shapes: dict[str, list[int]], path: Path):
     tf = _tensorflow()
+    input_shapes = resolve_input_shapes(input_shapes, names, str(path))
     specs, example = [], {}
     for name, shape, dtype in zip(names, shapes, dtypes):
         shape = list(shape)
@@ -79,12 +80,12 @@ def _specs(names, shapes, dtypes, input_shapes: dict[str, list[int]], path: Path
         if given is not None and len(given) != len(shape):
             raise UsageError(f"{path}: --input-shape {name} has {len(given)} dimensions, the model's input has "
                              f"{len(shape)}")
-        if any(d is None for d in shape[1:]) and given is None:
-            raise UsageError(f"{path}: input {name!r} has unknown dimensions {shape}; give --input-shape {name}="
-                             + "x".join(str(d or 1) for d in shape))
-        fixed = [None, *[given[i] if given else d for i, d in enumerate(shape)][1:]]
+        fixed = [None, *[given[i] if given and given[i] is not None else d for i, d in enumerate(shape)][1:]]
+        if any(d is None for d in fixed[1:]):
+            raise UsageError(f"{path}: input {name!r} has dynamic dimensions {shape}; give "
+                             f"{shape_hint(name, shape)} (the sizes your data have)")
         specs.append(tf.TensorSpec(fixed, dtype, name=name))
-        example[name] = [given[0] if given else 1, *fixed[1:]]
+        example[name] = [given[0] if given and given[0] else 1, *fixed[1:]]
     return specs, example
 
 

@@ -9,7 +9,7 @@ import onnx
 from onnx import version_converter
 
 from edgec import ir as edgec_ir
-from edgec.compiler.frontends import SourceModel
+from edgec.compiler.frontends import SourceModel, resolve_input_shapes
 from edgec.errors import SourceModelError
 
 __all__ = ["lower_onnx", "ort_runner", "unsupported_nodes"]
@@ -49,20 +49,44 @@ def ort_runner(model_bytes: bytes, where: str):
     return run
 
 
-def _fix_shapes(proto: onnx.ModelProto, input_shapes: dict[str, list[int]], path: Path) -> None:
-    graph_inputs = {i.name: i for i in proto.graph.input}
+def _dynamic_dims(proto: onnx.ModelProto) -> list[str]:
+    """Dimensions exporters write as ``dim_value: -1`` or ``0`` (older paddle2onnx, some converters) are dynamic:
+    give them a name (``dim_param``) as every other dynamic dimension has; value_info shapes holding them are
+    dropped (shape inference makes them again)."""
+    changed = []
+    for value in [*proto.graph.input, *proto.graph.output]:
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value <= 0:
+                written = dim.dim_value
+                dim.Clear()
+                dim.dim_param = f"{value.name}_dim{axis}"
+                changed.append(f"{value.name}[{axis}] = {written}")
+    kept = [v for v in proto.graph.value_info
+            if not any(d.HasField("dim_value") and d.dim_value <= 0 for d in v.type.tensor_type.shape.dim)]
+    if len(kept) != len(proto.graph.value_info):
+        del proto.graph.value_info[:]
+        proto.graph.value_info.extend(kept)
+    if not changed:
+        return []
+    return [f"dimensions written as -1/0 read as dynamic: {', '.join(changed[:6])}"
+            + (f" (and {len(changed) - 6} more)" if len(changed) > 6 else "")]
+
+
+def _check_shapes(proto: onnx.ModelProto, input_shapes: dict, path: Path) -> dict:
+    """``input_shapes`` keyed by the real input names, checked against the model's ranks and fixed dims."""
+    weights = {t.name for t in proto.graph.initializer}
+    graph_inputs = {i.name: i for i in proto.graph.input if i.name not in weights}
+    input_shapes = resolve_input_shapes(input_shapes, list(graph_inputs), str(path))
     for name, dims in input_shapes.items():
-        if name not in graph_inputs:
-            raise SourceModelError(f"{path}: --input-shape names {name!r}, but the model's inputs are "
-                                   f"{', '.join(graph_inputs)}")
         shape = graph_inputs[name].type.tensor_type.shape
         if len(shape.dim) != len(dims):
             raise SourceModelError(f"{path}: --input-shape {name} has {len(dims)} dimensions, the model's "
                                    f"input has {len(shape.dim)}")
         for dim, value in zip(shape.dim, dims):
-            if dim.HasField("dim_value") and dim.dim_value != value:
+            if value is not None and dim.HasField("dim_value") and dim.dim_value != value:
                 raise SourceModelError(f"{path}: --input-shape {name} dimension {value} conflicts with the "
                                        f"model's fixed {dim.dim_value}")
+    return input_shapes
 
 
 def _initializers_out_of_inputs(proto: onnx.ModelProto) -> list[str]:
@@ -90,9 +114,10 @@ def lower_onnx(path: Path, input_shapes: dict[str, list[int]]) -> SourceModel:
         raise SourceModelError(f"{path}: {bad[0]} is not a known ONNX operator at this opset"
                                f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}; "
                                "replace it or export with standard ops")
-    _fix_shapes(proto, input_shapes, path)
+    notes = _dynamic_dims(proto)
+    input_shapes = _check_shapes(proto, input_shapes, path)
     reference = ort_runner(proto.SerializeToString(), str(path))
-    notes = _initializers_out_of_inputs(proto)
+    notes += _initializers_out_of_inputs(proto)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < edgec_ir.IR_OPSET:
         try:

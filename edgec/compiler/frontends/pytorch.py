@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from edgec import ir as edgec_ir
-from edgec.compiler.frontends import SourceModel
+from edgec.compiler.frontends import SourceModel, resolve_input_shapes
 from edgec.errors import SourceModelError, UsageError
 from edgec.source_spec import parse_source_spec
 
@@ -72,13 +72,18 @@ def _example_inputs(names: list[str], input_shapes: dict[str, list[int]], spec: 
 
     if not names:
         raise SourceModelError(f"{spec}: forward() takes no tensor inputs")
+    input_shapes = resolve_input_shapes(input_shapes, names, spec)
     missing = [n for n in names if n not in input_shapes]
-    extra = [n for n in input_shapes if n not in names]
-    if missing or extra:
+    if missing:
         wanted = " ".join(f"--input-shape {n}=..." for n in names)
-        problem = f"no shape for input {missing[0]!r}" if missing else f"unknown input {extra[0]!r}"
-        raise UsageError(f"{spec}: {problem}; the model's inputs are {', '.join(names)}: give {wanted} "
-                         "(e.g. 1x3x224x224)")
+        raise UsageError(f"{spec}: no shape for input {missing[0]!r}; the model's inputs are {', '.join(names)}: "
+                         f"give {wanted} (e.g. 1x3x224x224)")
+    input_shapes = {n: [1 if d is None and axis == 0 else d for axis, d in enumerate(dims)]
+                    for n, dims in input_shapes.items()}
+    unsized = [n for n, dims in input_shapes.items() if None in dims]
+    if unsized:
+        raise UsageError(f"{spec}: --input-shape {unsized[0]} leaves a dimension other than the batch dynamic; "
+                         "exporting a PyTorch model needs its size")
     generator = torch.Generator().manual_seed(0)
     return tuple(torch.randn(*input_shapes[n], generator=generator) for n in names)
 

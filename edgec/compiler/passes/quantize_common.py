@@ -43,19 +43,29 @@ def batch_size(model: ir.Model, default: int = 8) -> int:
     return fixed[0] if fixed else default
 
 
-def make_session(proto: onnx.ModelProto, threads: int = 0):
+def make_session(proto: onnx.ModelProto, threads: int = 0, unfused: bool = False):
+    """An onnxruntime CPU session. ``unfused``: no graph optimizations, so a QDQ model runs as written
+    (DequantizeLinear -> float op -> QuantizeLinear): the exact arithmetic of the quantized model, whatever int8
+    kernels this machine has (see ``proto_runner``)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if unfused:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def proto_runner(proto: onnx.ModelProto, threads: int = 0):
-    """A runner (list of inputs in graph order -> list of outputs) for an ONNX proto."""
-    session = make_session(proto, threads)
+def proto_runner(proto: onnx.ModelProto, threads: int = 0, unfused: bool = False):
+    """A runner (list of inputs in graph order -> list of outputs) for an ONNX proto.
+
+    ``unfused`` measures a quantized model's own arithmetic rather than this machine's int8 kernels: fused into
+    QLinearConv/MatMulInteger on an x86 CPU without VNNI, onnxruntime's u8s8 kernels (VPMADDUBSW) saturate their
+    int16 pair sums, an error the target (VNNI, ARM dot product, or reduce_range) does not make.
+    """
+    session = make_session(proto, threads, unfused)
     names = [i.name for i in session.get_inputs()]
     return lambda inputs: session.run(None, dict(zip(names, inputs)))
 
@@ -110,6 +120,20 @@ def channel_stats(model: ir.Model, names: list[str], samples, limit: int = 64, t
     return stats
 
 
+def _subgraph_names(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name the subgraphs of ``graph``'s nodes use or make (recursively)."""
+    names: set[str] = set()
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs):
+                for inner in sub.node:
+                    names.update(inner.input)
+                    names.update(inner.output)
+                names.update(o.name for o in sub.output)
+                names |= _subgraph_names(sub)
+    return names
+
+
 def compact_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Shrink a quantized model's bookkeeping without touching its arithmetic.
 
@@ -129,7 +153,8 @@ def compact_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
     kept = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {""}
+    # Subgraphs (If/Loop/Scan bodies) refer to outer tensors by name: those names stay.
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {""} | _subgraph_names(graph)
     mapping: dict[str, str] = {}
 
     def short(name: str) -> str:

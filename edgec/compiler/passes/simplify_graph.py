@@ -17,6 +17,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common
 
 from edgec import ir as edgec_ir
+from edgec.compare import FLOAT_ATOL, FLOAT_RTOL, compare_outputs, matches
 from edgec.compiler.passes import FunctionalEdgecPass
 
 __all__ = ["SimplifyGraph"]
@@ -24,10 +25,6 @@ __all__ = ["SimplifyGraph"]
 
 def _op_counts(model: ir.Model) -> collections.Counter:
     return collections.Counter(node.op_type for node in model.graph)
-
-
-# Relative output difference beyond which a simplified graph is rejected (float reassociation stays far below).
-MAX_REL_DIFF = 1e-5
 
 
 def _probe_inputs(proto) -> list[np.ndarray] | None:
@@ -61,20 +58,6 @@ def _outputs(proto, inputs) -> list[np.ndarray] | None:
         return None
 
 
-def _rel_diff(want: list[np.ndarray], got: list[np.ndarray] | None) -> float:
-    if got is None or len(got) != len(want):
-        return float("inf")
-    worst = 0.0
-    for a, b in zip(want, got):
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        if a.shape != b.shape:
-            return float("inf")
-        scale = float(np.max(np.abs(a))) if a.size else 0.0
-        diff = float(np.max(np.abs(a - b))) if a.size else 0.0
-        worst = max(worst, diff / scale if scale > 0 else diff)
-    return worst
-
-
 class SimplifyGraph(FunctionalEdgecPass):
     name = "simplify"
 
@@ -93,9 +76,11 @@ class SimplifyGraph(FunctionalEdgecPass):
             if reference is None:
                 self.note("outputs not compared (onnxruntime cannot run the graph on probe inputs)")
                 return slim
-            diff = _rel_diff(reference, _outputs(slim, inputs))
-            if diff <= MAX_REL_DIFF:
+            got = _outputs(slim, inputs)
+            if matches(reference, got):
                 return slim
+            diff = max((r["rel_diff"] for r in compare_outputs([""] * len(reference), reference, got or [],
+                                                                FLOAT_RTOL, FLOAT_ATOL)), default=float("inf"))
             self.note(f"onnxslim{label} changed the outputs (relative difference {diff:.3g}): result discarded")
         return None
 

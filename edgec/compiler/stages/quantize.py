@@ -165,7 +165,9 @@ def apply(model: ir.Model, source, profile, options, context: dict):
     """Quantize ``model`` as the profile and options say; see the module docstring."""
     logging.getLogger("onnxruntime").setLevel(logging.WARNING)
     spec = profile.quantization
-    fmt = options.format or profile.runtime.format
+    fmt = context["format"]  # the one the pipeline chose (measured tables, fallback): never recomputed here
+    if context.get("source_quantized"):
+        return model, _keep_quantized(context["source_quantized"], options, context)
     _name_nodes(model)
     io = edgec_ir.io_signature(model, source.layouts)
     samples = _calibration(options, io, context)
@@ -203,6 +205,18 @@ def apply(model: ir.Model, source, profile, options, context: dict):
                            [context["report"]["accuracy"]["summary"]], bool(result.excluded)))
     context["quantized"] = True
     return edgec_ir.from_proto(compact_proto(result.proto)), records
+
+
+def _keep_quantized(found: str, options, context: dict) -> list[dict]:
+    """An already quantized source is never quantized again (that compounds the rounding and nothing could be
+    verified against a float model): it is compiled as it is, and the report and console say so, also when
+    ``--quantize`` asked for a precision."""
+    note = f"the source model is already quantized ({found}): compiled as it is, not quantized again"
+    if options.quantize not in (None, "none", "auto"):
+        note += f"; --quantize {options.quantize} ignored"
+    context["precision"] = "none"
+    context["report"]["quantization"] = {"precision": "already quantized", "reason": note}
+    return [_record("quantize-skipped", {"already_quantized": found}, [note], False)]
 
 
 def _accuracy_report(evaluator, result, budget: float, measured_on: str) -> dict:

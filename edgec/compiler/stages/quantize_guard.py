@@ -34,9 +34,16 @@ def _table_text(tried: list[dict]) -> str:
     return "; ".join(f"{row['change']}: drop {row['drop']:.2f}" for row in tried)
 
 
+def _runner(proto: onnx.ModelProto, threads: int):
+    """The quantized model as the target computes it, not as this machine's int8 kernels do: a guard measuring
+    on a compiling host without VNNI saw saturated u8s8 sums and put layers back to float that the target
+    quantizes fine (``proto_runner(unfused=True)``)."""
+    return proto_runner(proto, threads, unfused=True)
+
+
 def measure_sensitivity(quantizer, evaluator, candidates: list[str], threads: int) -> dict:
     """Node name -> the measure of the model with only that node quantized."""
-    return {name: evaluator.measure(proto_runner(quantizer.quantize(only={name}), threads)) for name in candidates}
+    return {name: evaluator.measure(_runner(quantizer.quantize(only={name}), threads)) for name in candidates}
 
 
 def run_guard(quantizer, evaluator, candidates: list[str], budget: float, threads: int = 0,
@@ -48,7 +55,7 @@ def run_guard(quantizer, evaluator, candidates: list[str], budget: float, thread
     proto = quantizer.quantize()
     if evaluator is None:
         return GuardResult(proto, None, [], {}, [])
-    measured = evaluator.measure(proto_runner(proto, threads))
+    measured = evaluator.measure(_runner(proto, threads))
     tried = [_tried_row(0, "all layers quantized", measured)]
     sensitivity = measure_sensitivity(quantizer, evaluator, candidates, threads) if always_measure else {}
     if measured["drop"] <= budget:
@@ -59,7 +66,7 @@ def run_guard(quantizer, evaluator, candidates: list[str], budget: float, thread
     for name in order[:-1]:  # leaving every layer in float is not quantization: stop before that
         excluded.append(name)
         proto = quantizer.quantize(exclude=excluded)
-        measured = evaluator.measure(proto_runner(proto, threads))
+        measured = evaluator.measure(_runner(proto, threads))
         tried.append(_tried_row(len(tried), f"+ {name} in float", measured))
         if measured["drop"] <= budget:
             return GuardResult(proto, measured, list(excluded), sensitivity, tried)

@@ -11,7 +11,27 @@ from edgec.compiler.passes import const
 from edgec.compiler.passes.quantize_common import weighted_nodes
 from edgec.errors import UsageError
 
-__all__ = ["model_profile", "resolve_precision"]
+__all__ = ["already_quantized", "model_profile", "resolve_precision"]
+
+
+# Ops that only a quantized model holds (dynamic, QOperator and weight-only forms; QDQ pairs are counted apart).
+QUANTIZED_OPS = frozenset({
+    "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat", "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearSigmoid",
+    "QLinearLeakyRelu", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSoftmax",
+    "QLinearReduceMean", "QLinearWhere", "QGemm", "QAttention", "MatMulNBits", "MatMulBnb4", "GatherBlockQuantized",
+})
+
+
+def already_quantized(model: ir.Model) -> str:
+    """What makes ``model`` an already quantized one (``"ConvInteger x3, DynamicQuantizeLSTM x1"``), or ""."""
+    counts: dict[str, int] = {}
+    for node in model.graph:
+        if node.op_type in QUANTIZED_OPS or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    if "DequantizeLinear" not in counts:  # a lone QuantizeLinear (e.g. an int8 output) is no quantized compute
+        counts.pop("QuantizeLinear", None)
+    return ", ".join(f"{op} x{n}" for op, n in sorted(counts.items()))
 
 
 def _dims(value: ir.Value | None) -> list[int] | None:

@@ -93,3 +93,39 @@ def test_guard_fails_with_the_table_when_no_fallback_meets_the_budget(digits_mlp
     assert "\n" not in message and "--max-accuracy-drop 1" in message and "all layers quantized" in message
     assert len(caught.value.table) == 3  # all quantized, then two layers returned to float one by one
     assert not out.exists()
+
+
+def test_the_guard_measures_the_quantized_arithmetic_not_this_machines_int8_kernels():
+    """Fused into QLinearConv, onnxruntime's u8s8 kernels on an x86 CPU without VNNI (VPMADDUBSW) saturate int16
+    sums of two products: activations near 255 times weights near +-127 (the first Conv of a net fed standard
+    normal data, zero point ~128, saturated 4% of its pairs). The guard then measured a drop the target (VNNI,
+    ARM dot product, reduce_range) never has and put that layer back to float, on some CI machines only. The
+    guard runs the QDQ graph unfused: exactly DequantizeLinear -> float Conv -> QuantizeLinear, on any CPU."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgec.compiler.stages.quantize_guard import _runner
+
+    rng = np.random.default_rng(0)
+    q_weights = np.where(rng.random((4, 8, 1, 1)) < 0.5, -127, 127).astype(np.int8)
+    w_scale, x_scale, y_scale = np.float32(0.01), np.float32(0.02), np.float32(0.5)
+    init = [numpy_helper.from_array(q_weights, "wq"), numpy_helper.from_array(w_scale, "ws"),
+            numpy_helper.from_array(x_scale, "xs"), numpy_helper.from_array(np.uint8(128), "xz"),
+            numpy_helper.from_array(y_scale, "ys"), numpy_helper.from_array(np.uint8(128), "yz")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws"], ["wd"]),
+             helper.make_node("Conv", ["xd", "wd"], ["y"]),
+             helper.make_node("QuantizeLinear", ["y", "ys", "yz"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["out"])]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 4, 4])], init)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x = (rng.integers(120, 128, (1, 8, 4, 4)) * x_scale).astype(np.float32)  # quantized to 248..255
+    xq = np.clip(np.round(x / x_scale) + 128, 0, 255) - 128
+    y = np.einsum("oc,nchw->nohw", q_weights[:, :, 0, 0].astype(np.float64) * w_scale, xq * x_scale)
+    want = (np.clip(np.round(y / y_scale) + 128, 0, 255) - 128) * y_scale
+    raw = (xq + 128)[0].reshape(8, -1)  # what u8s8 kernels multiply: the uint8 codes
+    weights = q_weights[:, :, 0, 0].astype(np.int64)[..., None]
+    pairs = raw[0::2][None] * weights[:, 0::2] + raw[1::2][None] * weights[:, 1::2]
+    assert np.abs(pairs).max() > 32767  # these sums saturate in int16 on a CPU without VNNI
+    np.testing.assert_allclose(_runner(proto, 1)([x])[0], want, atol=1e-6)

@@ -53,14 +53,14 @@ def _compile(nets, out, **options):
     ({"quantize": "int8", "target": "x86-avx512-vnni", "calibration": "EVAL_BAD"}, CalibrationDataError,
      ["'labels' has 3 entries for 24 samples"]),
     ({"quantize": "int8", "target": "x86-avx512-vnni", "calibration": "WRONG_NAME"}, CalibrationDataError,
-     ["no array for model input 'input'", "arrays present: x"]),
+     ["no array for model input 'input'", "arrays present: x, y"]),
 ])
 def test_bad_input_is_one_clear_line_and_nothing_is_written(nets, tmp_path, options, error, words):
     if options.get("calibration") == "EVAL_BAD":
         np.savez(tmp_path / "bad.npz", input=np.zeros((24, 3, 8, 8), np.float32), labels=np.zeros(3, np.int64))
         options = {**options, "calibration": str(tmp_path / "bad.npz")}
     if options.get("calibration") == "WRONG_NAME":
-        np.savez(tmp_path / "named.npz", x=np.zeros((24, 3, 8, 8), np.float32))
+        np.savez(tmp_path / "named.npz", x=np.zeros((24, 3, 8, 8), np.float32), y=np.zeros((24, 3, 8, 8), np.float32))
         options = {**options, "calibration": str(tmp_path / "named.npz")}
     out = tmp_path / "out.bundle"
     with pytest.raises(error) as caught:
@@ -89,7 +89,7 @@ def test_tflite_gets_the_precision_and_calibration_not_a_qdq_model(nets):
 
     source = lower(f"{nets / 'nets.py'}:convnet", SHAPES)
     options = CompileOptions(target="rpi4", format="tflite", quantize="int8", calibration=str(nets / "calib.npz"))
-    context = {"report": {}}
+    context = {"report": {}, "format": "tflite"}
     before = edgec_ir.to_proto(source.model).SerializeToString()
     model, records = quantize.apply(source.model, source, load_profile("rpi4"), options, context)
     assert context["precision"] == "int8" and isinstance(context["calibration"], CalibrationSet)
@@ -97,6 +97,23 @@ def test_tflite_gets_the_precision_and_calibration_not_a_qdq_model(nets):
     assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph)
     assert edgec_ir.to_proto(model).SerializeToString() == before
     assert records[0]["name"] == "quantize-deferred" and "tflite emitter" in context["report"]["quantization"]["note"]
+
+
+def test_the_stage_quantizes_for_the_format_the_pipeline_chose_not_the_profiles(nets):
+    """The pipeline may choose ONNX for a TFLite-first profile (measured tables, a fallback); the stage used to
+    recompute ``options.format or profile.runtime.format`` and deferred to a TFLite emitter that never ran."""
+    from edgec.compiler.frontends import lower
+    from edgec.compiler.options import CompileOptions
+    from edgec.compiler.stages import quantize
+    from edgec.targets import load_profile
+
+    source = lower(f"{nets / 'nets.py'}:convnet", SHAPES)
+    options = CompileOptions(target="rpi4", quantize="int8", calibration=str(nets / "calib.npz"))
+    context = {"report": {}, "format": "onnx"}
+    model, records = quantize.apply(source.model, source, load_profile("rpi4"), options, context)
+    assert load_profile("rpi4").runtime.format == "tflite"
+    assert context.get("quantized") and "quantize-deferred" not in [r["name"] for r in records]
+    assert any(n.op_type == "DequantizeLinear" for n in model.graph)
 
 
 def test_fp16_where_the_profile_has_fp16_arithmetic(nets, tmp_path):

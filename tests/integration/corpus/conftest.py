@@ -1,0 +1,58 @@
+"""Session fixtures for the corpus tests: real calibration and evaluation samples per corpus model, and each
+(model, target, precision) bundle compiled once per session (per xdist worker; tests of one model share an
+xdist group, so they share the worker and its bundles)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgec.examples.corpus import CORPUS, write_calibration
+
+CALIBRATION_SAMPLES = 16
+EVAL_SAMPLES = 8
+
+
+class CorpusBuilds:
+    """Compiles on first use and remembers the bundle or the error (a failed compile is not retried)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._bundles: dict = {}
+
+    def calibration(self, name: str) -> Path:
+        path = self.root / f"{name}-calibration.npz"
+        if not path.exists():
+            write_calibration(CORPUS[name], path, n=CALIBRATION_SAMPLES, seed=0)
+        return path
+
+    def eval_samples(self, name: str) -> dict:
+        return CORPUS[name].samples(EVAL_SAMPLES, seed=1)
+
+    def bundle(self, name: str, target: str, precision: str):
+        key = (name, target, precision)
+        if key not in self._bundles:
+            self._bundles[key] = self._compile(*key)
+        result = self._bundles[key]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _compile(self, name: str, target: str, precision: str):
+        from edgec import api
+
+        model = CORPUS[name]
+        options = {"target": target, "quantize": precision, "input_shapes": {k: list(v) for k, v in
+                                                                               model.shapes.items()}}
+        if precision != "none":
+            options["calibration"] = str(self.calibration(name))
+        try:
+            return api.compile(model.source, self.root / f"{name}-{target}-{precision}", force=True, **options)
+        except Exception as exc:  # remembered and re-raised by every test that needs this bundle
+            return exc
+
+
+@pytest.fixture(scope="session")
+def corpus_builds(tmp_path_factory) -> CorpusBuilds:
+    return CorpusBuilds(tmp_path_factory.mktemp("corpus"))
