@@ -14,6 +14,7 @@ load only when a remote device is used) and ``sweep`` (variants of one model com
 from __future__ import annotations
 
 from edgec.api._bundles import compile, default_output, estimate, inspect_bundle, verify_bundle
+from edgec.api._demo import DemoRun, run_demo
 from edgec.api._devices import (
     BenchRun,
     bench,
@@ -27,6 +28,6 @@ from edgec.api._devices import (
 from edgec.api._reports import ResultsReport, results_report
 from edgec.api.sweep import SweepOptions, Variant, parse_variants, run_sweep
 
-__all__ = ["BenchRun", "ResultsReport", "SweepOptions", "Variant", "bench", "calibrate_target", "compile", "default_output",
+__all__ = ["BenchRun", "DemoRun", "ResultsReport", "SweepOptions", "Variant", "bench", "calibrate_target", "compile", "default_output",
            "devices", "estimate", "farm_bench", "farm_check", "farm_prune", "inspect_bundle", "parse_variants", "push",
-           "results_report", "run_sweep", "verify_bundle"]
+           "results_report", "run_demo", "run_sweep", "verify_bundle"]

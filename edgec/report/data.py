@@ -119,6 +119,8 @@ def _info(bundle_id: str, manifest: dict | None, doc_bundle: dict, sweep: dict |
     # One module file can hold several models (file.py:factory): the spec and the file's hash name the model.
     src = manifest.get("source") or {}
     source = f"{src.get('path') or name}|{src.get('sha256') or ''}"
+    if isinstance((sweep or {}).get("group"), str):  # variants a sweep or the demo compares as one model
+        source = f"group|{sweep['group']}"
     return BundleInfo(bundle_id=bundle_id, name=name, label=label, format=fmt,
                       target=(manifest.get("target") or {}).get("name") or doc_bundle.get("target"),
                       precision=precision, model_bytes=(report.get("size") or {}).get("model_bytes"),

@@ -19,6 +19,7 @@ h3 { margin-bottom: 0.3em; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
 table.small { font-size: 0.78em; } .scroll { overflow-x: auto; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+td code { overflow-wrap: anywhere; } td { max-width: 22em; }
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.bad td { background: #fde8e8; } tr.good td { background: #e8f6e8; } tr.error td { background: #fff4e0; }
 .badge { display: inline-block; padding: 0 6px; border-radius: 3px; font-size: 0.8em; font-weight: 600; }

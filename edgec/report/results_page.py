@@ -35,36 +35,42 @@ def _energy_cell(power: dict | None) -> str:
 
 
 def _summary(data: ReportData, changes: dict) -> str:
+    """Per device: the figures people compare (fits a 1280-pixel window), then the rest in a details table."""
     flagged = [key for key, change in changes.items() if change.flagged]
     parts = []
     if flagged:
         names = ", ".join(f"{esc(data.bundles[b].label)} on {esc(d)}" for b, d in flagged)
         parts.append(f'<p><span class="badge regression">{len(flagged)} regression(s)</span> {names} '
                      '(see <a href="#compare">the comparison</a>)</p>')
-    headers = ["bundle", "model", "format / precision", "size", "runs", "latest run", "p50 ms", "p90 ms", "p99 ms",
-               "mean ms", "stdev ms", "inferences/s", "peak RSS", "energy / inference"]
+    headers = ["bundle", "model", "format / precision", "size", "accuracy", "p50 ms", "p99 ms", "inferences/s",
+               "energy / inference"]
+    detail_headers = ["bundle", "runs", "latest run", "p90 ms", "mean ms", "stdev ms", "peak RSS"]
     for device in data.devices():
-        rows, classes = [], []
+        rows, classes, details = [], [], []
         for bundle_id, info in data.bundles.items():
             runs = [r for r in data.runs if r.bundle_id == bundle_id and r.device == device]
             if not runs:
                 continue
             latest = data.latest(bundle_id, device)
+            accuracy, _ = accuracy_of(info)
             base = [_bundle_cell(info), esc(info.name), esc(f"{info.format} / {info.precision}"),
-                    _kib(info.model_bytes), str(len(runs))]
+                    _kib(info.model_bytes), fmt(accuracy, ".1f")]
             if latest is None:
-                rows.append(base + [_when(runs[-1]),
-                                    f'<span class="badge error">error</span> {esc(runs[-1].error)}'] + [""] * 7)
+                rows.append([*base, f'<span class="badge error">error</span> {esc(runs[-1].error)}', "", "", ""])
                 classes.append("error")
+                details.append([esc(info.label), str(len(runs)), _when(runs[-1])] + [""] * 4)
                 continue
             doc, lat = latest.result, latest.result["latency_ms"]
             peak = (doc.get("memory") or {}).get("rss_peak_bytes")
-            rows.append([*base, _when(latest), ms(lat["p50"]), ms(lat["p90"]),
-                         ms(lat["p99"]), ms(lat["mean"]), ms(lat["stdev"]), fmt(doc.get("throughput_ips"), ".1f"),
-                         "-" if peak is None else f"{peak / 2**20:.1f} MiB", _energy_cell(doc.get("power"))])
+            rows.append([*base, ms(lat["p50"]), ms(lat["p99"]), fmt(doc.get("throughput_ips"), ".1f"),
+                         _energy_cell(doc.get("power"))])
             classes.append("bad" if (bundle_id, device) in flagged else "")
+            details.append([esc(info.label), str(len(runs)), _when(latest), ms(lat["p90"]), ms(lat["mean"]),
+                            ms(lat["stdev"]), "-" if peak is None else f"{peak / 2**20:.1f} MiB"])
         parts.append(f"<h3>Device {esc(device)}</h3>"
-                     + table(headers, rows, classes, numeric={3, 4, 6, 7, 8, 9, 10, 11, 12}, css="small"))
+                     + table(headers, rows, classes, numeric={3, 4, 5, 6, 7}, css="small")
+                     + "<details><summary>more timing: runs, latest run, p90, mean, stdev, peak memory</summary>"
+                     + table(detail_headers, details, numeric={1, 3, 4, 5, 6}, css="small") + "</details>")
     return "".join(parts)
 
 
