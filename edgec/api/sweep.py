@@ -21,7 +21,7 @@ from edgec.device_agent.options import BenchOptions
 from edgec.errors import CompileError, EdgecError, UsageError
 from edgec.report.data import describe_precision
 from edgec.report.evaluate import load_eval, run_bundle, score
-from edgec.settings import LOCAL_DEVICE
+from edgec.settings import HOST_PROFILE, LOCAL_DEVICE
 
 __all__ = ["SweepOptions", "Variant", "check_applied", "parse_variants", "run_sweep"]
 
@@ -42,7 +42,7 @@ class Variant:
 class SweepOptions:
     """Everything about a sweep besides the source and its variants."""
 
-    target: str = "host"
+    target: str = HOST_PROFILE
     devices: tuple[str, ...] = (LOCAL_DEVICE,)
     workdir: Path = Path("build/sweep")
     compile_options: dict = field(default_factory=dict)  # input_shapes, calibration, eval_data, format, ...
