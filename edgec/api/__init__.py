@@ -24,9 +24,10 @@ from edgec.api._devices import (
     farm_prune,
     push,
 )
-from edgec.api._reports import ResultsReport, results_report
+from edgec.api._reports import ResultsReport, compare_runs, results_report, stored_run, stored_runs
 from edgec.api.sweep import SweepOptions, Variant, parse_variants, run_sweep
 
-__all__ = ["BenchRun", "ResultsReport", "SweepOptions", "Variant", "bench", "calibrate_target", "compile", "default_output",
-           "devices", "estimate", "farm_bench", "farm_check", "farm_prune", "inspect_bundle", "parse_variants", "push",
-           "results_report", "run_sweep", "verify_bundle"]
+__all__ = ["BenchRun", "ResultsReport", "SweepOptions", "Variant", "bench", "calibrate_target", "compare_runs",
+           "compile", "default_output", "devices", "estimate", "farm_bench", "farm_check", "farm_prune",
+           "inspect_bundle", "parse_variants", "push", "results_report", "run_sweep", "stored_run", "stored_runs",
+           "verify_bundle"]
