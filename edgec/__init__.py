@@ -14,9 +14,10 @@ import importlib
 
 __version__ = "0.1.0"
 
-_API = ("BenchRun", "ResultsReport", "SweepOptions", "Variant", "bench", "calibrate_target", "compile",
+_API = ("BenchRun", "ResultsReport", "SweepOptions", "Variant", "bench", "calibrate_target", "compare_runs", "compile",
         "default_output", "devices", "estimate", "farm_bench", "farm_check", "farm_prune", "inspect_bundle",
-        "parse_variants", "push", "results_report", "run_sweep", "verify_bundle")
+        "parse_variants", "push", "results_report", "run_sweep", "stored_run", "stored_runs", "sweep",
+        "SweepRun", "verify_bundle")
 _ERRORS = ("AccuracyBudgetError", "BundleError", "CalibrationDataError", "CompileError", "DeviceError",
            "DeviceTimeoutError", "EdgecError", "HostKeyError", "InputError", "ResourceLimitError", "ResultsError",
            "RuntimeMissingError", "SourceModelError", "TargetError", "TransferError", "UnsafeInputError",

@@ -6,9 +6,10 @@
 True
 >>> api.bench(bundle.path, runs=50).result["latency_ms"]["p50"]  # doctest: +SKIP
 
-Results are typed: ``Bundle``, ``BenchRun``, ``PushReport``, ``FarmRun``, ``CalibrationRun``'s overlay. Modules:
-``_bundles`` (compile, inspect, verify, estimate), ``_reports`` (HTML reports of stored results), ``_devices`` (bench, push, farm, calibrate: the SSH layer and paramiko
-load only when a remote device is used) and ``sweep`` (variants of one model compiled, scored and benchmarked).
+Results are typed: ``Bundle``, ``BenchRun``, ``PushReport``, ``FarmRun``, ``ResultsReport``, ``SweepRun``.
+Modules: ``_bundles`` (compile, inspect, verify, estimate), ``_devices`` (bench, push, farm, calibrate: the SSH
+layer and paramiko load only when a remote device is used), ``_reports`` (stored results and their HTML pages)
+and ``_sweep`` (variants of one model compiled, scored, benchmarked and compared on one page).
 """
 
 from __future__ import annotations
@@ -25,9 +26,34 @@ from edgec.api._devices import (
     farm_prune,
     push,
 )
-from edgec.api._reports import ResultsReport, results_report
-from edgec.api.sweep import SweepOptions, Variant, parse_variants, run_sweep
+from edgec.api._reports import ResultsReport, compare_runs, results_report, stored_run, stored_runs
+from edgec.api._sweep import SweepOptions, SweepRun, Variant, parse_variants, run_sweep, sweep
 
-__all__ = ["BenchRun", "DemoRun", "ResultsReport", "SweepOptions", "Variant", "bench", "calibrate_target", "compile", "default_output",
-           "devices", "estimate", "farm_bench", "farm_check", "farm_prune", "inspect_bundle", "parse_variants", "push",
-           "results_report", "run_demo", "run_sweep", "verify_bundle"]
+__all__ = [
+    "BenchRun",
+    "DemoRun",
+    "ResultsReport",
+    "SweepOptions",
+    "SweepRun",
+    "Variant",
+    "bench",
+    "calibrate_target",
+    "compare_runs",
+    "compile",
+    "default_output",
+    "devices",
+    "estimate",
+    "farm_bench",
+    "farm_check",
+    "farm_prune",
+    "inspect_bundle",
+    "parse_variants",
+    "push",
+    "results_report",
+    "run_demo",
+    "run_sweep",
+    "stored_run",
+    "stored_runs",
+    "sweep",
+    "verify_bundle",
+]

@@ -1,4 +1,5 @@
-"""Reports of stored results: the one way ``edgec report``, ``edgec sweep`` and ``edgec demo`` write a page."""
+"""Stored results: reading them (``edgec results``) and the one way ``edgec report``, ``edgec sweep`` and
+``edgec demo`` write a page of them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from edgec.report.data import ReportData
 from edgec.report.regression import LatencyChange
 from edgec.report.results_page import latency_changes
 
-__all__ = ["ResultsReport", "results_report"]
+__all__ = ["ResultsReport", "compare_runs", "results_report", "stored_run", "stored_runs"]
 
 
 @dataclass
@@ -47,3 +48,22 @@ def results_report(out: str | os.PathLike, *, results: str | os.PathLike | None 
     data.title, data.min_change, data.sweep = title, min_change, sweep
     path = write_report(out, render_results_report(data))
     return ResultsReport(path, data, latency_changes(data))
+
+
+def stored_runs(results: str | os.PathLike | None = None, *, limit: int = 50, device: str | None = None,
+                bundle: str | None = None, farm_run: str | None = None) -> list[dict]:
+    """Newest first: one row per device outcome (result or error)."""
+    with ResultsStore(results) as store:
+        return store.list(limit=limit, device=device, bundle=bundle, farm_run=farm_run)
+
+
+def stored_run(run_id: int, results: str | os.PathLike | None = None) -> dict:
+    """Everything stored for one run, its BenchResult document included."""
+    with ResultsStore(results) as store:
+        return store.get(run_id)
+
+
+def compare_runs(base_id: int, other_id: int, results: str | os.PathLike | None = None) -> dict:
+    """Latency figures of ``other_id`` against ``base_id`` (ratio > 1: slower)."""
+    with ResultsStore(results) as store:
+        return store.compare(base_id, other_id)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from edgec import api
 from edgec.commands._output import echo_json, table
-from edgec.deploy.results import ResultsStore
 from edgec.device_agent.table import format_result
 
 __all__ = ["results_group"]
@@ -16,10 +16,6 @@ _RESULTS = click.option("--results", type=click.Path(dir_okay=False), default=No
 
 def _fmt(value) -> str:
     return "" if value is None else f"{value:.3f}"
-
-
-def _store(results):
-    return ResultsStore(results)
 
 
 @click.group("results")
@@ -36,8 +32,7 @@ def results_group():
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_cmd(results, device, bundle, farm_run, limit, as_json):
     """Newest results first: one row per device outcome (result or error)."""
-    with _store(results) as store:
-        rows = store.list(limit=limit, device=device, bundle=bundle, farm_run=farm_run)
+    rows = api.stored_runs(results, limit=limit, device=device, bundle=bundle, farm_run=farm_run)
     if as_json:
         echo_json(rows)
         return
@@ -53,8 +48,7 @@ def list_cmd(results, device, bundle, farm_run, limit, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the stored row and BenchResult document.")
 def show_cmd(results, run_id, as_json):
     """Everything stored for one result."""
-    with _store(results) as store:
-        run = store.get(run_id)
+    run = api.stored_run(run_id, results)
     if as_json:
         echo_json(run)
         return
@@ -73,8 +67,7 @@ def show_cmd(results, run_id, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def compare_cmd(results, base_id, other_id, as_json):
     """Latency of OTHER_ID against BASE_ID (ratio > 1: slower)."""
-    with _store(results) as store:
-        doc = store.compare(base_id, other_id)
+    doc = api.compare_runs(base_id, other_id, results)
     if as_json:
         echo_json(doc)
         return

@@ -10,7 +10,6 @@ import click
 from edgec import api
 from edgec._progress import Progress
 from edgec.commands._output import echo_json, table
-from edgec.deploy.results import ResultsStore
 from edgec.device_agent.options import BenchOptions
 from edgec.settings import LOCAL_DEVICE
 
@@ -57,7 +56,6 @@ def sweep_cmd(ctx, source, target, variants, devices, fmt, input_shapes, calibra
     the device(s), store the results and write one comparison report (exit code 8 if a variant failed)."""
     from edgec.compiler.frontends import parse_input_shapes
 
-    parsed = api.parse_variants(variants)
     compile_options = {k: v for k, v in dict(
         format=fmt, input_shapes=parse_input_shapes(input_shapes), calibration=calibration,
         calibration_method=calibration_method, preprocess=preprocess, eval_data=eval_data,
@@ -68,12 +66,10 @@ def sweep_cmd(ctx, source, target, variants, devices, fmt, input_shapes, calibra
                             results=results, inventory=inventory, trust_new_host=trust_new_host)
     progress = Progress(enabled=None if not as_json else False)
     try:
-        with ResultsStore(results) as store:
-            outcomes = api.run_sweep(source, parsed, opts, store, progress)
-        path = api.results_report(out, results=results, sweep=outcomes, title=f"edgec sweep: {source} for {target}",
-                                  bundles=sorted({o["bundle_id"] for o in outcomes if o.get("bundle_id")})).path
+        run = api.sweep(source, variants, out, opts, progress)
     finally:
         progress.close()
+    path, outcomes = run.report.path, run.outcomes
     if as_json:
         echo_json({"report": str(path), "outcomes": outcomes})
     else:
@@ -83,5 +79,5 @@ def sweep_cmd(ctx, source, target, variants, devices, fmt, input_shapes, calibra
                            o.get("error") or ""] for o in outcomes],
                          ["variant", "device", "status", "bundle", "p50 ms", "accuracy", "error"]))
         click.echo(f"report   {path}")
-    if any(o["status"] != "ok" for o in outcomes):
+    if not run.ok:
         sys.exit(8)

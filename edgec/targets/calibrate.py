@@ -19,7 +19,7 @@ from edgec._capture import captured_output
 from edgec.device_agent.client import AgentRunner
 from edgec.device_agent.options import BenchOptions
 from edgec.errors import DeviceError, EdgecError, UsageError
-from edgec.settings import LOCAL_DEVICE, edgec_home
+from edgec.settings import HOST_PROFILE, LOCAL_DEVICE, edgec_home
 from edgec.targets import load_profile, user_targets_dir
 from edgec.targets.host import detect_host
 from edgec.targets.microbench import KernelSpec, build_bundle, suite, thread_probes
@@ -45,7 +45,7 @@ class CalibrationRun:
 def default_name(device: str) -> str:
     """``host`` for the local machine, else the device name with characters a file name dislikes replaced."""
     if device == LOCAL_DEVICE:
-        return "host"
+        return HOST_PROFILE
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in device).strip("-.") or "device"
 
 

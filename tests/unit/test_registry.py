@@ -40,9 +40,13 @@ def test_lazy_entries_import_their_module_only_when_asked_for():
     assert out[0] == "False json.decoder:JSONDecoder" and out[1] == "True None JSONDecoder"
 
 
-def test_commands_and_runtimes_use_it():
+def test_commands_runtimes_and_emitters_use_it():
     from edgec.cli import COMMANDS
+    from edgec.compiler.emit import EMITTERS, emitter_for
     from edgec.runtimes import RUNTIMES
 
-    assert isinstance(COMMANDS, Registry) and isinstance(RUNTIMES, Registry)
+    assert all(isinstance(r, Registry) for r in (COMMANDS, RUNTIMES, EMITTERS))
+    assert set(EMITTERS) == {"onnx", "tflite"} and emitter_for("onnx").__name__ == "emit_onnx"
+    with pytest.raises(UsageError, match="--format 'coreml': this edgec emits onnx, tflite"):
+        emitter_for("coreml")
     assert {"bench", "compile", "farm", "sweep"} <= set(COMMANDS) and set(RUNTIMES) == {"litert", "onnxruntime"}

@@ -3,7 +3,7 @@ checks that a variant got what it asked for, and atomic writing."""
 
 import pytest
 
-from edgec.api.sweep import check_applied, parse_variants
+from edgec.api._sweep import check_applied, parse_variants
 from edgec.errors import CompileError, InputError, UsageError
 from edgec.report import write_report
 from edgec.report.data import describe_precision

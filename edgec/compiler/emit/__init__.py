@@ -1,23 +1,22 @@
 """Emitters: IR -> the model file of a bundle, plus a runner for it and its io signature.
 
-``EMITTERS`` maps a format to ``module:function``; the function takes ``(model, source, bundle_dir, profile,
+``EMITTERS`` (an ``edgec.registry.Registry``) maps a format to ``module:function``; the function takes ``(model, source, bundle_dir, profile,
 options, context)`` and returns an ``EmittedModel``.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edgec.errors import UsageError
+from edgec.registry import Registry
 
 __all__ = ["EMITTERS", "EmittedModel", "emitter_for"]
 
-EMITTERS = {
-    "onnx": "edgec.compiler.emit.onnx:emit_onnx",
-    "tflite": "edgec.compiler.emit.tflite:emit_tflite",
-}
+EMITTERS = Registry("emitter")
+EMITTERS.add("onnx", "edgec.compiler.emit.onnx:emit_onnx")
+EMITTERS.add("tflite", "edgec.compiler.emit.tflite:emit_tflite")
 
 
 def _identity(arrays: list) -> list:
@@ -41,6 +40,5 @@ class EmittedModel:
 
 def emitter_for(fmt: str):
     if fmt not in EMITTERS:
-        raise UsageError(f"--format {fmt!r}: this edgec emits {', '.join(sorted(EMITTERS))}")
-    module, _, func = EMITTERS[fmt].partition(":")
-    return getattr(importlib.import_module(module), func)
+        raise UsageError(f"--format {fmt!r}: this edgec emits {', '.join(EMITTERS)}")
+    return EMITTERS.get(fmt)

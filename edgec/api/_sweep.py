@@ -9,21 +9,25 @@ this edgec lacks, a device that is down) records its error and the sweep carries
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgec._progress import Progress
 from edgec.api._bundles import compile as compile_bundle
+from edgec.api._reports import ResultsReport, results_report
 from edgec.deploy.bench import bench_device, with_power_model
+from edgec.deploy.results import ResultsStore
 from edgec.deploy.ssh_options import SshOptions
 from edgec.device_agent.options import BenchOptions
 from edgec.errors import CompileError, EdgecError, UsageError
 from edgec.report.data import describe_precision
 from edgec.report.evaluate import load_eval, run_bundle, score
-from edgec.settings import LOCAL_DEVICE
+from edgec.settings import HOST_PROFILE, LOCAL_DEVICE
 
-__all__ = ["SweepOptions", "Variant", "check_applied", "parse_variants", "run_sweep"]
+__all__ = ["SweepOptions", "SweepRun", "Variant", "check_applied", "parse_variants", "run_sweep", "sweep"]
 
 _PRECISIONS = {"fp32": "none", "float": "none", "none": "none", "fp16": "fp16", "int8": "int8", "int4": "int4",
                "auto": "auto"}
@@ -42,7 +46,7 @@ class Variant:
 class SweepOptions:
     """Everything about a sweep besides the source and its variants."""
 
-    target: str = "host"
+    target: str = HOST_PROFILE
     devices: tuple[str, ...] = (LOCAL_DEVICE,)
     workdir: Path = Path("build/sweep")
     compile_options: dict = field(default_factory=dict)  # input_shapes, calibration, eval_data, format, ...
@@ -141,6 +145,32 @@ def _baseline(variants: list[Variant]) -> str | None:
         if v.options.get("quantize") == "none" and not any(v.options.get(k) for k in _FRACTIONS.values()):
             return v.label
     return None
+
+
+@dataclass
+class SweepRun:
+    """One outcome per (variant, device) and the report page written of them."""
+
+    outcomes: list[dict]
+    report: ResultsReport
+
+    @property
+    def ok(self) -> bool:
+        return all(o["status"] == "ok" for o in self.outcomes)
+
+
+def sweep(source: str, variants: str | list[Variant], out: str | os.PathLike, opts: SweepOptions | None = None,
+          progress: Progress | None = None) -> SweepRun:
+    """Compile ``source`` in every variant (``"fp32,int8,prune30+int8"`` or parsed), score and benchmark each on
+    ``opts.devices``, store every outcome in ``opts.results`` and write one comparison page to ``out``."""
+    opts = opts or SweepOptions()
+    parsed = parse_variants(variants) if isinstance(variants, str) else list(variants)
+    progress = progress or Progress(enabled=False)
+    with ResultsStore(opts.results) as store:
+        outcomes = run_sweep(source, parsed, opts, store, progress)
+    report = results_report(out, results=opts.results, sweep=outcomes, title=f"edgec sweep: {source} for {opts.target}",
+                            bundles=sorted({o["bundle_id"] for o in outcomes if o.get("bundle_id")}))
+    return SweepRun(outcomes, report)
 
 
 def run_sweep(source: str, variants: list[Variant], opts: SweepOptions, store, progress) -> list[dict]:
