@@ -24,7 +24,7 @@ def default_output(source: str, target: str) -> Path:
 
 
 def compile(source: str, out: str | os.PathLike | None = None, *, progress=None, debug: bool = False,
-            **options) -> Bundle:
+            profile=None, **options) -> Bundle:
     """Compile ``source`` into a bundle directory ``out`` (written atomically) and return it.
 
     ``options`` are the fields of ``edgec.compiler.options.CompileOptions`` (target, format, quantize,
@@ -38,7 +38,7 @@ def compile(source: str, out: str | os.PathLike | None = None, *, progress=None,
     from edgec.targets import load_profile
 
     opts = CompileOptions(**options)
-    profile = load_profile(opts.target)
+    profile = profile if profile is not None else load_profile(opts.target)
     out = Path(out) if out is not None else default_output(str(source), opts.target)
     progress = progress or Progress(enabled=False)
 

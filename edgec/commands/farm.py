@@ -39,6 +39,13 @@ def device_options(func):
                         help="Device inventory TOML (default ./devices.toml, then ~/.edgec/devices.toml).")(func)
 
 
+def cluster_option(func):
+    """--cluster ADDRESS (default $EDGEC_CLUSTER): reach the devices through the nodes of a Ray cluster."""
+    return click.option("--cluster", default=None, metavar="ADDRESS",
+                        help="Reach each device from the Ray node of its site: local, auto, HOST:PORT or "
+                             "ray://HOST:PORT [default: $EDGEC_CLUSTER, else this machine without Ray].")(func)
+
+
 def _stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
 
@@ -146,8 +153,9 @@ def list_cmd(inventory, tags, as_json):
 @click.option("--bundle", type=click.Path(exists=True, file_okay=False), default=None,
               help="Also check that each device has the runtime this bundle needs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@cluster_option
 def check_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, transfer_retries, tags, parallel, bundle,
-              as_json):
+              as_json, cluster):
     """Is each device reachable? Its Python, runtimes, free disk, bundles stored and agent version (installs the
     agent)."""
     from edgec.bundle import Bundle
@@ -155,8 +163,18 @@ def check_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, transfe
     from edgec.deploy.inventory import load_inventory, select_devices
 
     devices = select_devices(load_inventory(inventory), tuple(tags))
+    from edgec.cluster import cluster_address, open_cluster
+
     ssh = ssh_options(trust_new_host, connect_timeout, stall_timeout, transfer_retries)
-    rows = check_devices(devices, ssh, parallel, bundle=Bundle(bundle) if bundle else None)
+    opened = Bundle(bundle) if bundle else None
+    address = cluster_address(cluster)
+    if address:
+        from edgec.cluster.farm import cluster_check_devices
+
+        with open_cluster(address, progress=False) as remote:
+            rows = cluster_check_devices(remote, devices, ssh, opened)
+    else:
+        rows = check_devices(devices, ssh, parallel, bundle=opened)
     if as_json:
         echo_json(rows)
     else:
@@ -225,8 +243,9 @@ def prune_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, transfe
               help="Seconds of idle power sampling before timing.")
 @click.option("--power", default="auto", show_default=True, help="Power source on the devices (see edgec bench).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with a result or error per device.")
+@cluster_option
 def bench_cmd(bundle, inventory, trust_new_host, connect_timeout, stall_timeout, transfer_retries, tags, names,
-              parallel, timeout, results, runs, warmup, threads, idle, power, as_json):
+              parallel, timeout, results, runs, warmup, threads, idle, power, as_json, cluster):
     """Benchmark BUNDLE on every selected device in parallel, with a live display, storing each outcome."""
     from edgec.bundle import Bundle
     from edgec.deploy.farm import FarmProgress, farm_bench
@@ -237,12 +256,21 @@ def bench_cmd(bundle, inventory, trust_new_host, connect_timeout, stall_timeout,
     devices = select_devices(load_inventory(inventory), tuple(tags), tuple(names))
     opened = Bundle(bundle)
     store = ResultsStore(results)
+    from edgec.cluster import cluster_address, open_cluster
+
     progress = FarmProgress(devices, enabled=_stderr_is_terminal() and not as_json)
-    run = farm_bench(devices, opened, store=store, options=BenchOptions(runs=runs, warmup=warmup, threads=threads,
-                                                                        idle_s=idle, power=power),
-                     ssh=ssh_options(trust_new_host, connect_timeout, stall_timeout, transfer_retries),
-                     parallel=parallel,
-                     device_timeout=timeout, progress=progress)
+    options = BenchOptions(runs=runs, warmup=warmup, threads=threads, idle_s=idle, power=power)
+    ssh = ssh_options(trust_new_host, connect_timeout, stall_timeout, transfer_retries)
+    address = cluster_address(cluster)
+    if address:
+        from edgec.cluster.farm import cluster_farm_bench
+
+        with open_cluster(address, progress=False) as remote:
+            run = cluster_farm_bench(remote, devices, opened, store=store, options=options, ssh=ssh,
+                                     device_timeout=timeout, progress=progress)
+    else:
+        run = farm_bench(devices, opened, store=store, options=options, ssh=ssh, parallel=parallel,
+                         device_timeout=timeout, progress=progress)
     if as_json:
         echo_json({**run.to_dict(), "results_db": str(store.path)})
     else:
