@@ -71,11 +71,16 @@ def ray_session(address: str, timeout: float = 15.0, log: Path | None = None):
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError or its own types here
             raise ClusterError(f"--cluster {address}: Ray could not connect: {' '.join(str(exc).split())[:300]}"
                                ) from None
+    # Ray's driver threads print the cluster's notices (a task retried after its node died, ...) to sys.stdout,
+    # which --json keeps for the one document a command prints after the session: they go to the log instead.
+    sink = open(log, "a") if log else open(os.devnull, "w")  # noqa: SIM115 - closed below
     try:
-        yield ray
+        with contextlib.redirect_stdout(sink):
+            yield ray
     finally:
         with _quiet(log):
             ray.shutdown()
+        sink.close()
 
 
 @contextlib.contextmanager

@@ -126,7 +126,7 @@ class Cluster:
     def device_actor(self, device):
         site = getattr(device, "site", None)
         options = dict(name=f"device:{device.name}", namespace=NAMESPACE, get_if_exists=True, num_cpus=0,
-                       max_concurrency=1, max_restarts=0)
+                       max_concurrency=1, max_restarts=0, lifetime="detached")
         if site:
             options["resources"] = {f"site:{site}": 0.001}
         return self._device.options(**options).remote(device)

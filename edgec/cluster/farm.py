@@ -38,14 +38,15 @@ def cluster_farm_bench(cluster: Cluster, devices: list, bundle, *, store, option
     payload = cluster.put(pack(bundle.path))
     sites = cluster.served_sites()
     pending: dict = {}  # ref -> (device, actor, submitted)
+    asked: dict[str, float] = {}  # device -> wall-clock time of submission, stored with the result
     outcomes: dict[str, DeviceOutcome] = {}
 
     def finish(device, started: float, reply: dict | None, error: dict | None) -> None:
         outcome = DeviceOutcome(device, seconds=time.monotonic() - started)
         if reply is not None and reply.get("result") is not None:
             outcome.result = {**reply["result"], "cluster": {
-                "node_id": reply["node"], "site": device.site, "started": reply["started"],
-                "finished": reply["finished"]}}
+                "node_id": reply["node"], "site": device.site, "submitted": asked.get(device.name),
+                "started": reply["started"], "finished": reply["finished"]}}
             outcome.pushed_bytes, outcome.push_resumes = reply.get("pushed_bytes"), reply.get("push_resumes")
         else:
             outcome.error = error or reply["error"]
@@ -61,6 +62,7 @@ def cluster_farm_bench(cluster: Cluster, devices: list, bundle, *, store, option
             finish(device, time.monotonic(), None, unserved_site_error(device))
             continue
         actor = cluster.device_actor(device)
+        asked[device.name] = time.time()
         pending[actor.bench.remote(payload, options, ssh, device_timeout)] = (device, actor, time.monotonic())
         progress.stage(device.name, "queued", f"site {device.site}" if device.site else "any node")
     try:

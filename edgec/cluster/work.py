@@ -90,13 +90,39 @@ def eval_outputs(label: str, bundle_payload, data_payload, tally=None) -> dict:
 
 
 class DeviceWorker:
-    """One device's benchmarks, one at a time: a Ray actor with ``max_concurrency=1`` on a node of the device's
-    site, named after the device so that every driver of the cluster queues on the same actor."""
+    """One device's benchmarks, one at a time: a detached Ray actor with ``max_concurrency=1`` on a node of the
+    device's site, named after the device, so every driver of the cluster queues on the same actor. It exits by
+    itself after ``idle_s`` without work (a detached actor would otherwise live as long as the cluster)."""
 
-    def __init__(self, device):
-        self.device = device
+    def __init__(self, device, idle_s: float = 120.0):
+        import threading
+
+        self.device, self.idle_s = device, idle_s
+        self.busy, self.last = False, time.monotonic()
+        threading.Thread(target=self._exit_when_idle, daemon=True).start()
+
+    def _exit_when_idle(self) -> None:
+        import os
+
+        while True:
+            time.sleep(1.0)
+            if not self.busy and time.monotonic() - self.last > self.idle_s:
+                os._exit(0)
+
+    def _run(self, work):
+        self.busy = True
+        try:
+            return work()
+        finally:
+            self.busy, self.last = False, time.monotonic()
 
     def bench(self, bundle_payload, options, ssh, timeout: float) -> dict:
+        return self._run(lambda: self._bench(bundle_payload, options, ssh, timeout))
+
+    def check(self, ssh, bundle_payload=None) -> dict:
+        return self._run(lambda: self._check(ssh, bundle_payload))
+
+    def _bench(self, bundle_payload, options, ssh, timeout: float) -> dict:
         from edgec.bundle import Bundle
         from edgec.deploy.remote import bench_on_device
 
@@ -111,7 +137,7 @@ class DeviceWorker:
         out["finished"] = time.time()
         return out
 
-    def check(self, ssh, bundle_payload=None) -> dict:
+    def _check(self, ssh, bundle_payload=None) -> dict:
         from edgec.bundle import Bundle
         from edgec.deploy.farm import check_device
 

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from farm_testbed import descendants
+
 __all__ = ["RayCluster", "free_port"]
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -34,6 +36,7 @@ class RayCluster:
     """Head + workers; ``address`` is the GCS address drivers pass to ``--cluster``."""
 
     root: Path
+    env: dict = field(default_factory=dict)  # extra environment of every node (HOME, EDGEC_HOME of the tests)
     port: int = field(default_factory=free_port)
     nodes: dict = field(default_factory=dict)  # name -> Popen
 
@@ -42,7 +45,7 @@ class RayCluster:
         return f"127.0.0.1:{self.port}"
 
     def _env(self) -> dict:
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         env.update(RAY_USAGE_STATS_ENABLED="0", RAY_DEDUP_LOGS="0",
                    # Node death is noticed within ~6 s instead of ~30 s (the kill test waits for it).
                    RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="5",
@@ -79,8 +82,32 @@ class RayCluster:
             time.sleep(1.0)
         raise RuntimeError(f"the Ray cluster did not reach {count} nodes in {timeout:.0f} s")
 
+    def processes(self, name: str) -> dict[int, str]:
+        """pid -> command line of every process of a node (raylet, its workers, ...)."""
+        out = {}
+        for pid in [self.nodes[name].pid, *descendants(self.nodes[name].pid)]:
+            try:
+                out[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                pass
+        return out
+
+    def node_ids(self) -> dict[str, str]:
+        """resource name (e.g. ``site:lab-b``) -> node id, for the alive nodes."""
+        code = ("import ray,sys,json; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False);"
+                "print(json.dumps({k: n['NodeID'] for n in ray.nodes() if n['Alive'] for k in n['Resources']}))")
+        out = subprocess.run([sys.executable, "-c", code, self.address], capture_output=True, text=True,
+                             env=self._env(), timeout=120, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
     def kill_node(self, name: str) -> None:
+        """SIGKILL a node and everything it started: the machine died."""
         proc = self.nodes.pop(name)
+        for pid in [*descendants(proc.pid), proc.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -90,11 +117,5 @@ class RayCluster:
 
     def stop(self) -> None:
         for name in list(self.nodes):
-            proc = self.nodes[name]
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=15)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
             self.kill_node(name)
         shutil.rmtree(self.root / "tmp", ignore_errors=True)
