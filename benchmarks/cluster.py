@@ -46,7 +46,7 @@ def _sweep(work: Path, model: Path, calib: Path, name: str, cluster: str | None)
             "--results", str(work / f"{name}.db"), "-o", str(work / f"{name}.html"), "--json"]
     if cluster:
         argv += ["--cluster", cluster]
-    env = {**os.environ, "EDGEC_HOME": str(work / "home")}
+    env = {**os.environ, "HOME": str(work / "home"), "EDGEC_HOME": str(work / "home")}
     env.pop("EDGEC_CLUSTER", None)
     started = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1800)
@@ -98,8 +98,10 @@ def main() -> dict:
     work = Path(tempfile.mkdtemp(prefix="edgec-bench-cluster-"))
     model, calib = _model(work)
     local = _sweep(work, model, calib, "local", None)
-    ray = RayCluster(work / "ray", env={"EDGEC_HOME": str(work / "home"), "PYTHONPATH": str(REPO)})
     (work / "ray").mkdir()
+    (work / "home").mkdir(exist_ok=True)  # the nodes' HOME: no ~/.ray token or config of the user's leaks in
+    ray = RayCluster(work / "ray", env={"HOME": str(work / "home"), "EDGEC_HOME": str(work / "home"),
+                                        "PYTHONPATH": str(REPO)})
     try:
         ray.start_node("head", {"site:a": 1}, head=True)
         ray.start_node("worker", {"site:b": 1})
