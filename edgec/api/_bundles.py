@@ -28,17 +28,18 @@ def default_output(source: str, target: str) -> Path:
 
 
 def compile(source: str, out: str | os.PathLike | None = None, *, progress=None, debug: bool = False,
-            **options) -> Bundle:
+            profile=None, **options) -> Bundle:
     """Compile ``source`` into a bundle directory ``out`` (written atomically) and return it.
 
     ``options`` are the fields of ``edgec.compiler.options.CompileOptions`` (target, format, quantize,
     input_shapes, calibration, ...). Third-party console output goes to ``out/logs/compile.log`` unless
-    ``debug``.
+    ``debug``. ``profile`` (a loaded ``TargetProfile``) replaces loading ``target`` here: a cluster worker
+    compiles for the profile the driver resolved (``host`` is the driver's machine, not the worker's).
     """
     from edgec.compiler.pipeline import compile_into  # onnx and onnx-ir: 2 s of imports
 
     opts = CompileOptions(**options)
-    profile = load_profile(opts.target)
+    profile = profile if profile is not None else load_profile(opts.target)
     out = Path(out) if out is not None else default_output(str(source), opts.target)
     progress = progress or Progress(enabled=False)
 

@@ -26,6 +26,7 @@ from edgec.errors import CompileError, EdgecError, UsageError
 from edgec.report.data import describe_precision
 from edgec.report.evaluate import load_eval, run_bundle, score
 from edgec.settings import HOST_PROFILE, LOCAL_DEVICE
+from edgec.targets import load_profile
 
 __all__ = ["SweepOptions", "SweepRun", "Variant", "check_applied", "parse_variants", "run_sweep", "sweep"]
 
@@ -111,20 +112,39 @@ def _error_text(exc: BaseException) -> str:
     return message if isinstance(exc, EdgecError) else f"internal error: {type(exc).__name__}: {message}"
 
 
+def _variant_dir(opts: SweepOptions, variant: Variant) -> Path:
+    return opts.workdir / re.sub(r"[^A-Za-z0-9_.-]+", "_", variant.label)
+
+
 def _compile(source: str, variant: Variant, opts: SweepOptions, progress):
-    out = opts.workdir / re.sub(r"[^A-Za-z0-9_.-]+", "_", variant.label)
+    out = _variant_dir(opts, variant)
     progress.step(f"compiling {variant.label}")
     bundle = compile_bundle(source, out, target=opts.target, force=True, **{**opts.compile_options, **variant.options})
     check_applied(variant, bundle.manifest)
     return bundle
 
 
-def _accuracy(bundles: dict, baseline: str | None, opts: SweepOptions) -> dict[str, dict]:
+def _accuracy(bundles: dict, baseline: str | None, opts: SweepOptions, cluster=None,
+              payloads: dict | None = None) -> dict[str, dict]:
     """label -> metrics: top-1 accuracy on labelled --eval-data, else agreement with the fp32 variant's outputs
-    on the evaluation or calibration samples; nothing without samples."""
+    on the evaluation or calibration samples; nothing without samples. With a cluster, each variant runs on a
+    node and only the scoring happens here."""
     path = opts.compile_options.get("eval_data") or opts.compile_options.get("calibration")
     if not path or not str(path).endswith(".npz") or not bundles:
         return {label: {} for label in bundles}
+    if cluster is not None:
+        outputs, metrics, labels = _outputs_on_cluster(cluster, payloads, path)
+    else:
+        outputs, metrics, labels = _outputs_here(bundles, path)
+    reference = outputs.get(baseline) if baseline else None
+    for label, produced in outputs.items():
+        value, metric = score(produced, labels, reference)
+        metrics[label] = {"accuracy": value, "accuracy_metric": metric, "accuracy_samples": len(produced[0]),
+                          "accuracy_data": Path(path).name} if value is not None else {}
+    return metrics
+
+
+def _outputs_here(bundles: dict, path) -> tuple[dict, dict, object]:
     outputs, metrics, labels = {}, {}, None
     for label, bundle in bundles.items():
         try:
@@ -132,12 +152,18 @@ def _accuracy(bundles: dict, baseline: str | None, opts: SweepOptions) -> dict[s
             outputs[label] = run_bundle(bundle, arrays, str(path))
         except Exception as exc:  # e.g. evaluation data of the wrong shape: shown for that variant in the report
             metrics[label] = {"accuracy_error": _error_text(exc)}
-    reference = outputs.get(baseline) if baseline else None
-    for label, produced in outputs.items():
-        value, metric = score(produced, labels, reference)
-        metrics[label] = {"accuracy": value, "accuracy_metric": metric, "accuracy_samples": len(produced[0]),
-                          "accuracy_data": Path(path).name} if value is not None else {}
-    return metrics
+    return outputs, metrics, labels
+
+
+def _outputs_on_cluster(cluster, payloads: dict, path) -> tuple[dict, dict, object]:
+    outputs, metrics, labels = {}, {}, None
+    for label, reply in cluster.eval_outputs(payloads, str(path)).items():
+        if reply["error"]:
+            metrics[label] = {"accuracy_error": reply["error"]["message"]}
+        else:
+            outputs[label] = reply["outputs"]
+            labels = reply["labels"] if reply["labels"] is not None else labels
+    return outputs, metrics, labels
 
 
 def _baseline(variants: list[Variant]) -> str | None:
@@ -160,49 +186,89 @@ class SweepRun:
 
 
 def sweep(source: str, variants: str | list[Variant], out: str | os.PathLike, opts: SweepOptions | None = None,
-          progress: Progress | None = None) -> SweepRun:
+          progress: Progress | None = None, cluster=None) -> SweepRun:
     """Compile ``source`` in every variant (``"fp32,int8,prune30+int8"`` or parsed), score and benchmark each on
-    ``opts.devices``, store every outcome in ``opts.results`` and write one comparison page to ``out``."""
+    ``opts.devices``, store every outcome in ``opts.results`` and write one comparison page to ``out``.
+    ``cluster``: an open ``edgec.cluster.Cluster`` whose nodes compile and score the variants."""
     opts = opts or SweepOptions()
     parsed = parse_variants(variants) if isinstance(variants, str) else list(variants)
     progress = progress or Progress(enabled=False)
     with ResultsStore(opts.results) as store:
-        outcomes = run_sweep(source, parsed, opts, store, progress)
+        outcomes = run_sweep(source, parsed, opts, store, progress, cluster=cluster)
     report = results_report(out, results=opts.results, sweep=outcomes, title=f"edgec sweep: {source} for {opts.target}",
                             bundles=sorted({o["bundle_id"] for o in outcomes if o.get("bundle_id")}))
     return SweepRun(outcomes, report)
 
 
-def run_sweep(source: str, variants: list[Variant], opts: SweepOptions, store, progress) -> list[dict]:
+def run_sweep(source: str, variants: list[Variant], opts: SweepOptions, store, progress, cluster=None) -> list[dict]:
     """Compile, score and benchmark every variant on every device, storing each benchmark outcome in ``store``.
 
-    Returns one outcome per (variant, device): label, device, status (ok | compile failed | bench failed),
-    bundle_id, run_id, metrics, error.
+    With ``cluster`` (an open ``edgec.cluster.Cluster``) the compiles and accuracy runs are Ray tasks on its
+    nodes; benchmarks and the results database stay with this process. Returns one outcome per (variant,
+    device): label, device, status (ok | compile failed | bench failed), bundle_id, run_id, metrics, error,
+    compile_node (the cluster node that compiled it, else None).
     """
     sweep_id = uuid.uuid4().hex[:12]
-    bundles, outcomes = {}, []
-    for variant in variants:
-        try:
-            bundles[variant.label] = _compile(source, variant, opts, progress)
-        except Exception as exc:  # a missing capability or a stage bug fails only its variant
-            outcomes += [{"label": variant.label, "device": d, "device_spec": d, "status": "compile failed",
-                          "bundle_id": None, "run_id": None, "metrics": {}, "error": _error_text(exc)}
-                         for d in opts.devices]
-    progress.step("measuring accuracy on the host")
-    metrics = _accuracy(bundles, _baseline(variants) if _baseline(variants) in bundles else None, opts)
+    if cluster is None:
+        bundles, failed, payloads, nodes = *_compile_here(source, variants, opts, progress), None, {}
+    else:
+        progress.step(f"compiling {len(variants)} variants on the cluster")
+        bundles, failed, payloads, nodes = _compile_on_cluster(source, variants, opts, cluster)
+    outcomes = [{"label": label, "device": d, "device_spec": d, "status": "compile failed", "bundle_id": None,
+                 "run_id": None, "metrics": {}, "error": error, "compile_node": nodes.get(label)}
+                for label, error in failed.items() for d in opts.devices]
+    progress.step("measuring accuracy" + (" on the cluster" if cluster is not None else " on the host"))
+    baseline = _baseline(variants)
+    metrics = _accuracy(bundles, baseline if baseline in bundles else None, opts, cluster, payloads)
     for label, bundle in bundles.items():
         for device in opts.devices:
             progress.step(f"benchmarking {label} on {device}")
-            outcomes.append(_bench_and_store(bundle, label, device, metrics.get(label, {}), sweep_id, opts, store))
+            outcome = _bench_and_store(bundle, label, device, metrics.get(label, {}), sweep_id, opts, store,
+                                       nodes.get(label))
+            outcomes.append({**outcome, "compile_node": nodes.get(label)})
     order = {v.label: k for k, v in enumerate(variants)}
     return sorted(outcomes, key=lambda o: (order[o["label"]], list(opts.devices).index(o["device_spec"])))
 
 
+def _compile_here(source: str, variants: list[Variant], opts: SweepOptions, progress) -> tuple[dict, dict]:
+    bundles, failed = {}, {}
+    for variant in variants:
+        try:
+            bundles[variant.label] = _compile(source, variant, opts, progress)
+        except Exception as exc:  # a missing capability or a stage bug fails only its variant
+            failed[variant.label] = _error_text(exc)
+    return bundles, failed
+
+
+def _compile_on_cluster(source: str, variants: list[Variant], opts: SweepOptions, cluster):
+    """Every variant as a Ray task; bundles written here atomically. (bundles, failed, payload refs, nodes)."""
+    profile = load_profile(opts.target)  # resolved here: `host` means this machine, not the worker
+    jobs = {v.label: {**opts.compile_options, **v.options, "target": opts.target} for v in variants}
+    replies = cluster.compile_variants(source, jobs, profile)
+    bundles, failed, payloads, nodes = {}, {}, {}, {}
+    for variant in variants:
+        meta, ref = replies[variant.label]
+        nodes[variant.label] = meta["node"]
+        if meta["error"]:
+            failed[variant.label] = " ".join(meta["error"]["message"].split())
+            continue
+        bundle = cluster.fetch_bundle(ref, _variant_dir(opts, variant))
+        try:
+            check_applied(variant, bundle.manifest)
+        except CompileError as exc:
+            failed[variant.label] = _error_text(exc)
+            continue
+        bundles[variant.label], payloads[variant.label] = bundle, ref
+    return bundles, failed, payloads, nodes
+
+
 def _bench_and_store(bundle, label: str, device: str, metrics: dict, sweep_id: str, opts: SweepOptions,
-                     store) -> dict:
+                     store, compile_node: str | None = None) -> dict:
     outcome = {"label": label, "device": device, "device_spec": device, "bundle_id": bundle.bundle_id,
                "metrics": metrics}
     sweep = {"id": sweep_id, "label": label, "metrics": metrics}
+    if compile_node:
+        sweep["compile_node"] = compile_node
     try:
         # auto = the device's sensors, else its profile's power model (marked estimated), else none
         options = with_power_model(opts.bench, device, opts.inventory, fallback_profile=opts.target,

@@ -13,6 +13,8 @@ import sys
 import click
 
 from edgec import api
+from edgec import cluster as on_cluster
+from edgec.cluster import cluster_address
 from edgec.commands._output import echo_json, human_bytes, table
 from edgec.deploy.results import latency_figures
 from edgec.deploy.ssh_options import SshOptions
@@ -43,6 +45,13 @@ def device_options(func):
                         help="Record an unknown host key in ~/.ssh/known_hosts (a changed key is still refused).")(func)
     return click.option("--inventory", type=click.Path(dir_okay=False), default=None,
                         help="Device inventory TOML (default ./devices.toml, then ~/.edgec/devices.toml).")(func)
+
+
+def cluster_option(func):
+    """--cluster ADDRESS (default $EDGEC_CLUSTER): reach the devices through the nodes of a Ray cluster."""
+    return click.option("--cluster", default=None, metavar="ADDRESS",
+                        help="Reach each device from the Ray node of its site: local, auto, HOST:PORT or "
+                             "ray://HOST:PORT [default: $EDGEC_CLUSTER, else this machine without Ray].")(func)
 
 
 def _stderr_is_terminal() -> bool:
@@ -107,12 +116,18 @@ def list_cmd(inventory, tags, as_json):
 @click.option("--bundle", type=click.Path(exists=True, file_okay=False), default=None,
               help="Also check that each device has the runtime this bundle needs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@cluster_option
 def check_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, transfer_retries, tags, parallel, bundle,
-              as_json):
+              as_json, cluster):
     """Is each device reachable? Its Python, runtimes, free disk, bundles stored and agent version (installs the
     agent)."""
-    rows = api.farm_check(inventory=inventory, tags=tuple(tags), parallel=parallel, bundle=bundle,
-                          ssh=ssh_settings(trust_new_host, connect_timeout, stall_timeout, transfer_retries))
+    common = dict(inventory=inventory, tags=tuple(tags), bundle=bundle,
+                  ssh=ssh_settings(trust_new_host, connect_timeout, stall_timeout, transfer_retries))
+    address = cluster_address(cluster)
+    if address:
+        rows = on_cluster.farm_check(address, **common)
+    else:
+        rows = api.farm_check(parallel=parallel, **common)
     if as_json:
         echo_json(rows)
     else:
@@ -178,17 +193,23 @@ def prune_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, transfe
               help="Seconds of idle power sampling before timing.")
 @click.option("--power", default="auto", show_default=True, help="Power source on the devices (see edgec bench).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with a result or error per device.")
+@cluster_option
 def bench_cmd(bundle, inventory, trust_new_host, connect_timeout, stall_timeout, transfer_retries, tags, names,
-              parallel, timeout, results, runs, warmup, threads, idle, power, as_json):
+              parallel, timeout, results, runs, warmup, threads, idle, power, as_json, cluster):
     """Benchmark BUNDLE on every selected device in parallel, with a live display, storing each outcome."""
     from edgec.deploy.farm import FarmProgress  # paramiko, like every farm command
 
     selected = api.devices(inventory, tuple(tags), tuple(names))
     progress = FarmProgress(selected, enabled=_stderr_is_terminal() and not as_json)
-    run = api.farm_bench(bundle, inventory=inventory, tags=tuple(tags), names=tuple(names), parallel=parallel,
-                         device_timeout=timeout, results=results, progress=progress,
-                         ssh=ssh_settings(trust_new_host, connect_timeout, stall_timeout, transfer_retries),
-                         runs=runs, warmup=warmup, threads=threads, idle_s=idle, power=power)
+    common = dict(inventory=inventory, tags=tuple(tags), names=tuple(names), device_timeout=timeout,
+                  results=results, progress=progress,
+                  ssh=ssh_settings(trust_new_host, connect_timeout, stall_timeout, transfer_retries),
+                  runs=runs, warmup=warmup, threads=threads, idle_s=idle, power=power)
+    address = cluster_address(cluster)
+    if address:
+        run = on_cluster.farm_bench(address, bundle, **common)
+    else:
+        run = api.farm_bench(bundle, parallel=parallel, **common)
     if as_json:
         echo_json({**run.to_dict(), "results_db": run.results_db})
     else:

@@ -48,12 +48,18 @@ __all__ = ["sweep_cmd"]
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), required=True, help="HTML report to write.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome of every variant as JSON.")
+@click.option("--cluster", default=None, metavar="ADDRESS",
+              help="Compile and score the variants on a Ray cluster: local, auto, HOST:PORT or ray://HOST:PORT "
+                   "[default: $EDGEC_CLUSTER, else this machine without Ray].")
 @click.pass_context
 def sweep_cmd(ctx, source, target, variants, devices, fmt, input_shapes, calibration, calibration_method,
               preprocess, eval_data, max_accuracy_drop, runs, warmup, threads, power, idle, workdir, results,
-              inventory, trust_new_host, seed, out, as_json):
+              inventory, trust_new_host, seed, out, as_json, cluster):
     """Compile SOURCE in every variant for a target, measure accuracy on the host, benchmark each variant on
     the device(s), store the results and write one comparison report (exit code 8 if a variant failed)."""
+    import contextlib
+
+    from edgec.cluster import cluster_address, open_cluster
     from edgec.compiler.frontends import parse_input_shapes
 
     compile_options = {k: v for k, v in dict(
@@ -65,8 +71,13 @@ def sweep_cmd(ctx, source, target, variants, devices, fmt, input_shapes, calibra
                             bench=BenchOptions(runs=runs, warmup=warmup, threads=threads, power=power, idle_s=idle),
                             results=results, inventory=inventory, trust_new_host=trust_new_host)
     progress = Progress(enabled=None if not as_json else False)
+    address = cluster_address(cluster)
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    on_cluster = open_cluster(address, progress=progress.enabled, log=Path(workdir) / "ray.log") if address \
+        else contextlib.nullcontext()
     try:
-        run = api.sweep(source, variants, out, opts, progress)
+        with on_cluster as remote:
+            run = api.sweep(source, variants, out, opts, progress, cluster=remote)
     finally:
         progress.close()
     path, outcomes = run.report.path, run.outcomes

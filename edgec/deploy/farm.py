@@ -29,7 +29,7 @@ from edgec.deploy.ssh import SshOptions, connect
 from edgec.device_agent.options import BenchOptions
 from edgec.errors import DeviceError, DeviceTimeoutError, EdgecError
 
-__all__ = ["DeviceOutcome", "FarmProgress", "FarmRun", "check_devices", "farm_bench"]
+__all__ = ["DeviceOutcome", "FarmProgress", "FarmRun", "check_device", "check_devices", "farm_bench", "outcome_text"]
 
 
 @dataclass
@@ -186,8 +186,7 @@ class _FarmRunner:
             outcome.run_id = self.store.record(
                 bundle_id=self.bundle.bundle_id, device=device.name, address=device.address, profile=device.target,
                 result=outcome.result, error=outcome.error, farm_run=self.farm_run.farm_run)
-        self.progress.stage(device.name, "ok" if outcome.ok else "failed",
-                            _latency_text(outcome.result) if outcome.ok else _short(outcome.error))
+        self.progress.stage(device.name, "ok" if outcome.ok else "failed", outcome_text(outcome))
         return outcome
 
     def register(self, name: str, conn) -> None:
@@ -214,6 +213,11 @@ class _FarmRunner:
                         self.live[name].close()
 
 
+def outcome_text(outcome: DeviceOutcome) -> str:
+    """A device's outcome for the live display: its latency, or its error."""
+    return _latency_text(outcome.result) if outcome.ok else _short(outcome.error)
+
+
 def _latency_text(result: dict) -> str:
     figures = latency_figures(result)
     mean, p90 = figures["latency_ms_mean"], figures["latency_ms_p90"]
@@ -222,33 +226,34 @@ def _latency_text(result: dict) -> str:
     return f"mean {mean:.3f} ms" + (f", p90 {p90:.3f} ms" if p90 is not None else "")
 
 
+def check_device(device: Device, ssh: SshOptions, bundle: Bundle | None = None) -> dict:
+    """One device's row for ``farm check``: reachability, Python, runtimes, free disk, bundle store use and agent
+    version; an error is reported in the row, like any other outcome."""
+    row = {"device": device.name, "address": device.address, "ok": False}
+    started = time.monotonic()
+
+    def connected(_conn) -> None:
+        row["connect_seconds"] = round(time.monotonic() - started, 3)
+
+    try:
+        with SshAgent(device, ssh, timeout=120.0, on_connect=connected) as agent:
+            info = agent.info()
+            row.update(python=info.get("python"), runtimes=info.get("runtimes"),
+                       free_disk_bytes=info.get("free_disk_bytes"), agent_version=info.get("agent_version"),
+                       platform=info.get("platform"), store=store_usage(agent.conn))
+            if bundle is not None:
+                row["runtime"] = check_runtime(info, bundle, device, agent.conn.target.label)
+            row["ok"] = True
+    except Exception as exc:  # reported in the device's row, like any other failure
+        row["error"] = {"type": type(exc).__name__, "message": str(exc)}
+    return row
+
+
 def check_devices(devices: list[Device], ssh: SshOptions, parallel: int = 8, bundle: Bundle | None = None) -> list[dict]:
-    """Reachability, Python, runtimes, free disk, bundle store use and agent version of each device (errors per
-    device)."""
+    """``check_device`` on each device, ``parallel`` at a time, in inventory order."""
     agent_zipapp()  # build once, before the threads need it
-
-    def one(device: Device) -> dict:
-        row = {"device": device.name, "address": device.address, "ok": False}
-        started = time.monotonic()
-
-        def connected(_conn) -> None:
-            row["connect_seconds"] = round(time.monotonic() - started, 3)
-
-        try:
-            with SshAgent(device, ssh, timeout=120.0, on_connect=connected) as agent:
-                info = agent.info()
-                row.update(python=info.get("python"), runtimes=info.get("runtimes"),
-                           free_disk_bytes=info.get("free_disk_bytes"), agent_version=info.get("agent_version"),
-                           platform=info.get("platform"), store=store_usage(agent.conn))
-                if bundle is not None:
-                    row["runtime"] = check_runtime(info, bundle, device, agent.conn.target.label)
-                row["ok"] = True
-        except Exception as exc:  # reported in the device's row, like any other failure
-            row["error"] = {"type": type(exc).__name__, "message": str(exc)}
-        return row
-
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        return list(pool.map(one, devices))
+        return list(pool.map(lambda device: check_device(device, ssh, bundle), devices))
 
 
 def prune_devices(devices: list[Device], ssh: SshOptions, keep: int, older_than_days: float | None = None,

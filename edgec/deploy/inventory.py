@@ -11,6 +11,8 @@
     target = "rpi4"              # optional profile name or .toml file (relative to this file), stored with results
     tags = ["rpi4", "lab"]       # optional, selects devices with --tag
     python = "python3"           # optional interpreter that runs the agent (e.g. a virtualenv's)
+    site = "lab-b"               # optional: with --cluster, only a Ray node started with the resource
+                                 # {"site:lab-b": 1} reaches this device
 
 Chosen with ``--inventory PATH``; otherwise ``./devices.toml``, then ``$EDGEC_HOME/devices.toml``
 (``~/.edgec/devices.toml``). Errors name the file and the key at fault.
@@ -29,7 +31,8 @@ from edgec.settings import edgec_home
 
 __all__ = ["Device", "default_inventory_path", "load_inventory", "resolve_device", "select_devices"]
 
-_KEYS = {"name": str, "host": str, "port": int, "user": str, "key": str, "target": str, "tags": list, "python": str}
+_KEYS = {"name": str, "host": str, "port": int, "user": str, "key": str, "target": str, "tags": list, "python": str,
+         "site": str}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -45,6 +48,7 @@ class Device:
     target: str | None = None
     tags: tuple[str, ...] = ()
     python: str = "python3"
+    site: str | None = None
 
     def ssh_target(self) -> SshTarget:
         return SshTarget(host=self.host, port=self.port, user=self.user, key=self.key, name=self.name)
@@ -129,11 +133,14 @@ def _device_from_table(table: dict, where: str, base: Path) -> Device:
     key = table.get("key")
     if key is not None:
         key = str(base / os.path.expanduser(key))  # an absolute key path stays as it is
+    site = table.get("site")
+    if site is not None and not _NAME.match(site):
+        raise InputError(f"{where}: key 'site' must be letters, digits, '.', '_' or '-'")
     target = table.get("target")
     if target is not None and target.endswith(".toml"):
         target = str(base / os.path.expanduser(target))  # a profile file, like `key`, relative to this file
     return Device(name=name, host=table["host"], port=port, user=table.get("user"), key=key,
-                  target=target, tags=tuple(tags), python=table.get("python", "python3"))
+                  target=target, tags=tuple(tags), python=table.get("python", "python3"), site=site)
 
 
 _SPEC = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:@\s\[\]]+))(?::(?P<port>\d+))?$")

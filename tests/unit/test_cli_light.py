@@ -15,7 +15,19 @@ def _modules_after(code: str) -> set[str]:
 def test_import_cli_does_not_import_frameworks():
     loaded = _modules_after("import edgec.cli")
     assert "edgec.cli" in loaded
-    assert not {"torch", "tensorflow", "keras", "onnx2tf", "tf2onnx"} & loaded
+    assert not {"torch", "tensorflow", "keras", "onnx2tf", "tf2onnx", "ray"} & loaded
+
+
+def test_commands_without_a_cluster_do_not_import_ray():
+    """The cluster path is opt-in: parsing farm and sweep commands without --cluster never imports Ray."""
+    loaded = _modules_after("import os\nos.environ.pop('EDGEC_CLUSTER', None)\nfrom edgec.cli import cli\n"
+                            "for argv in (['farm', 'bench', '--help'], ['sweep', '--help'], ['farm', 'list', "
+                            "'--inventory', '/nonexistent.toml']):\n"
+                            "    try:\n        cli.main(argv, standalone_mode=False)\n"
+                            "    except BaseException:\n        pass\n"
+                            "import edgec.cluster, edgec.cluster.farm, edgec.report.sweep")
+    assert "edgec.cluster.farm" in loaded
+    assert "ray" not in loaded
 
 
 def test_help_and_targets_do_not_import_frameworks():

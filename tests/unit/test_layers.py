@@ -47,7 +47,7 @@ def _package(module: str) -> str:
 # DESIGN.md principle 10, top to bottom: a package imports only from its own rank or below.
 RANKS = {
     "__main__": 6, "cli": 6, "commands": 6,
-    "api": 5,
+    "api": 5, "cluster": 5,  # cluster drives api (compile) on its nodes; api never imports cluster
     "report": 4, "deploy": 4,
     "compiler": 3, "examples": 3,
     "targets": 2,
