@@ -17,8 +17,8 @@ __version__ = "0.1.0"
 _API = ("BenchRun", "ResultsReport", "SweepOptions", "Variant", "bench", "calibrate_target", "compare_runs", "compile",
         "default_output", "devices", "estimate", "farm_bench", "farm_check", "farm_prune", "inspect_bundle",
         "parse_variants", "push", "results_report", "run_sweep", "stored_run", "stored_runs", "sweep",
-        "SweepRun", "verify_bundle")
-_ERRORS = ("AccuracyBudgetError", "BundleError", "CalibrationDataError", "CompileError", "DeviceError",
+        "SweepRun", "verify_bundle", "DemoRun", "run_demo")
+_ERRORS = ("AccuracyBudgetError", "BundleError", "CalibrationDataError", "ClusterError", "CompileError", "DeviceError",
            "DeviceTimeoutError", "EdgecError", "HostKeyError", "InputError", "ResourceLimitError", "ResultsError",
            "RuntimeMissingError", "SourceModelError", "TargetError", "TransferError", "UnsafeInputError",
            "UsageError", "VerificationError")

@@ -25,7 +25,7 @@ def test_commands_without_a_cluster_do_not_import_ray():
                             "'--inventory', '/nonexistent.toml']):\n"
                             "    try:\n        cli.main(argv, standalone_mode=False)\n"
                             "    except BaseException:\n        pass\n"
-                            "import edgec.cluster, edgec.cluster.farm, edgec.report.sweep")
+                            "import edgec.cluster, edgec.cluster.farm, edgec.api._sweep")
     assert "edgec.cluster.farm" in loaded
     assert "ray" not in loaded
 
