@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgec.cluster.connect import cluster_address, ray_session
 
-__all__ = ["cluster_address", "open_cluster"]
+__all__ = ["calibrate_target", "cluster_address", "farm_bench", "farm_check", "open_cluster"]
 
 
 @contextlib.contextmanager
@@ -22,3 +22,61 @@ def open_cluster(address: str, progress: bool | None = None, log: Path | None = 
 
     with ray_session(address, timeout=timeout, log=log) as ray:
         yield Cluster(ray, progress)
+
+
+def calibrate_target(address: str, device: str, name: str | None = None, base: str | None = None, *,
+                     quick: bool = False, threads: int | None = None, inventory=None, ssh=None,
+                     sysfs_root: str = "/sys") -> tuple[Path, dict]:
+    """``edgec.api.calibrate_target`` for an inventory device, measured from the node of its site; the overlay
+    is written here, in this machine's ``$EDGEC_HOME/targets``."""
+    from edgec.deploy.inventory import resolve_device
+    from edgec.deploy.ssh_options import SshOptions
+    from edgec.errors import ClusterError, EdgecError
+    from edgec.targets import user_targets_dir
+    from edgec.targets.overlay import write_overlay
+
+    resolved = resolve_device(device, inventory)
+    with open_cluster(address, progress=False) as cluster:
+        if resolved.site and resolved.site not in cluster.served_sites():
+            from edgec.cluster.farm import unserved_site_error
+
+            raise ClusterError(unserved_site_error(resolved)["message"])
+        actor = cluster.device_actor(resolved)
+        reply = cluster.ray.get(actor.calibrate.remote(ssh or SshOptions(), name=name, base=base, quick=quick,
+                                                       threads=threads, sysfs_root=sysfs_root))
+    if reply["error"]:
+        error = EdgecError(reply["error"]["message"])
+        error.exit_code = reply["error"]["exit_code"]
+        raise error
+    return write_overlay(reply["overlay"], user_targets_dir()), reply["overlay"]
+
+
+def farm_bench(address: str, bundle, *, inventory=None, tags: tuple[str, ...] = (), names: tuple[str, ...] = (),
+               device_timeout: float = 600.0, results=None, ssh=None, progress=None, **options):
+    """``edgec.api.farm_bench`` through the cluster at ``address``: each device benchmarked from its site's node;
+    returns the same FarmRun, every outcome stored in ``results`` on this machine as it arrives."""
+    from edgec.api import devices
+    from edgec.bundle import Bundle
+    from edgec.cluster.farm import cluster_farm_bench
+    from edgec.deploy.results import ResultsStore
+    from edgec.deploy.ssh_options import SshOptions
+    from edgec.device_agent.options import BenchOptions
+
+    selected = devices(inventory, tags, names)
+    with ResultsStore(results) as store, open_cluster(address, progress=False) as cluster:
+        run = cluster_farm_bench(cluster, selected, Bundle(bundle), store=store, options=BenchOptions(**options),
+                                 ssh=ssh or SshOptions(), device_timeout=device_timeout, progress=progress)
+        run.results_db = str(store.path)
+    return run
+
+
+def farm_check(address: str, *, inventory=None, tags: tuple[str, ...] = (), bundle=None, ssh=None) -> list[dict]:
+    """``edgec.api.farm_check`` through the cluster at ``address``: one row per device, from its site's node."""
+    from edgec.api import devices
+    from edgec.bundle import Bundle
+    from edgec.cluster.farm import cluster_check_devices
+    from edgec.deploy.ssh_options import SshOptions
+
+    with open_cluster(address, progress=False) as cluster:
+        return cluster_check_devices(cluster, devices(inventory, tags), ssh or SshOptions(),
+                                     Bundle(bundle) if bundle else None)

@@ -124,18 +124,34 @@ class DeviceWorker:
 
     def _bench(self, bundle_payload, options, ssh, timeout: float) -> dict:
         from edgec.bundle import Bundle
-        from edgec.deploy.remote import bench_on_device
+        from edgec.deploy.bench import run_bench
+        from edgec.deploy.remote import SshAgent
 
         node, started = node_id(), time.time()
         out = {"node": node, "started": started, "result": None, "error": None}
         try:
             bundle = Bundle(bundle_payload.materialize())
-            done = bench_on_device(self.device, bundle, options, ssh, timeout=timeout)
+            with SshAgent(self.device, ssh, timeout) as agent:
+                done = run_bench(agent, bundle, options)
             out.update(result=done.result, pushed_bytes=done.pushed_bytes, push_resumes=done.push_resumes)
         except Exception as exc:  # every failure is this device's outcome, reported to the driver
             out["error"] = {"type": type(exc).__name__, "message": str(exc)}
         out["finished"] = time.time()
         return out
+
+    def calibrate(self, ssh, **options) -> dict:
+        return self._run(lambda: self._calibrate(ssh, **options))
+
+    def _calibrate(self, ssh, **options) -> dict:
+        """The device's overlay document, measured from this node (the driver writes it)."""
+        from edgec.deploy.remote import SshAgent
+        from edgec.targets.calibrate import measure_overlay
+
+        try:
+            with SshAgent(self.device, ssh, timeout=3600.0) as agent:
+                return {"overlay": measure_overlay(agent, **options), "node": node_id(), "error": None}
+        except EdgecError as exc:
+            return {"overlay": None, "node": node_id(), "error": _error(exc)}
 
     def _check(self, ssh, bundle_payload=None) -> dict:
         from edgec.bundle import Bundle

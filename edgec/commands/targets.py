@@ -78,7 +78,10 @@ def show_cmd(name, as_json):
 @click.option("--trust-new-host", is_flag=True, help="Record an unknown SSH host key on first use.")
 @click.option("--sysfs-root", default="/sys", show_default=True, help="Where the power sensors are (tests: a fake tree).")
 @click.option("--json", "as_json", is_flag=True, help="Print the overlay as JSON (no progress).")
-def calibrate_cmd(device_spec, name, base, quick, threads, inventory, trust_new_host, sysfs_root, as_json):
+@click.option("--cluster", default=None, metavar="ADDRESS",
+              help="Measure an inventory device from the Ray node of its site (local, auto, HOST:PORT or "
+                   "ray://HOST:PORT) [default: $EDGEC_CLUSTER, else from this machine]; the overlay is written here.")
+def calibrate_cmd(device_spec, name, base, quick, threads, inventory, trust_new_host, sysfs_root, as_json, cluster):
     """Measure a device with micro-benchmarks and save a profile overlay usable as --target NAME.
 
     Runs fp32/fp16/int8 Conv 1x1/3x3, depthwise, Gemm, pooling and elementwise kernels at representative
@@ -96,8 +99,18 @@ def calibrate_cmd(device_spec, name, base, quick, threads, inventory, trust_new_
         if not as_json and sys.stderr.isatty():
             click.echo(f"\r  {message}\033[K", err=True, nl=False)
 
-    path, doc = api.calibrate_target(device_spec, name, base, quick=quick, threads=threads, inventory=inventory,
-                                     trust_new_host=trust_new_host, progress=progress, sysfs_root=sysfs_root)
+    from edgec.cluster import calibrate_target as calibrate_on_cluster
+    from edgec.cluster import cluster_address
+    from edgec.deploy.ssh_options import SshOptions
+
+    address = cluster_address(cluster)
+    if address and device_spec != LOCAL_DEVICE:  # `local` is this machine, whatever cluster it belongs to
+        path, doc = calibrate_on_cluster(address, device_spec, name, base, quick=quick, threads=threads,
+                                         inventory=inventory, ssh=SshOptions(trust_new_host=trust_new_host),
+                                         sysfs_root=sysfs_root)
+    else:
+        path, doc = api.calibrate_target(device_spec, name, base, quick=quick, threads=threads, inventory=inventory,
+                                         trust_new_host=trust_new_host, progress=progress, sysfs_root=sysfs_root)
     if not as_json and sys.stderr.isatty():
         click.echo("", err=True)
     if as_json:

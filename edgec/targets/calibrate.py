@@ -194,6 +194,14 @@ def calibrate_target(agent: AgentRunner, name: str | None = None, base: str | No
                      sysfs_root: str = "/sys") -> tuple[Path, dict]:
     """Calibrate the device behind ``agent`` and write the overlay ``$EDGEC_HOME/targets/NAME.toml``; returns
     (path, document)."""
+    doc = measure_overlay(agent, name, base, quick=quick, threads=threads, progress=progress, sysfs_root=sysfs_root)
+    return write_overlay(doc, user_targets_dir()), doc
+
+
+def measure_overlay(agent: AgentRunner, name: str | None = None, base: str | None = None, *,
+                    quick: bool = False, threads: int | None = None, progress=None, sysfs_root: str = "/sys") -> dict:
+    """The overlay document of the device behind ``agent`` (measured, not written): what a cluster node sends
+    back to the driver, which writes it."""
     cache = edgec_home() / "calibration" / "bundles"
     run = calibrate(agent, quick=quick, threads=threads, cache_dir=cache, progress=progress, sysfs_root=sysfs_root)
     name = name or default_name(agent.name)
@@ -207,5 +215,4 @@ def calibrate_target(agent: AgentRunner, name: str | None = None, base: str | No
     if base == name:
         raise UsageError(f"--as {name}: an overlay cannot extend itself; give --base another profile")
     extra.setdefault("runtime", {})["threads"] = run.threads
-    doc = build_overlay(name, base, measured_tables(run, cache), extra)
-    return write_overlay(doc, user_targets_dir()), doc
+    return build_overlay(name, base, measured_tables(run, cache), extra)

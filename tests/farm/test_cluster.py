@@ -159,6 +159,23 @@ def test_farm_check_through_the_cluster(cluster, devices, known_hosts, home, cli
     assert row["runtimes"]["onnxruntime"]
 
 
+def test_targets_calibrate_measures_from_the_sites_node_and_writes_here(cluster, devices, known_hosts, home,
+                                                                        client_key, tmp_path):
+    inv = write_inventory(tmp_path / "devices.toml", {"b2": devices["b2"]}, client_key)
+    driver_home = tmp_path / "driver"  # the overlay lands in the driver's EDGEC_HOME, not the node's
+    env_home = {**os.environ, "HOME": str(home), "EDGEC_HOME": str(driver_home), "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "edgec", "targets", "calibrate", "--device", "b2", "--as", "b2-lab",
+                           "--base", "rpi4", "--quick", "--inventory", str(inv), "--json", "--cluster",
+                           cluster.address], env=env_home, cwd=home, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["name"] == "b2-lab" and doc["base"] == "rpi4"
+    assert Path(doc["path"]) == driver_home / "targets" / "b2-lab.toml" and Path(doc["path"]).is_file()
+    kernels = doc["performance"]["measured"]["kernels"]
+    assert sum(k["status"] == "ok" for k in kernels) >= 3
+    assert not (home / ".edgec" / "targets" / "b2-lab.toml").exists()  # the node wrote nothing of its own
+
+
 def test_a_sweep_survives_losing_the_worker_node(cluster, home, tiny_mobilenet_onnx, tmp_path):
     """Six variants; the worker node is killed while it compiles one: every variant still lands, once."""
     import numpy as np
