@@ -138,7 +138,15 @@ def test_the_digits_example_files_feed_a_sweep(tmp_path):
                                     str(tmp_path / "r.html"), "--json"])
     assert done.exit_code == 0, done.output
     accuracy = json.loads(done.output)["outcomes"][0]["metrics"]["accuracy"]
-    assert 10 < accuracy <= 100  # trained for one epoch: better than chance
+    # The fp32 variant scores what the source model scores on the same data, computed here with onnxruntime; one
+    # epoch reaches ~95% (untrained: ~11%, chance on 10 classes), so 50 marks a model that learned.
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(paths["model"]))
+    with np.load(paths["eval"]) as data:
+        predicted = [session.run(None, {"x": x[None]})[0].argmax() for x in data["x"]]
+        expected = 100 * float(np.mean(np.array(predicted) == data["labels"]))
+    assert accuracy == pytest.approx(expected, abs=0.2) and expected > 50
 
 
 def test_compile_report_of_a_tflite_bundle_lists_its_int8_layers(model):
