@@ -8,7 +8,8 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.unit.test_estimate_overlay import _kernel, measured_doc
+from tests.measured_tables import kernel_row as _kernel
+from tests.measured_tables import measured_doc
 
 pytestmark = [pytest.mark.integration]
 

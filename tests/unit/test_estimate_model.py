@@ -15,7 +15,10 @@ from edgec.targets.estimate import check_limits, estimate_model, latency
 from edgec.targets.microbench import KernelSpec, float_model
 from edgec.targets.model_stats import analyse
 from edgec.targets.overlay import build_overlay, write_overlay
-from tests.unit.test_estimate_overlay import _kernel, measured_doc
+from tests.measured_tables import kernel_row as _kernel
+from tests.measured_tables import measured_doc
+
+pytestmark = pytest.mark.unit
 
 
 def conv_net() -> onnx.ModelProto:
