@@ -77,7 +77,7 @@ def _make_bundle(root: Path):
     from edgec import api
 
     source = tiny_onnx(root / "bench.onnx", 512, 3)  # ~1 MB of weights
-    return api.compile(str(source), root / "bench.bundle", target="rpi4", format="onnx")
+    return api.compile(str(source), root / "bench.bundle", target="host", format="onnx")
 
 
 def _bench(farm, start_index: int, count: int, bundle, ssh, key: Path, cpu_clock) -> dict:
