@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._goals import goal, print_goals
 from edgec.examples.onnx_models import onnx_mlp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,7 +203,10 @@ def _print(rows: list[dict]) -> None:
         print(line)
 
 
-def main() -> list[dict]:
+GOAL = 0.03  # the agent's median latency within 3% of a bare runtime loop's, in both directions
+
+
+def main(argv: list[str] | None = None) -> dict:
     from edgec.device_agent import build_zipapp
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -219,12 +223,17 @@ def main() -> list[dict]:
             if runtime == "onnxruntime" and runs < 1000:  # the larger model again, power sampled on the thread
                 row = compare(name, runtime, agent, bundle, runs, _fake_hwmon(work / "sysfs"))
                 rows.append({**row, "runtime": "ort+power"})
+    print(f"goal: agent p50 within {GOAL:.0%} of the bare loop's p50 (ratio in [{1 - GOAL:.2f}, {1 + GOAL:.2f}])")
     _print(rows)
+    goals = [goal(f"{r['model']} / {r['runtime']}: agent p50 within {GOAL:.0%} of a bare loop",
+                  abs(r["p50_ratio"] - 1) <= GOAL, f"ratio {r['p50_ratio']:.3f}")
+             for r in rows if "skipped" not in r]
+    print_goals(goals)
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"benchmark": "agent", "rows": rows}, indent=2) + "\n")
+    OUT.write_text(json.dumps({"benchmark": "agent", "rows": rows, "goals": goals}, indent=2) + "\n")
     print(f"written: {OUT.relative_to(REPO)}")
-    return rows
+    return {"rows": rows, "goals": goals}
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -2,7 +2,7 @@
 
 Baseline: the same bench on one device, measured in the same run (after one uncounted warm-up device; the
 median of 3 fresh single devices). Goals (issue 7): 8 devices in at most 1.5x the
-time of one; a repeated push sends no model bytes. Each device count uses fresh devices, so every figure
+time of one, every one of them ok (a failed device ends early and would flatter the time); a repeated push sends no model bytes. Each device count uses fresh devices, so every figure
 includes the cold path (connect, agent install, runtime check, push, sha256 check on the device, benchmark).
 
 Caveat that matters for reading the ratios: here every "device" is a namespace on the same 2-core machine, so the
@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks._goals import goal, print_goals
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "farm"))
@@ -75,7 +77,7 @@ def _make_bundle(root: Path):
     from edgec import api
 
     source = tiny_onnx(root / "bench.onnx", 512, 3)  # ~1 MB of weights
-    return api.compile(str(source), root / "bench.bundle", target="rpi4", format="onnx")
+    return api.compile(str(source), root / "bench.bundle", target="host", format="onnx")
 
 
 def _bench(farm, start_index: int, count: int, bundle, ssh, key: Path, cpu_clock) -> dict:
@@ -111,15 +113,14 @@ def _repeat_push(server, bundle, ssh, key: Path) -> dict:
             "repeat_push_bytes": again.bytes_sent, "first_push_s": first.seconds, "repeat_push_s": again.seconds}
 
 
-def main() -> dict:
+def main(argv: list[str] | None = None) -> dict:
     from farm_testbed import NetnsFarm, have_root_tools, make_key
 
     from edgec.deploy.ssh import SshOptions
 
     reason = have_root_tools()
     if reason:
-        print(f"benchmarks.farm: skipped: {reason}")
-        return {}
+        return {"skipped": reason}
     cpu_clock = _TreeCpu()
     work = Path(tempfile.mkdtemp(prefix="edgec-bench-farm-"))
     os.environ.setdefault("EDGEC_HOME", str(work / "edgec_home"))
@@ -147,9 +148,15 @@ def main() -> dict:
     base = rows[0]["seconds"]
     for row in rows:
         row["ratio_vs_1"] = row["seconds"] / base
+    one, eight = rows[0], rows[1]
+    # A failed device finishes early and would flatter the wall time: the goal counts only when all 8 succeeded.
+    goals = [goal("8 devices at most 1.5x the time of one, every device ok",
+                  one["ok"] == 1 and eight["ok"] == eight["devices"] and eight["ratio_vs_1"] <= 1.5,
+                  f"{eight['ratio_vs_1']:.2f}x, {eight['ok']}/{eight['devices']} ok (baseline {one['ok']}/1 ok)"),
+             goal("a repeat push sends no model bytes", push["repeat_push_bytes"] == 0,
+                  f"{push['repeat_push_bytes']} B")]
     report = {"bench": rows, "repeat_push": push, "cpu_measured_over": cpu_clock.scope, "cores": os.cpu_count(),
-              "goals": {"8_devices_at_most_1.5x": rows[1]["ratio_vs_1"] <= 1.5,
-                        "repeat_push_sends_no_model_bytes": push["repeat_push_bytes"] == 0}}
+              "goals": goals}
     _print(report)
     out = REPO / "build" / "bench"
     out.mkdir(parents=True, exist_ok=True)
@@ -167,8 +174,8 @@ def _print(report: dict) -> None:
     push = report["repeat_push"]
     print(f"push of a {push['model_bytes']} B model: first {push['first_push_bytes']} B in {push['first_push_s']:.2f} s,"
           f" repeat {push['repeat_push_bytes']} B in {push['repeat_push_s']:.3f} s")
-    print("goals:", ", ".join(f"{k}={'met' if v else 'NOT met'}" for k, v in report["goals"].items()))
+    print_goals(report["goals"])
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._goals import goal, print_goals
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "build" / "bench" / "pruning.json"
 THREADS = 1
@@ -142,22 +144,28 @@ def _print(result: dict) -> None:
         print(f"{r['variant']:<14}{r['flops'] / 1e9:>8.3f}{r['params']:>10}{r['bytes'] / 1e6:>7.2f}"
               f"{r['latency_ms']:>8.2f}{r['flops_ratio']:>7.2f}{r['params_ratio']:>8.2f}{r['size_ratio']:>7.2f}"
               f"{r['speedup']:>6.2f}x{agreement:>8}")
+    print_goals(result["goals"])
+
+
+def _goals(result: dict) -> list[dict]:
     pruned = [r for r in result["rows"] if r["variant"].startswith(("pruned", "uniform"))]
-    met = all(r["speedup"] >= 1.3 for r in pruned)
-    speedups = ", ".join(f"{r['variant']} {r['speedup']:.2f}x" for r in pruned)
-    print(f"goal ({result['goal']}): {'met' if met else 'NOT met'} ({speedups})")
+    return [goal(f"{r['variant']}: {result['goal']}", r["speedup"] >= 1.3, f"{r['speedup']:.2f}x") for r in pruned]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="benchmarks.pruning", description=__doc__.splitlines()[0])
     parser.add_argument("--ratio", type=float, default=0.3)
     parser.add_argument("--rounds", type=int, default=7)
-    args = parser.parse_args()
+    args = parser.parse_args(argv if argv is not None else [])
     result = run(args.ratio, args.rounds)
+    result["goals"] = _goals(result)
     _print(result)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+    return result
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

@@ -11,6 +11,8 @@ noise of this machine). Every consecutive pair of runs is then judged three ways
 False positives: pairs of unchanged runs flagged. Detection: the later run's latencies scaled by 1.05/1.10/1.20
 (an injected slow-down that keeps the run's own noise), flagged. Also the time to render the report.
 
+Goals: edgec's statistic flags at most 10% of unchanged pairs and detects at least 90% of +20% slow-downs.
+
 Run: ``.venv/bin/python -m benchmarks.report``. Writes build/bench/report.json.
 """
 
@@ -21,6 +23,8 @@ import json
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks._goals import goal, print_goals
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "build" / "bench" / "report.json"
@@ -76,14 +80,18 @@ def _judge(docs: list[dict]) -> dict[str, dict[str, float]]:
     return {case: {rule: sum(v) / len(v) for rule, v in by_rule.items()} for case, by_rule in rows.items()}
 
 
-def main() -> None:
+# Goals: edgec's statistic flags at most 10% of unchanged pairs and detects at least 90% of +20% slow-downs.
+MAX_FALSE_POSITIVES, MIN_DETECTED_20 = 0.10, 0.90
+
+
+def main(argv: list[str] | None = None) -> dict:
     from edgec import api
     from edgec.deploy.results import ResultsStore
     from edgec.report import collect, render_results_report
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        bundle = api.compile(str(_model(tmp / "mlp.onnx")), tmp / "mlp", target="x86-avx2", format="onnx")
+        bundle = api.compile(str(_model(tmp / "mlp.onnx")), tmp / "mlp", target="host", format="onnx")
         options = {"runs": 200, "warmup": 20, "power": "none", "idle_s": 0.0, "threads": 1}
         docs = [api.bench(bundle.path, **options).result for _ in range(REPEATS)]
         rates = _judge(docs)
@@ -101,10 +109,19 @@ def main() -> None:
     for case, by_rule in rates.items():
         print(f"{case:30}" + "".join(f"{by_rule[r]:>12.0%}" for r in rules))
     print(f"report of {REPEATS} runs rendered in {render_s:.2f} s")
+    false_positives, detected = rates["unchanged (false positive)"]["edgec"], rates["+20% (detected)"]["edgec"]
+    goals = [goal(f"edgec flags at most {MAX_FALSE_POSITIVES:.0%} of unchanged pairs",
+                  false_positives <= MAX_FALSE_POSITIVES, f"{false_positives:.0%}"),
+             goal(f"edgec detects at least {MIN_DETECTED_20:.0%} of +20% slow-downs", detected >= MIN_DETECTED_20,
+                  f"{detected:.0%}")]
+    print_goals(goals)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"repeats": REPEATS, "medians_ms": medians, "flag_rates": rates,
-                               "render_s": render_s}, indent=2, sort_keys=True) + "\n")
+                               "render_s": render_s, "goals": goals}, indent=2, sort_keys=True) + "\n")
+    return {"flag_rates": rates, "goals": goals}
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

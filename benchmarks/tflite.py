@@ -6,13 +6,16 @@ Rows, each measured in the same run on this machine:
 
 * float ORT: edgec's float ONNX bundle on onnxruntime (the baseline of every ratio);
 * edgec ONNX INT8: ``edgec compile --format onnx --quantize int8`` with the calibration set;
-* edgec TFLite fp32 / INT8: ``edgec compile --format tflite`` (rpi4 profile: int8 I/O), same calibration set;
+* edgec TFLite fp32 / INT8: ``edgec compile --format tflite`` (``host`` profile), same calibration set;
 * plain onnx2tf: ``onnx2tf.convert`` with its defaults on the torch-exported ONNX (its float32 file and its
   full-integer file, calibrated the way onnx2tf does by default: its 20 sample images normalised with ImageNet
   mean/std; here those images are a local seeded stand-in, as onnx2tf's download is not possible offline).
   It runs on a copy in a temporary directory. A model it cannot convert is reported as such.
 
 Latency: single thread, batch 1, median of interleaved runs, as a ratio to float ORT. Size: model file bytes.
+Goals: edgec's TFLite fp32 agrees with float ORT on >= 99% of top-1 answers; edgec's TFLite INT8 is no slower
+than plain onnx2tf's full-integer file where that one runs; on digits, edgec's TFLite INT8 accuracy is within 2
+points of float ORT's.
 Run: ``.venv/bin/python -m benchmarks.tflite [--quick]``. Writes build/bench/tflite.json.
 """
 
@@ -30,6 +33,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks._goals import goal, print_goals
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "build" / "bench" / "tflite.json"
@@ -146,7 +151,7 @@ def _quality(reference: np.ndarray, got: np.ndarray, labels) -> dict:
 def _compile(source: str, out: Path, **options) -> Path:
     from edgec import api
 
-    return api.compile(source, out, force=True, target="rpi4", **options).path
+    return api.compile(source, out, force=True, target="host", **options).path
 
 
 def bench_case(name: str, source: str, shape: dict, calib: np.ndarray, test: np.ndarray, labels, tmp: Path,
@@ -224,10 +229,31 @@ def main(argv: list[str] | None = None) -> dict:
         results["cases"]["digits CNN"] = bench_case(
             "digits", str(pt2), {}, xt[:256], xe, ye, tmp, _export_onnx(model, xt[:2], tmp / "digits.onnx"),
             rounds * 5)
+    results["goals"] = _goals(results)
     _print(results)
+    print_goals(results["goals"])
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     return results
+
+
+def _goals(results: dict) -> list[dict]:
+    goals = []
+    for case, data in results["cases"].items():
+        rows = {r["variant"]: r for r in data["rows"]}
+        fp32, int8 = rows["edgec TFLite fp32"], rows["edgec TFLite INT8"]
+        goals.append(goal(f"{case}: edgec TFLite fp32 top-1 agreement with float ORT >= 99%",
+                          fp32["top1_agreement"] >= 0.99, f"{fp32['top1_agreement']:.3f}"))
+        plain = next((r for name, r in rows.items() if name.startswith("plain onnx2tf") and "int" in name), None)
+        if plain is not None:
+            goals.append(goal(f"{case}: edgec TFLite INT8 no slower than {plain['variant']}",
+                              int8["latency_ms"] <= plain["latency_ms"],
+                              f"{int8['latency_ms']:.3f} ms vs {plain['latency_ms']:.3f} ms"))
+        if "accuracy" in int8:
+            drop = 100 * (rows["float ORT"]["accuracy"] - int8["accuracy"])
+            goals.append(goal(f"{case}: edgec TFLite INT8 accuracy within 2 points of float", drop <= 2.0,
+                              f"{drop:+.2f} points"))
+    return goals
 
 
 def _print(results: dict) -> None:

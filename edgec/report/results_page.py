@@ -58,14 +58,14 @@ def _summary(data: ReportData, changes: dict) -> str:
             if latest is None:
                 rows.append([*base, f'<span class="badge error">error</span> {esc(runs[-1].error)}', "", "", ""])
                 classes.append("error")
-                details.append([esc(info.label), str(len(runs)), _when(runs[-1])] + [""] * 4)
+                details.append([_bundle_cell(info), str(len(runs)), _when(runs[-1])] + [""] * 4)
                 continue
             doc, lat = latest.result, latest.result["latency_ms"]
             peak = (doc.get("memory") or {}).get("rss_peak_bytes")
             rows.append([*base, ms(lat["p50"]), ms(lat["p99"]), fmt(doc.get("throughput_ips"), ".1f"),
                          _energy_cell(doc.get("power"))])
             classes.append("bad" if (bundle_id, device) in flagged else "")
-            details.append([esc(info.label), str(len(runs)), _when(latest), ms(lat["p90"]), ms(lat["mean"]),
+            details.append([_bundle_cell(info), str(len(runs)), _when(latest), ms(lat["p90"]), ms(lat["mean"]),
                             ms(lat["stdev"]), "-" if peak is None else f"{peak / 2**20:.1f} MiB"])
         parts.append(f"<h3>Device {esc(device)}</h3>"
                      + table(headers, rows, classes, numeric={3, 4, 5, 6, 7}, css="small")

@@ -108,9 +108,18 @@ def test_farm_bench_json_is_one_document_and_quiet_on_a_pipe(sshd, home, bundles
     assert json.loads(shown.stdout)["result"]["bundle_id"] == bundles["small"].bundle_id
     listed = edgec(home, "results", "list", "--farm-run", doc["farm_run"])
     assert listed.returncode == 0 and "RuntimeMissingError" in listed.stdout
-    run_id = str(by_name["good"]["run_id"])
-    compared = json.loads(edgec(home, "results", "compare", run_id, run_id, "--json").stdout)
-    assert compared["same_bundle"] and compared["metrics"][0]["ratio"] == 1.0
+    again = edgec(home, "bench", str(bundles["small"].path), "--device", "good", "--inventory", str(inv),
+                  "--runs", "20", "--idle", "0", "--json")
+    assert again.returncode == 0, again.stderr
+    first = by_name["good"]["result"]["latency_ms"]["mean"]
+    second = json.loads(again.stdout)["latency_ms"]["mean"]
+    (latest, *_) = json.loads(edgec(home, "results", "list", "--device", "good", "--json").stdout)
+    assert latest["id"] != by_name["good"]["run_id"]
+    compared = json.loads(edgec(home, "results", "compare", str(by_name["good"]["run_id"]), str(latest["id"]),
+                                "--json").stdout)
+    mean = next(m for m in compared["metrics"] if m["metric"] == "latency_ms_mean")
+    assert compared["same_bundle"] and (mean["base"], mean["other"]) == pytest.approx((first, second))
+    assert mean["ratio"] == pytest.approx(second / first, rel=1e-3)
     check = edgec(home, "farm", "check", "--inventory", str(inv), "--json")
     rows = {r["device"]: r for r in json.loads(check.stdout)}
     assert check.returncode == 0
@@ -127,9 +136,11 @@ def test_farm_bench_json_is_one_document_and_quiet_on_a_pipe(sshd, home, bundles
 
 def test_ctrl_c_stops_the_farm_and_keeps_finished_results(sshd, home, bundles, device_python, tmp_path):
     stuck = tmp_path / "stuck-python"  # a device whose benchmark never ends
+    benching = tmp_path / "stuck-is-benching"  # touched when the stuck device is asked to bench
     stuck.write_text(  # the agent's serve session hangs once it is asked to bench
         '#!/bin/sh\ncase "$*" in *serve*)\n'
-        '  while IFS= read -r line; do case "$line" in *\'"bench"\'*) sleep 300;; esac; printf "%s\\n" "$line"; done'
+        f'  while IFS= read -r line; do case "$line" in *\'"bench"\'*) touch {benching}; sleep 300;; esac; '
+        'printf "%s\\n" "$line"; done'
         f' | {device_python} "$@"; exit;;\nesac\nexec {device_python} "$@"\n')
     stuck.chmod(0o755)
     servers = [sshd(f"d{i}") for i in range(3)]
@@ -140,12 +151,14 @@ def test_ctrl_c_stops_the_farm_and_keeps_finished_results(sshd, home, bundles, d
                              "--inventory", str(inv), "--trust-new-host", "--runs", "20"],
                             env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = home / ".edgec" / "results.db"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # liveness only: the two fast devices finish and the stuck one is benching
     while time.monotonic() < deadline:
-        if db.exists() and sqlite3.connect(db).execute("SELECT count(*) FROM runs").fetchone()[0] == 2:
+        if (benching.exists() and db.exists()
+                and sqlite3.connect(db).execute("SELECT count(*) FROM runs").fetchone()[0] == 2):
             break
         time.sleep(0.2)
-    time.sleep(0.5)
+    else:
+        pytest.fail("the fast devices did not finish or the stuck one was never asked to bench")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err

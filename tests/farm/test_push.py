@@ -114,7 +114,9 @@ def test_link_down_mid_transfer_is_freed_by_the_stall_watchdog(netns_farm, clien
 
         with pytest.raises(TransferError, match=r"stalled .*no progress for 3 s"):
             push_bundle(conn, bundles["big"], progress=cut)
-        assert time.monotonic() - state["t"] < ssh_opts.stall_timeout + 5
+        # The message proves the watchdog (3 s) fired; the bound only proves it freed the push (a hung sftp.put
+        # never returns), so it is generous: the machine may be loaded.
+        assert time.monotonic() - state["t"] < 60
     netns_farm.link(server, up=True)
     with connect(server.device(client_key, "d1").ssh_target(), ssh_opts) as conn:
         assert bundles["big"].bundle_id not in store_listing(conn)
@@ -197,8 +199,9 @@ def test_a_link_that_stays_down_fails_after_the_resume_attempts(netns_farm, clie
         start = time.monotonic()
         with pytest.raises(TransferError, match=r"d1 .*stalled .*reconnecting to resume failed: .*cannot connect"):
             push_bundle(conn, bundles["big"], progress=outage)
-        bound = ssh_opts.stall_timeout + (ssh_opts.retries + 1) * ssh_opts.connect_timeout + 5
-        assert time.monotonic() - start < bound
+        # Liveness, not speed: 3 s stall + 2 connect attempts of 5 s would be ~13 s; a push that kept retrying or
+        # hung would never return.
+        assert time.monotonic() - start < 120
 
 
 def test_a_connection_closed_on_purpose_is_not_resumed(sshd, client_key, ssh_opts, bundles):

@@ -14,7 +14,7 @@ from edgec.bundle import Bundle
 from edgec.cli import cli
 from edgec.deploy.results import ResultsStore
 from edgec.report import render_compile_report
-from edgec.report.html import fmt, ms
+from edgec.report.html import fmt
 from edgec.report.layers import layer_sizes
 
 pytestmark = pytest.mark.xdist_group("report_sweep")
@@ -81,7 +81,7 @@ def test_a_sweep_compiles_scores_benchmarks_and_reports_every_variant(model):
             assert stored["result"]["manifest"]["report"]["size"]["model_bytes"] > 0
             assert row[3] == outcome["bundle_id"][:12] and row[6] == fmt(outcome["metrics"].get("accuracy"), ".2f")
             cells = next(c for _, c in summary[1:] if c[0].startswith(label + " "))
-            assert cells[6] == ms(stored["result"]["latency_ms"]["p50"])
+            assert float(cells[6]) == pytest.approx(stored["result"]["latency_ms"]["p50"], rel=5e-4)
     assert "<h3>mlp on local</h3>" in html  # the variants' accuracy/latency/size plot and Pareto table
 
 
@@ -138,7 +138,15 @@ def test_the_digits_example_files_feed_a_sweep(tmp_path):
                                     str(tmp_path / "r.html"), "--json"])
     assert done.exit_code == 0, done.output
     accuracy = json.loads(done.output)["outcomes"][0]["metrics"]["accuracy"]
-    assert 10 < accuracy <= 100  # trained for one epoch: better than chance
+    # The fp32 variant scores what the source model scores on the same data, computed here with onnxruntime; one
+    # epoch reaches ~95% (untrained: ~11%, chance on 10 classes), so 50 marks a model that learned.
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(paths["model"]))
+    with np.load(paths["eval"]) as data:
+        predicted = [session.run(None, {"x": x[None]})[0].argmax() for x in data["x"]]
+        expected = 100 * float(np.mean(np.array(predicted) == data["labels"]))
+    assert accuracy == pytest.approx(expected, abs=0.2) and expected > 50
 
 
 def test_compile_report_of_a_tflite_bundle_lists_its_int8_layers(model):

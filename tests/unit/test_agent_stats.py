@@ -10,6 +10,8 @@ from edgec.device_agent.options import BenchOptions
 from edgec.device_agent.stats import latency_stats
 from edgec.errors import UsageError
 
+pytestmark = pytest.mark.unit
+
 
 def test_latency_stats_match_numpy():
     rng = np.random.default_rng(3)

@@ -10,6 +10,8 @@ import pytest
 from edgec.bundle import MANIFEST_NAME, SCHEMA_VERSION, Bundle, manifest_bytes, sha256_file, write_atomically
 from edgec.errors import BundleError, UsageError
 
+pytestmark = pytest.mark.unit
+
 
 def _fill(directory):
     (directory / "model.onnx").write_bytes(b"model-bytes")

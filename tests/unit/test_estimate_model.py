@@ -17,6 +17,8 @@ from edgec.targets.model_stats import analyse
 from edgec.targets.overlay import build_overlay, write_overlay
 from tests.support.measured import _kernel, measured_doc
 
+pytestmark = pytest.mark.unit
+
 
 def conv_net() -> onnx.ModelProto:
     """x[1,3,8,8] -> Conv 3x3 (4 out, pad 1) -> Relu -> Reshape -> Conv 1x1 (8 out) -> y."""

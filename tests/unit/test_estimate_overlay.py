@@ -11,6 +11,8 @@ from edgec.targets import list_profiles, load_profile
 from edgec.targets.overlay import build_overlay, dump_toml, write_overlay
 from tests.support.measured import measured_doc
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgec import ir as edgec_ir
 from edgec.compiler.passes.fold_batchnorm import FoldBatchNorm
+
+pytestmark = pytest.mark.unit
 
 
 def _model(bn_after_conv: bool = True) -> onnx.ModelProto:

@@ -5,6 +5,8 @@ import pytest
 from edgec.compiler.frontends import parse_input_shapes
 from edgec.errors import UsageError
 
+pytestmark = pytest.mark.unit
+
 
 def test_parses_repeated_shapes():
     assert parse_input_shapes(["x=1x3x224x224", "mask=1x10"]) == {"x": [1, 3, 224, 224], "mask": [1, 10]}

@@ -1,6 +1,10 @@
 """Pareto fronts on constructed cases: directions, ties, missing values, three objectives."""
 
+import pytest
+
 from edgec.report.pareto import dominates, pareto_front
+
+pytestmark = pytest.mark.unit
 
 
 def test_two_objectives_both_minimised():

@@ -15,6 +15,8 @@ import pytest
 from edgec.device_agent.power import PowerMeter, select_source
 from edgec.device_agent.power.estimated import EstimatedSource
 
+pytestmark = pytest.mark.unit
+
 
 def put(root, rel: str, value) -> None:
     path = os.path.join(str(root), rel)

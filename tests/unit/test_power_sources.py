@@ -13,6 +13,8 @@ from edgec.device_agent.power.estimated import parse_model
 from edgec.device_agent.power.rapl import unwrap_delta
 from edgec.errors import UsageError
 
+pytestmark = pytest.mark.unit
+
 
 def put(root, rel: str, value) -> None:
     """Write one sysfs attribute atomically (a reader never sees a half-written file)."""

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from edgec.errors import TargetError
 from edgec.targets import list_profiles, load_profile
 from edgec.targets.host import read_cpu_flags
+
+pytestmark = pytest.mark.unit
 
 BUILTIN = ["rpi4", "rpi5", "jetson-orin-nano", "x86-avx2", "x86-avx512-vnni", "android-arm64"]
 
@@ -36,12 +41,34 @@ def test_list_includes_builtins_and_host():
 
 
 def test_host_is_detected_from_this_machine():
+    """Against /proc/cpuinfo read here, not through the detector's own parser."""
     host = load_profile("host")
-    model, features = read_cpu_flags()
-    assert host.cpu.model == model
-    assert set(host.cpu.isa_features) == features
+    fields = [line.partition(":") for line in Path("/proc/cpuinfo").read_text().splitlines()]
+    model = next((v.strip() for k, _, v in fields if k.strip() == "model name"), None)
+    flags = set(next((v for k, _, v in fields if k.strip() in ("flags", "Features")), "").split())
+    if model:
+        assert host.cpu.model == model
+    for spellings, feature in ((["avx2"], "avx2"), (["fma"], "fma"), (["avx512f"], "avx512f"),
+                               (["avx512_vnni", "avx512vnni"], "avx512_vnni"), (["asimd"], "asimd"),
+                               (["asimddp"], "dotprod")):
+        assert (feature in host.cpu.isa_features) == bool(flags.intersection(spellings)), (feature, sorted(flags))
+    assert host.cpu.cores == len(os.sched_getaffinity(0))
     assert host.base in BUILTIN
     assert host.memory.ram_mb > 256
+
+
+@pytest.mark.parametrize("text, features", [
+    ("Processor\t: ARMv7\nmodel name\t: Cortex-A72\nFeatures\t: fp asimd evtstrm crc32 cpuid\n",
+     {"asimd", "neon", "crc32"}),
+    ("model name\t: Cortex-A76\nFeatures\t: fp asimd asimdhp asimddp crc32\n",
+     {"asimd", "neon", "fp16", "dotprod", "crc32"}),
+    ("model name\t: Xeon\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512bw avx512_vnni\n",
+     {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"}),
+])
+def test_cpu_flags_map_to_profile_features(tmp_path, text, features):
+    (tmp_path / "cpuinfo").write_text(text)
+    model, found = read_cpu_flags(str(tmp_path / "cpuinfo"))
+    assert found == features and model == text.split("model name\t: ")[1].split("\n")[0]
 
 
 def _write(tmp_path, text, name="board.toml"):

@@ -16,6 +16,8 @@ from edgec.compiler.passes.sparsify_weights import SparsifyWeights
 from edgec.compiler.stages.compress import load_rules
 from edgec.errors import UsageError
 
+pytestmark = pytest.mark.unit
+
 RNG = np.random.default_rng(0)
 
 

@@ -9,6 +9,8 @@ from edgec.report import write_report
 from edgec.report.data import describe_precision
 from edgec.report.html import generic, ms, page
 
+pytestmark = pytest.mark.unit
+
 
 def test_unknown_report_sections_render_as_tables_and_lists():
     section = {"summary": "2 layers kept in float",

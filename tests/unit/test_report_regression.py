@@ -6,6 +6,8 @@ import pytest
 from edgec.device_agent.stats import latency_samples, latency_stats
 from edgec.report.regression import MIN_CHANGE, compare_latency, history_threshold
 
+pytestmark = pytest.mark.unit
+
 
 def doc(samples_ms, keep_samples=True):
     ns = [round(x * 1e6) for x in samples_ms]

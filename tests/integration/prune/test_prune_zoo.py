@@ -1,8 +1,9 @@
 """Filter pruning on the model-zoo graph structures the installed ``onnx`` package ships (weights are fills).
 
 Graph validity only: every pruned graph passes the full ONNX checker, runs in onnxruntime with the original output
-shape, and converts to TFLite through edgec's emitter. ShuffleNet's channel shuffles and grouped convs leave
-nothing safely prunable: the test checks that it is left alone with the reasons in the notes.
+shape, and converts to TFLite through edgec's emitter (a failure there fails the test: no graph is a known
+limitation). ShuffleNet's channel shuffles and grouped convs leave nothing safely prunable: the test checks that it
+is left alone with the reasons in the notes.
 """
 
 from __future__ import annotations
@@ -69,17 +70,9 @@ def test_pruned_zoo_graph_converts_to_tflite(pruned_zoo, name, tmp_path):
     if name in HEAVY and os.environ.get("EDGEC_PRUNE_ZOO_TFLITE") != "all":
         pytest.skip("large zoo graph: set EDGEC_PRUNE_ZOO_TFLITE=all to convert it (minutes)")
     path = pruned_zoo[name][0]
-    try:
-        bundle = api.compile(str(path), tmp_path / name, target="host", format="tflite", quantize="none")
-    except Exception as exc:  # show that the unpruned graph fails the same way (then it is not pruning's fault)
-        unpruned = tmp_path / f"{name}_float.onnx"
-        model = float_ir(os.path.join(ZOO, f"light_{name}.onnx"))
-        model.ir_version = max(model.ir_version, 8)  # as the pruning pass does (IR 3 wants initializers as inputs)
-        onnx.save(ir.to_proto(model), str(unpruned))
-        with pytest.raises(type(exc)) as same:
-            api.compile(str(unpruned), tmp_path / f"{name}_float", target="host", format="tflite", quantize="none")
-        assert str(same.value) == str(exc)
-        pytest.xfail(f"the unpruned {name} fails the TFLite emitter the same way: {type(exc).__name__}: {exc}")
+    # No known limitation: the catch-all xfail this replaced hid nothing (shufflenet, squeezenet and inception_v1
+    # convert; the heavy three were measured converting). A graph that stops converting fails here.
+    bundle = api.compile(str(path), tmp_path / name, target="host", format="tflite", quantize="none")
     assert bundle.model_path.suffix == ".tflite" and bundle.model_path.stat().st_size > 0
     stage = next(c for c in bundle.manifest["report"]["verification"] if c["stage"] == "emitted tflite")
     assert stage["max_rel_diff"] <= 1e-4

@@ -7,6 +7,8 @@ import pytest
 from edgec.deploy.inventory import Device, load_inventory, resolve_device, select_devices
 from edgec.errors import InputError, UsageError
 
+pytestmark = pytest.mark.unit
+
 GOOD = """
 [[device]]
 name = "pi-1"

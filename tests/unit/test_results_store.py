@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
-from edgec.deploy.results import MIGRATIONS, SCHEMA_VERSION, ResultsStore
+from edgec.deploy.results import SCHEMA_VERSION, ResultsStore
 from edgec.errors import DeviceError, ResultsError
+
+pytestmark = pytest.mark.unit
+DATA = Path(__file__).parent / "data"
 
 
 def result(mean: float, bundle: str = "ab" * 32) -> dict:
@@ -38,16 +42,19 @@ def test_record_list_show_compare(tmp_path):
 
 def test_an_old_database_migrates_forward_keeping_its_rows(tmp_path):
     path = tmp_path / "old.db"
-    db = sqlite3.connect(path)  # what edgec with schema 1 wrote
-    db.executescript(MIGRATIONS[0] + "PRAGMA user_version = 1;")
-    db.execute("INSERT INTO runs (created_at, bundle_id, device, status, latency_ms_mean) "
-               "VALUES ('2026-01-01T00:00:00+00:00', 'ef', 'old-pi', 'ok', 5.0)")
-    db.commit()
+    db = sqlite3.connect(path)  # what edgec with schema 1 wrote: frozen SQL, not today's MIGRATIONS[0]
+    db.executescript((DATA / "results-v1.sql").read_text())
     db.close()
     with ResultsStore(path) as store:
         rows = store.list()
-        assert [(r["device"], r["latency_ms_mean"], r["farm_run"]) for r in rows] == [("old-pi", 5.0, None)]
-        store.record(bundle_id="ef", device="new-pi", result=result(1.0), farm_run="f2")
+        assert [(r["device"], r["status"], r["latency_ms_mean"], r["farm_run"]) for r in rows] == [
+            ("old-pi2", "error", None, None), ("old-pi", "ok", 5.0, None)]
+        old = store.get(rows[1]["id"])
+        assert old["result"]["latency_ms"]["p90"] == 6.0 and old["address"] == "10.0.0.7"
+        assert store.get(rows[0]["id"])["error_message"] == "old-pi2: connection refused"
+        new = store.record(bundle_id="ef" * 32, device="new-pi", result=result(1.0), farm_run="f2")
+        assert store.get(new)["farm_run"] == "f2" and store.get(new)["agent_version"] == "0123456789abcdef"
+        assert store.compare(rows[1]["id"], new)["same_bundle"]
     version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
     assert version == SCHEMA_VERSION == 2
 
