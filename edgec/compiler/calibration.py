@@ -6,7 +6,8 @@ Three kinds of source, all served as a ``CalibrationSet`` that reads samples on 
   adds ``labels``); rows are read straight from the archive member, a batch at a time;
 * a directory of images (``.png``, ``.jpg``, ...; sorted by name) with a ``--preprocess`` spec such as
   ``resize=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225,layout=nchw`` (needs Pillow);
-* ``file.py:function`` (or ``module:function``): a function returning an iterable of ``{input name: array}``
+* ``file.py:function`` (or ``module:function``; runs that code, and is taken only when written in that form, see
+  ``frontends.code_spec``): a function returning an iterable of ``{input name: array}``
   dicts, one sample each (a leading batch axis of 1 is accepted); it is called again for each pass over the data.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgec.compiler.frontends import code_spec
 from edgec.errors import CalibrationDataError, UnsafeInputError, UsageError
 
 __all__ = ["MIN_SAMPLES", "CalibrationSet", "load_samples", "parse_preprocess"]
@@ -312,7 +314,7 @@ def load_samples(path: str | Path, inputs: list[dict], need_labels: bool = False
     path = Path(spec)
     if path.is_dir():
         samples = _load_images(path, inputs, preprocess)
-    elif not path.exists() and ":" in spec:
+    elif code_spec(spec) is not None:
         samples = _load_function(spec, inputs)
     elif not path.exists():
         raise CalibrationDataError(f"{path}: no such file")

@@ -2,7 +2,10 @@
 
 ``lower(spec, input_shapes)`` picks the front-end from what the file is (its content, not only its name):
 ONNX, Keras (.keras, .h5, SavedModel directory), PyTorch (torch.export .pt2, TorchScript, ``file.py:factory``).
-Pickled whole-model ``.pt``/``.pth`` files are refused: loading one runs arbitrary code.
+Pickled whole-model ``.pt``/``.pth`` files are refused: loading one runs arbitrary code. Other model files are
+checked for constructs that run code before their framework loads them (``_safety``) unless ``trust_source``.
+``file.py:factory`` / ``module:factory`` (``code_spec``) run the user's code by design; such a spec is taken only
+when written in exactly that form, never as a fallback for a path that does not exist.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import onnx_ir as ir
 
 from edgec.errors import InputError, UnsafeInputError, UsageError
 
-__all__ = ["SourceModel", "detect_kind", "lower", "parse_input_shapes"]
+__all__ = ["SourceModel", "code_spec", "detect_kind", "lower", "parse_input_shapes"]
 
 Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
 
@@ -79,15 +82,26 @@ def _zip_kind(path: Path) -> str:
     return "zip"
 
 
+_CODE_SPEC_RE = re.compile(r"(?P<target>[^:]+\.py|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<func>[A-Za-z_]\w*)")
+
+
+def code_spec(spec: str) -> tuple[str, str] | None:
+    """``(file.py or module, function)`` when ``spec`` is written as ``file.py:function`` or ``module:function``
+    and names no existing file; None otherwise (it is then a path, and a missing one is an error)."""
+    match = _CODE_SPEC_RE.fullmatch(spec)
+    if match is None or Path(spec).exists():
+        return None
+    return match.group("target"), match.group("func")
+
+
 def detect_kind(spec: str) -> str:
     """What kind of source ``spec`` names; raises InputError for missing files and unknown kinds."""
     path = Path(spec)
-    if not path.exists() and ":" in spec:
-        module, _, func = spec.rpartition(":")
-        if func.isidentifier() and (module.endswith(".py") or re.fullmatch(r"[\w.]+", module)):
-            if module.endswith(".py") and not Path(module).is_file():
-                raise InputError(f"{module}: file not found (from {spec!r})")
-            return "torch-factory"
+    code = code_spec(spec)
+    if code is not None:
+        if code[0].endswith(".py") and not Path(code[0]).is_file():
+            raise InputError(f"{code[0]}: file not found (from {spec!r})")
+        return "torch-factory"
     if not path.exists():
         raise InputError(f"{spec}: no such file or directory")
     if path.is_dir():
@@ -122,8 +136,8 @@ def _looks_like_onnx(path: Path) -> bool:
     return bool(proto.graph.node)
 
 
-def lower(spec: str, input_shapes: dict[str, list[int]] | None = None) -> SourceModel:
-    """Lower the source model named by ``spec`` to the IR."""
+def lower(spec: str, input_shapes: dict[str, list[int]] | None = None, trust_source: bool = False) -> SourceModel:
+    """Lower the source model named by ``spec`` to the IR; ``trust_source`` lets the file's own code run."""
     kind = detect_kind(spec)
     input_shapes = input_shapes or {}
     if kind == "onnx":
@@ -133,7 +147,7 @@ def lower(spec: str, input_shapes: dict[str, list[int]] | None = None) -> Source
     if kind in ("keras", "keras-h5", "savedmodel"):
         from edgec.compiler.frontends.keras import lower_keras
 
-        return lower_keras(Path(spec), kind, input_shapes)
+        return lower_keras(Path(spec), kind, input_shapes, trust_source)
     from edgec.compiler.frontends.pytorch import lower_pytorch
 
-    return lower_pytorch(spec, kind, input_shapes)
+    return lower_pytorch(spec, kind, input_shapes, trust_source)
