@@ -19,7 +19,7 @@ from edgec.bundle import Bundle
 from edgec.deploy.inventory import Device, edgec_home
 from edgec.deploy.push import install_agent, push_bundle
 from edgec.deploy.ssh import Connection, SshOptions, connect
-from edgec.device_agent.client import parse_output
+from edgec.device_agent.client import check_result, parse_output
 from edgec.device_agent.options import BenchOptions
 from edgec.errors import DeviceError, RuntimeMissingError
 
@@ -170,6 +170,7 @@ def bench_on_device(device: Device, bundle: Bundle, options: BenchOptions, ssh: 
                                  progress=lambda sent, total: stage("pushing", f"{100 * sent // total}%"))
             stage("benchmarking", "")
             result = session.request("bench", timeout=timeout, bundle=report.remote_dir, **options.as_dict())
+            check_result(result, conn.target.label)
         finally:
             session.close()
         return RemoteBench(result, report.bytes_sent, report.remote_dir, info.get("agent_version"),

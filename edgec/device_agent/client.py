@@ -10,8 +10,9 @@ import json
 
 from edgec import errors
 from edgec.device_agent.options import BenchOptions
+from edgec.device_agent.schema import result_problem
 
-__all__ = ["bench_argv", "parse_output"]
+__all__ = ["bench_argv", "check_result", "parse_output"]
 
 
 def bench_argv(agent: str, bundle: str, options: BenchOptions, python: str = "python3") -> list[str]:
@@ -39,6 +40,14 @@ def _error(doc: dict, where: str) -> errors.EdgecError:
     return errors.DeviceError(f"{where}: agent failed: {doc.get('type')}: {doc.get('message')}")
 
 
+def check_result(doc: dict, where: str) -> dict:
+    """``doc`` when it is a sound BenchResult document; DeviceError naming the first bad field otherwise."""
+    problem = result_problem(doc)
+    if problem is not None:
+        raise errors.DeviceError(f"{where}: the agent's result is malformed ({problem}); the run is not counted")
+    return doc
+
+
 def parse_output(stdout: str, returncode: int, stderr: str = "", where: str = "agent") -> dict:
     """The agent's JSON document; raises the EdgecError it reported, or DeviceError when it said nothing usable."""
     lines = [line for line in stdout.splitlines() if line.strip()]
@@ -51,4 +60,4 @@ def parse_output(stdout: str, returncode: int, stderr: str = "", where: str = "a
     if returncode != 0 or not isinstance(doc, dict):
         last = (stderr.strip().splitlines() or ["no output"])[-1]
         raise errors.DeviceError(f"{where}: the agent exited with code {returncode} without a result ({last})")
-    return doc
+    return check_result(doc, where) if doc.get("kind") == "edgec.bench_result" else doc
