@@ -107,7 +107,7 @@ def test_a_non_image_and_a_truncated_npz_are_calibration_errors(tmp_path, capsys
     with zipfile.ZipFile(tmp_path / "short.npz", "w") as archive:  # a readable zip, a member cut short
         archive.writestr("x.npy", member[:len(member) - 40])
     for calibration, match in ((images, "not a readable image"), (tmp_path / "short.npz", "truncated")):
-        code, out, err = _run(["compile", str(bundle_src), "-o", str(tmp_path / "out"), "--format", "onnx",
+        code, _, err = _run(["compile", str(bundle_src), "-o", str(tmp_path / "out"), "--format", "onnx",
                                "--quantize", "int8", "--calibration", str(calibration)], capsys)
         lines = [line for line in err.splitlines() if line.strip()]
         assert code == 3 and len(lines) == 1 and match in lines[0], err
