@@ -42,6 +42,8 @@ that is present must have its type (numbers are numbers, not strings; lists and 
 document that fails is stored as an error of that run (``InvalidResult``), never as a result.
 """
 
+from __future__ import annotations
+
 SCHEMA_VERSION = 1
 MAX_SAMPLES = 100_000
 
