@@ -161,3 +161,29 @@ def test_good_models_still_load(seed_h5, keras_cnn_file, tiny_mobilenet_pt2):
 
     for path in (seed_h5, keras_cnn_file, tiny_mobilenet_pt2):
         assert lower(str(path)).model.graph.outputs, path
+
+
+@pytest.mark.parametrize("location", ["../secret.bin", "ABSOLUTE"])
+def test_onnx_external_data_outside_the_model_directory_is_refused(location, tmp_path, capsys):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"S" * 32)
+    weight = numpy_helper.from_array(np.zeros(8, np.float32), "w")
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", str(secret) if location == "ABSOLUTE" else location), ("length", "32")):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "g", [],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8])], [weight])
+    (tmp_path / "m").mkdir()
+    model = tmp_path / "m" / "model.onnx"
+    model.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString())
+    assert onnx.load(str(model), load_external_data=False).graph.initializer[0].external_data
+    line = _refused(["compile", str(model), "-o", str(tmp_path / "out"), "--format", "onnx"], capsys,
+                    match=["model.onnx"])
+    assert "outside" in line or "absolute path" in line  # onnx's own check, kept as the reason
+    assert not (tmp_path / "out").exists() and "SSSS" not in line
