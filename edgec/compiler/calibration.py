@@ -32,6 +32,7 @@ __all__ = ["MIN_SAMPLES", "CalibrationSet", "load_samples", "parse_preprocess"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 # Fewest calibration samples each range method gives stable ranges with (histogram methods need more).
 MIN_SAMPLES = {"minmax": 8, "mse": 16, "entropy": 32, "percentile": 32}
+MAX_ROW_BYTES = 256 << 20  # one sample of one input (or the whole labels array), checked from the .npy header
 
 Reader = Callable[[int, int], list]  # (start, stop) -> one array per input holding samples start..stop-1
 
@@ -142,6 +143,9 @@ class _NpyMember:
             raise CalibrationDataError(f"{path}: array {member[:-4]!r} is Fortran-ordered, a scalar or holds "
                                        "Python objects; save it with np.savez from a C-ordered numeric array")
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        if self.row_bytes > MAX_ROW_BYTES:
+            raise CalibrationDataError(f"{path}: array {member[:-4]!r} declares {self.row_bytes} bytes per sample "
+                                       f"(shape {list(self.shape)}); the limit is {MAX_ROW_BYTES}")
         if self.row_bytes * self.shape[0] != size - self.header_size:  # checked before anything is allocated
             raise CalibrationDataError(f"{path}: array {member[:-4]!r} declares shape {list(self.shape)} "
                                        f"({self.row_bytes * self.shape[0]} bytes) but holds {size - self.header_size}"
@@ -168,6 +172,9 @@ def _open_npz(path: Path) -> tuple[dict[str, _NpyMember], np.ndarray | None]:
     except Exception as exc:  # zipfile/format errors of a corrupt file
         raise CalibrationDataError(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from None
     labels = arrays.pop("labels", None)
+    if labels is not None and labels.row_bytes * labels.shape[0] > MAX_ROW_BYTES:
+        raise CalibrationDataError(f"{path}: 'labels' declares shape {list(labels.shape)}, more than "
+                                   f"{MAX_ROW_BYTES} bytes")
     return arrays, (labels.rows(0, labels.shape[0]) if labels is not None else None)
 
 
