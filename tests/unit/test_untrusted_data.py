@@ -34,4 +34,4 @@ def _npz(path, members: dict) -> None:
 def test_lying_headers_are_calibration_errors(members, match, tmp_path):
     _npz(tmp_path / "c.npz", members)
     with pytest.raises(CalibrationDataError, match=match):
-        load_samples(tmp_path / "c.npz", INPUTS).arrays
+        load_samples(tmp_path / "c.npz", INPUTS).read(0, 2)
