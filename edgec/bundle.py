@@ -142,8 +142,9 @@ class Bundle:
         except OSError:
             raise BundleError(f"{path}: listed in the manifest but missing; recompile or re-push the bundle") from None
         with os.fdopen(fd, "rb") as handle:
-            data = handle.read(meta["size"] + 1)
-        if len(data) != meta["size"] or sha256_bytes(data) != meta["sha256"]:
+            # The size on disk first: a declared size is never a read length (it may be absurd).
+            data = handle.read(meta["size"] + 1) if os.fstat(handle.fileno()).st_size == meta["size"] else None
+        if data is None or len(data) != meta["size"] or sha256_bytes(data) != meta["sha256"]:
             raise BundleError(f"{path}: sha256 does not match the manifest (file altered or truncated); "
                               "recompile or re-push the bundle")
         return data
@@ -346,8 +347,8 @@ def inflate_model(stored: bytes, encoding: dict, where: str) -> bytes:
     try:
         fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         with os.fdopen(fd, "rb") as handle:
-            cached = handle.read(size + 1)
-        if sha256_bytes(cached) == sha:
+            cached = handle.read(size + 1) if os.fstat(handle.fileno()).st_size == size else b""
+        if len(cached) == size and sha256_bytes(cached) == sha:
             return cached
     except OSError:
         pass

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import json
 import resource
+import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,6 +19,7 @@ from hypothesis import strategies as st
 from edgec.bundle import MANIFEST_NAME, Bundle
 from edgec.device_agent.serve import MAX_REQUEST_BYTES, serve
 from edgec.errors import BundleError
+from edgec.manifest import is_plain_name
 
 pytestmark = pytest.mark.unit
 
@@ -57,9 +60,15 @@ def _peak_rss_mb() -> float:
 @FUZZ
 @given(manifest=manifests())
 def test_any_manifest_is_a_bundle_error_or_a_bundle(manifest, tmp_path):
-    bundle_dir = tmp_path / "b"
-    bundle_dir.mkdir(exist_ok=True)
+    bundle_dir = Path(tempfile.mkdtemp(dir=tmp_path))  # one per example
     (bundle_dir / MANIFEST_NAME).write_text(json.dumps(manifest, allow_nan=True))
+    for rel in manifest["files"] if isinstance(manifest.get("files"), dict) else ():
+        if is_plain_name(rel) and rel != MANIFEST_NAME:  # the files exist, so reads and hashes happen
+            try:
+                (bundle_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                (bundle_dir / rel).write_bytes(b"x")
+            except OSError:  # "a" and "a/b" both named: the second cannot exist
+                pass
     try:
         bundle = Bundle(bundle_dir)
         bundle.check_files()
@@ -97,3 +106,19 @@ def test_serve_answers_every_request_without_internal_errors(lines, tmp_path, mo
     for answer in answers:
         assert answer["ok"] or answer["error"]["exit_code"] != 70, answer
     assert _peak_rss_mb() < 4096
+
+
+def test_an_absurd_declared_size_is_never_a_read_length(tmp_path):
+    from edgec.bundle import manifest_bytes
+
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    files = {"model.onnx": {"sha256": "0" * 64, "size": 2**70}, "r.npz": {"sha256": "0" * 64, "size": 10**12}}
+    (tmp_path / "r.npz").write_bytes(b"x")
+    (tmp_path / MANIFEST_NAME).write_bytes(manifest_bytes({
+        "schema_version": 1, "format": "onnx", "model_file": "model.onnx", "files": files,
+        "io": {"inputs": [], "outputs": []}, "reference": {"inputs": "r.npz", "outputs": "r.npz", "rtol": 0,
+                                                           "atol": 0}}))
+    bundle = Bundle(tmp_path)
+    for call in (bundle.model_bytes, bundle.reference, bundle.check_files):
+        with pytest.raises(BundleError, match="sha256 does not match"):
+            call()
