@@ -23,8 +23,8 @@ from edgec.manifest import is_plain_name
 
 pytestmark = pytest.mark.unit
 
-FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                         HealthCheck.too_slow])
+FUZZ = settings(max_examples=150, deadline=2000, database=None,  # no .hypothesis/ left in the checkout
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 _scalars = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=20)
 _json = st.recursive(_scalars, lambda children: st.lists(children, max_size=4)
