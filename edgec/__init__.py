@@ -14,7 +14,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_API = ("BenchRun", "ResultsReport", "SweepOptions", "Variant", "bench", "calibrate_target", "compare_runs", "compile",
+_API = ("BenchRun", "ResultsReport", "SweepOptions", "Variant", "bench", "calibrate_target", "compare_runs", "compile", "delete_run",
         "default_output", "devices", "estimate", "farm_bench", "farm_check", "farm_prune", "inspect_bundle",
         "parse_variants", "push", "results_report", "run_sweep", "stored_run", "stored_runs", "sweep",
         "SweepRun", "verify_bundle", "DemoRun", "run_demo")

@@ -10,10 +10,12 @@ Layout of a bundle directory::
 
 A bundle for a storage-bound device may hold its model deflated: ``manifest["model_encoding"]`` is then
 ``{"codec": "zlib", "file": "model.onnx.zlib", "sha256": ..., "size": ...}`` (sha256 and size of the inflated
-model) and ``model_path`` inflates it once into a cache directory, checking that sha256.
+model) and ``model_bytes`` inflates it once into a private cache directory, checking that sha256 on every use.
 
 ``manifest["files"]`` maps every file but the manifest and ``logs/`` to its sha256 and size. The bundle's
-identity (``bundle_id``) is the sha256 of the manifest bytes, so it changes when any hashed file changes.
+identity (``bundle_id``) is the sha256 of the manifest bytes, so it changes when any hashed file changes. Every
+path the manifest names must be one of those files (``edgec.manifest`` checks it), and what is loaded is the
+bytes that were hashed: ``read_file`` and ``model_bytes`` read a file once, check it and hand over the buffer.
 
 This module is shipped to devices inside the agent: standard library only (numpy imported lazily), and
 Python 3.9 syntax.
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from edgec.errors import BundleError, UsageError
+from edgec.manifest import MAX_MANIFEST_BYTES, SHA256_RE, loads_bounded, validate_manifest
 
 __all__ = [
     "MANIFEST_NAME",
@@ -39,6 +42,7 @@ __all__ = [
     "deflate_model",
     "from_model_layout",
     "inflate_model",
+    "read_npz",
     "sha256_bytes",
     "sha256_file",
     "to_model_layout",
@@ -48,6 +52,7 @@ __all__ = [
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 UNHASHED_PREFIXES = ("logs/",)
+MAX_REFERENCE_BYTES = 256 << 20  # per reference array: a batch of a few large images or outputs
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -80,11 +85,12 @@ class Bundle:
             raise BundleError(f"{self.path}: not a bundle directory (make one with `edgec compile`)")
         if not manifest_path.is_file():
             raise BundleError(f"{self.path}: no {MANIFEST_NAME}; this is not an edgec bundle or it is incomplete")
-        raw = manifest_path.read_bytes()
+        with open(manifest_path, "rb") as handle:
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)
         try:
-            manifest = json.loads(raw)
-        except ValueError as exc:
-            raise BundleError(f"{manifest_path}: not valid JSON ({exc}); recompile the bundle") from None
+            manifest = loads_bounded(raw, MAX_MANIFEST_BYTES)
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors too
+            raise BundleError(f"{manifest_path}: not valid JSON or over a limit ({exc}); recompile the bundle") from None
         if not isinstance(manifest, dict):
             raise BundleError(f"{manifest_path}: expected a JSON object; recompile the bundle")
         version = manifest.get("schema_version")
@@ -93,19 +99,55 @@ class Bundle:
                 f"{manifest_path}: schema_version {version!r}, this edgec reads {SCHEMA_VERSION}; "
                 "recompile the bundle with this edgec or upgrade edgec"
             )
-        for key in ("format", "model_file", "io", "files", "reference"):
-            if key not in manifest:
-                raise BundleError(f"{manifest_path}: missing key {key!r}; recompile the bundle")
+        validate_manifest(manifest, str(manifest_path))
         self.manifest: dict[str, Any] = manifest
         self.bundle_id = sha256_bytes(raw)
 
     @property
     def model_path(self) -> Path:
-        """The model file to load (inflated first when the bundle stores it compressed)."""
+        """The model file on disk (inflated into the private cache first when the bundle stores it compressed).
+
+        For tools that read a model by path (layer tables, estimates). What runs a model uses ``model_bytes``:
+        bytes checked against their sha256 and handed to the runtime from the same buffer.
+        """
         encoding = self.manifest.get("model_encoding")
         if not encoding:
-            return self.path / self.manifest["model_file"]
-        return inflate_model(self.path / encoding["file"], encoding, self.manifest["model_file"])
+            return self._inside(self.manifest["model_file"])
+        self.model_bytes()
+        return _cache_dir() / encoding["sha256"]
+
+    def model_bytes(self) -> bytes:
+        """The model's bytes, read once and checked against the manifest (inflated and checked when encoded)."""
+        encoding = self.manifest.get("model_encoding")
+        if not encoding:
+            return self.read_file(self.manifest["model_file"])
+        return inflate_model(self.read_file(encoding["file"]), encoding, f"{self.path}/{encoding['file']}")
+
+    def _inside(self, rel: str) -> Path:
+        """``rel`` under the bundle; refuses a path that leaves it (through a symbolic link)."""
+        path = self.path / rel
+        root = os.path.realpath(self.path)
+        if os.path.commonpath([root, os.path.realpath(path)]) != root:
+            raise BundleError(f"{path}: leads outside the bundle (a symbolic link); recompile or re-push the bundle")
+        return path
+
+    def read_file(self, rel: str) -> bytes:
+        """The bytes of hashed file ``rel``, read once and checked against its size and sha256 in the manifest."""
+        meta = self.manifest["files"].get(rel)
+        path = self._inside(rel)
+        if meta is None:
+            raise BundleError(f"{path}: not listed in the manifest's files; recompile the bundle")
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            raise BundleError(f"{path}: listed in the manifest but missing; recompile or re-push the bundle") from None
+        with os.fdopen(fd, "rb") as handle:
+            # The size on disk first: a declared size is never a read length (it may be absurd).
+            data = handle.read(meta["size"] + 1) if os.fstat(handle.fileno()).st_size == meta["size"] else None
+        if data is None or len(data) != meta["size"] or sha256_bytes(data) != meta["sha256"]:
+            raise BundleError(f"{path}: sha256 does not match the manifest (file altered or truncated); "
+                              "recompile or re-push the bundle")
+        return data
 
     @property
     def format(self) -> str:
@@ -123,7 +165,7 @@ class Bundle:
         """Raise BundleError naming the first file that is missing, altered, or not in the manifest."""
         files = self.manifest["files"]
         for rel, meta in sorted(files.items()):
-            path = self.path / rel
+            path = self._inside(rel)
             if not path.is_file():
                 raise BundleError(f"{path}: listed in the manifest but missing; recompile or re-push the bundle")
             if path.stat().st_size != meta["size"] or sha256_file(path) != meta["sha256"]:
@@ -137,15 +179,58 @@ class Bundle:
                 raise BundleError(f"{path}: not listed in the manifest; remove it or recompile the bundle")
 
     def reference(self) -> tuple[list, list]:
-        """The stored reference inputs and outputs, in io order."""
-        import numpy as np
-
+        """The stored reference inputs and outputs, in io order (each file read once, hashed, then parsed)."""
         ref = self.manifest["reference"]
-        with np.load(self.path / ref["inputs"], allow_pickle=False) as data:
-            inputs = [data[f"i{k}"] for k in range(len(self.inputs))]
-        with np.load(self.path / ref["outputs"], allow_pickle=False) as data:
-            outputs = [data[f"o{k}"] for k in range(len(self.outputs))]
+        inputs = read_npz(self.read_file(ref["inputs"]), "i", self.inputs, f"{self.path}/{ref['inputs']}")
+        outputs = read_npz(self.read_file(ref["outputs"]), "o", self.outputs, f"{self.path}/{ref['outputs']}")
         return inputs, outputs
+
+
+def _npz_header(archive, member: str, entry: dict, where: str):
+    """(shape, dtype) of ``member`` from its .npy header, checked against its io ``entry`` and its zip size."""
+    import numpy as np
+
+    info = archive.getinfo(member)
+    with archive.open(member) as handle:
+        version = np.lib.format.read_magic(handle)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(handle)
+        header = handle.tell()
+    want = entry.get("shape")
+    if dtype.hasobject or fortran:
+        raise ValueError(f"{member} holds Python objects or is Fortran-ordered")
+    if want is not None and (len(shape) != len(want) or any(
+            w is not None and g != w for g, w in list(zip(shape, want))[1:])):
+        raise ValueError(f"{member} has shape {list(shape)}, the io signature says {want}")
+    nbytes = dtype.itemsize
+    for dim in shape:
+        nbytes *= dim
+    if nbytes > MAX_REFERENCE_BYTES or info.file_size != header + nbytes:
+        raise ValueError(f"{member} declares {nbytes} bytes of data (limit {MAX_REFERENCE_BYTES}; the archive "
+                         f"member holds {info.file_size - header})")
+    return shape, dtype
+
+
+def read_npz(data: bytes, prefix: str, entries: list, where: str) -> list:
+    """Arrays ``<prefix>0, <prefix>1, ...`` of an .npz held in ``data``, one per io entry; every header is checked
+    against the io signature and the archive before any array is allocated."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = [f"{prefix}{k}.npy" for k in range(len(entries))]
+            for member, entry in zip(members, entries):
+                _npz_header(archive, member, entry, where)
+            arrays = []
+            for member in members:
+                with archive.open(member) as handle:
+                    arrays.append(np.lib.format.read_array(handle, allow_pickle=False))
+            return arrays
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"{where}: unreadable reference data ({exc}); recompile the bundle") from None
 
 
 def check_reference(bundle: Bundle, produced: list) -> list[dict]:
@@ -204,36 +289,78 @@ def from_model_layout(array, entry: dict):
     return array
 
 
-def inflate_model(stored: Path, encoding: dict, name: str) -> Path:
-    """Inflate a zlib-compressed model into ``$TMPDIR/edgec-models/<sha256>/<name>`` (once), checking its sha256."""
+def _cache_dir() -> Path:
+    """``$TMPDIR/edgec-models-<uid>``: made 0700 and refused unless it is a directory of ours that nobody else can
+    write (another user could otherwise plant a model there)."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    path = Path(tempfile.gettempdir()) / (f"edgec-models-{uid}" if uid is not None else "edgec-models")
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(path)
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot make the model cache ({exc}); set TMPDIR to a directory of yours") from None
+    import stat
+
+    if not stat.S_ISDIR(info.st_mode) or (uid is not None and (info.st_uid != uid or info.st_mode & 0o077)):
+        raise BundleError(f"{path}: the model cache is not a private directory of this user (owner {info.st_uid}, "
+                          f"mode {oct(info.st_mode & 0o777)}); remove it or set TMPDIR to a directory of yours")
+    return path
+
+
+def _inflate_bounded(stored: bytes, size: int, where: str) -> bytes:
+    """zlib-inflate ``stored``, stopping as soon as the output would exceed ``size`` bytes."""
     import zlib
 
-    if encoding.get("codec") != "zlib":
-        raise BundleError(f"{stored}: model encoding {encoding.get('codec')!r} is not known to this edgec; "
-                          "upgrade edgec on this machine")
-    target = Path(tempfile.gettempdir()) / "edgec-models" / encoding["sha256"] / name
-    if target.is_file() and target.stat().st_size == encoding["size"]:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    inflater, digest = zlib.decompressobj(), hashlib.sha256()
-    tmp = target.with_name(f".{name}.{os.getpid()}.tmp")
+    inflater, parts, total, data = zlib.decompressobj(), [], 0, stored
     try:
-        with open(stored, "rb") as src, open(tmp, "wb") as dst:
-            for block in iter(lambda: src.read(1 << 20), b""):
-                data = inflater.decompress(block)
-                digest.update(data)
-                dst.write(data)
-            tail = inflater.flush()
-            digest.update(tail)
-            dst.write(tail)
-    except (OSError, zlib.error) as exc:
-        tmp.unlink(missing_ok=True)
-        raise BundleError(f"{stored}: cannot inflate the model ({exc}); re-push or recompile the bundle") from None
-    if digest.hexdigest() != encoding["sha256"]:
-        tmp.unlink(missing_ok=True)
-        raise BundleError(f"{stored}: inflated model does not match its sha256; re-push or recompile the bundle")
-    os.replace(tmp, target)
-    return target
+        while data and not inflater.eof:
+            chunk = inflater.decompress(data, min(1 << 20, size - total + 1))
+            total += len(chunk)
+            if total > size:
+                raise BundleError(f"{where}: inflates to more than the declared {size} bytes; re-push or recompile "
+                                  "the bundle")
+            parts.append(chunk)
+            data = inflater.unconsumed_tail
+            if not chunk and not data:
+                break
+    except zlib.error as exc:
+        raise BundleError(f"{where}: cannot inflate the model ({exc}); re-push or recompile the bundle") from None
+    return b"".join(parts)
+
+
+def inflate_model(stored: bytes, encoding: dict, where: str) -> bytes:
+    """The inflated model of a zlib-encoded bundle, checked against ``encoding["sha256"]``.
+
+    Inflated once into the private cache (``_cache_dir()/<sha256>``); a cached copy is read and hashed again on
+    every use, and replaced when it does not match.
+    """
+    if encoding.get("codec") != "zlib":
+        raise BundleError(f"{where}: model encoding {encoding.get('codec')!r} is not known to this edgec; "
+                          "upgrade edgec on this machine")
+    sha, size = encoding["sha256"], encoding["size"]
+    if not SHA256_RE.fullmatch(str(sha)):
+        raise BundleError(f"{where}: model_encoding.sha256 is not 64 hex digits; recompile the bundle")
+    target = _cache_dir() / sha
+    try:
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as handle:
+            cached = handle.read(size + 1) if os.fstat(handle.fileno()).st_size == size else b""
+        if len(cached) == size and sha256_bytes(cached) == sha:
+            return cached
+    except OSError:
+        pass
+    data = _inflate_bounded(stored, size, where)
+    if len(data) != size or sha256_bytes(data) != sha:
+        raise BundleError(f"{where}: inflated model does not match its sha256; re-push or recompile the bundle")
+    tmp = target.with_name(f".{sha}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except OSError:  # a full or read-only cache costs only the next inflation
+        if tmp.exists():
+            tmp.unlink()
+    return data
 
 
 def deflate_model(bundle_dir: Path, model_file: str) -> dict:

@@ -86,7 +86,9 @@ def main(argv=None):
     except EdgecError as exc:
         if debug:
             raise
-        message = " ".join(str(exc).split()) or type(exc).__name__
+        from edgec.device_agent.text import terminal_safe
+
+        message = terminal_safe(" ".join(str(exc).split()) or type(exc).__name__)
         click.echo(f"edgec: error: {message}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:

@@ -26,7 +26,14 @@ from edgec.api._devices import (
     farm_prune,
     push,
 )
-from edgec.api._reports import ResultsReport, compare_runs, results_report, stored_run, stored_runs
+from edgec.api._reports import (
+    ResultsReport,
+    compare_runs,
+    delete_run,
+    results_report,
+    stored_run,
+    stored_runs,
+)
 from edgec.api._sweep import SweepOptions, SweepRun, Variant, parse_variants, run_sweep, sweep
 
 __all__ = [
@@ -41,6 +48,7 @@ __all__ = [
     "compare_runs",
     "compile",
     "default_output",
+    "delete_run",
     "devices",
     "estimate",
     "farm_bench",

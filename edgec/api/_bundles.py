@@ -68,7 +68,8 @@ def verify_bundle(path: str | os.PathLike, threads: int | None = None) -> dict:
     bundle = Bundle(path)
     bundle.check_files()
     runtime = load_runtime(runtime_for_format(bundle.format))
-    session = runtime.load(bundle.model_path, threads=threads)
+    session = runtime.load(bundle.model_bytes(), threads=threads,
+                           name=str(bundle.path / bundle.manifest["model_file"]))
     inputs, _ = bundle.reference()
     records = check_reference(bundle, session.run(inputs))
     failed = [r for r in records if not r["ok"]]

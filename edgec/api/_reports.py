@@ -63,6 +63,12 @@ def stored_run(run_id: int, results: str | os.PathLike | None = None) -> dict:
         return store.get(run_id)
 
 
+def delete_run(run_id: int, results: str | os.PathLike | None = None) -> None:
+    """Remove one stored run (a bad or unwanted result); ResultsError when there is no such run."""
+    with ResultsStore(results) as store:
+        store.delete(run_id)
+
+
 def compare_runs(base_id: int, other_id: int, results: str | os.PathLike | None = None) -> dict:
     """Latency figures of ``other_id`` against ``base_id`` (ratio > 1: slower)."""
     with ResultsStore(results) as store:

@@ -20,8 +20,10 @@ def echo_json(document) -> None:
 
 
 def table(rows: list[list], headers: list[str]) -> str:
-    """Plain aligned columns (no box drawing: it pastes into issues and logs)."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    """Plain aligned columns (no box drawing: it pastes into issues and logs); control characters escaped."""
+    from edgec.device_agent.text import terminal_safe
+
+    cells = [[str(h) for h in headers]] + [["" if c is None else terminal_safe(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))

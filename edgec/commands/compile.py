@@ -20,7 +20,7 @@ __all__ = ["compile_cmd", "print_notices", "print_summary"]
 @click.option("--format", "fmt", type=click.Choice(["auto", "onnx", "tflite"]), help="Model format [default: auto: the profile's, falling back to the device's other runtime when conversion fails].")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="[NAME=]1x3x224x224", help="Shape of an input (repeatable; NAME= may be left out for a one-input model; N or -1 leaves a dimension dynamic).")
 @click.option("--quantize", type=click.Choice(["none", "fp16", "int8", "int4", "auto"]), help="Precision [default: the profile's].")
-@click.option("--calibration", type=click.Path(), help="Calibration data: .npz, an image directory, or file.py:function.")
+@click.option("--calibration", type=click.Path(), help="Calibration data: .npz, an image directory, or file.py:function / module:function (RUNS that code).")
 @click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile", "mse"]), help="Activation range method [default: the profile's].")
 @click.option("--preprocess", help="Image preprocessing, e.g. resize=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225,layout=nchw.")
 @click.option("--eval-data", type=click.Path(), help="Labelled .npz (inputs + labels) to measure accuracy.")
@@ -36,12 +36,19 @@ __all__ = ["compile_cmd", "print_notices", "print_summary"]
 @click.option("--ignore-limits", is_flag=True, help="Compile even if the estimate exceeds the target's RAM or storage.")
 @click.option("--explain", is_flag=True, help="Print every pass's decisions and reasons.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON (no progress).")
+@click.option("--trust-source", is_flag=True, help="Let the model file run its own code (Keras Lambda/custom objects, pickles in .pt2, side-effecting SavedModel ops); refused by default.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write the compile report as HTML.")
 @click.pass_context
 def compile_cmd(ctx, source, target, out, fmt, input_shapes, quantize, calibration, calibration_method, preprocess,
                 eval_data, max_accuracy_drop, prune, prune_rules, sparsity, low_rank, rtol, atol, seed, force,
-                explain, as_json, report_path, ignore_limits=False):
+                explain, as_json, report_path, ignore_limits=False, trust_source=False):
     """Compile SOURCE (.onnx, .keras, .h5, SavedModel dir, .pt2, TorchScript, file.py:factory) for a target.
+
+    \b
+    What runs code: SOURCE or --calibration written as file.py:function or module:function imports and runs
+    that Python code (that is what it is for). Model files are untrusted: constructs that would run code from
+    the file (Keras Lambda layers and custom objects, pickles in .pt2 archives, file/network/Python ops in a
+    SavedModel) are refused unless you pass --trust-source.
 
     \b
     Example:
@@ -57,6 +64,7 @@ def compile_cmd(ctx, source, target, out, fmt, input_shapes, quantize, calibrati
         calibration=calibration, calibration_method=calibration_method, preprocess=preprocess, eval_data=eval_data,
         max_accuracy_drop=max_accuracy_drop, prune=prune, prune_rules=prune_rules, sparsity=sparsity,
         low_rank=low_rank, rtol=rtol, atol=atol, seed=seed, force=force, ignore_limits=ignore_limits,
+        trust_source=trust_source,
     )
     print_notices(bundle.manifest["report"])
     if report_path:

@@ -1,4 +1,5 @@
-"""``edgec results list|show|compare``: the benchmark results stored by ``edgec bench`` and ``edgec farm bench``."""
+"""``edgec results list|show|compare|delete``: the benchmark results stored by ``edgec bench`` and ``edgec farm
+bench``. Device-supplied strings are printed with control characters escaped."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import click
 
 from edgec import api
 from edgec.commands._output import echo_json, table
-from edgec.device_agent.table import format_result
 
 __all__ = ["results_group"]
 
@@ -48,6 +48,8 @@ def list_cmd(results, device, bundle, farm_run, limit, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the stored row and BenchResult document.")
 def show_cmd(results, run_id, as_json):
     """Everything stored for one result."""
+    from edgec.device_agent.text import terminal_safe
+
     run = api.stored_run(run_id, results)
     if as_json:
         echo_json(run)
@@ -55,9 +57,28 @@ def show_cmd(results, run_id, as_json):
     for key in ("id", "created_at", "bundle_id", "device", "address", "profile", "status", "farm_run",
                 "agent_version", "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "error_type", "error_message"):
         if run.get(key) is not None:
-            click.echo(f"{key:16} {run[key]}")
-    if run.get("result"):
-        click.echo(format_result(run["result"]))
+            click.echo(f"{key:16} {terminal_safe(run[key])}")
+    from edgec.device_agent.schema import result_problem
+
+    problem = run.get("result_problem") or (result_problem(run["result"]) if "result" in run else None)
+    if problem:  # stored before results were checked, or edited since
+        click.echo(f"{'result':16} not shown: {terminal_safe(problem)} (see --json; `edgec results delete {run_id}`)")
+    elif run.get("result"):
+        from edgec.device_agent.table import format_result
+
+        try:
+            click.echo(format_result(run["result"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a sound but incomplete document
+            click.echo(f"{'result':16} incomplete ({type(exc).__name__}: {terminal_safe(exc)}); see --json")
+
+
+@results_group.command("delete")
+@_RESULTS
+@click.argument("run_id", type=int)
+def delete_cmd(results, run_id):
+    """Remove one stored result (a bad or unwanted run)."""
+    api.delete_run(run_id, results)
+    click.echo(f"deleted run {run_id}")
 
 
 @results_group.command("compare")
@@ -71,9 +92,11 @@ def compare_cmd(results, base_id, other_id, as_json):
     if as_json:
         echo_json(doc)
         return
+    from edgec.device_agent.text import terminal_safe
+
     base, other = doc["base"], doc["other"]
-    click.echo(f"base  #{base['id']} {base['device']} bundle {base['bundle_id'][:12]} ({base['status']})")
-    click.echo(f"other #{other['id']} {other['device']} bundle {other['bundle_id'][:12]} ({other['status']})"
+    click.echo(f"base  #{base['id']} {terminal_safe(base['device'])} bundle {base['bundle_id'][:12]} ({base['status']})")
+    click.echo(f"other #{other['id']} {terminal_safe(other['device'])} bundle {other['bundle_id'][:12]} ({other['status']})"
                + ("" if doc["same_bundle"] else "  [different bundle]"))
     click.echo(table([[m["metric"], _fmt(m["base"]), _fmt(m["other"]),
                        "" if m["ratio"] is None else f"{m['ratio']:.2f}x"] for m in doc["metrics"]],

@@ -45,6 +45,7 @@ __all__ = ["sweep_cmd"]
               help="Results database (default ~/.edgec/results.db).")
 @click.option("--inventory", type=click.Path(dir_okay=False), default=None, help="Device inventory TOML.")
 @click.option("--trust-new-host", is_flag=True, help="Record an unknown SSH host key on first use.")
+@click.option("--trust-source", is_flag=True, help="Let the model file run its own code (see edgec compile --help).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), required=True, help="HTML report to write.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome of every variant as JSON.")
@@ -54,7 +55,7 @@ __all__ = ["sweep_cmd"]
 @click.pass_context
 def sweep_cmd(ctx, source, target, variants, devices, fmt, input_shapes, calibration, calibration_method,
               preprocess, eval_data, max_accuracy_drop, runs, warmup, threads, power, idle, workdir, results,
-              inventory, trust_new_host, seed, out, as_json, cluster):
+              inventory, trust_new_host, seed, out, as_json, cluster, trust_source=False):
     """Compile SOURCE in every variant for a target, measure accuracy on the host, benchmark each variant on
     the device(s), store the results and write one comparison report (exit code 8 if a variant failed)."""
     import contextlib
@@ -65,7 +66,7 @@ def sweep_cmd(ctx, source, target, variants, devices, fmt, input_shapes, calibra
     compile_options = {k: v for k, v in dict(
         format=fmt, input_shapes=parse_input_shapes(input_shapes), calibration=calibration,
         calibration_method=calibration_method, preprocess=preprocess, eval_data=eval_data,
-        max_accuracy_drop=max_accuracy_drop, seed=seed).items() if v is not None}
+        max_accuracy_drop=max_accuracy_drop, seed=seed, trust_source=trust_source or None).items() if v is not None}
     opts = api.SweepOptions(target=target, devices=tuple(devices), workdir=Path(workdir),
                             compile_options=compile_options,
                             bench=BenchOptions(runs=runs, warmup=warmup, threads=threads, power=power, idle_s=idle),

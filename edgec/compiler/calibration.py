@@ -8,7 +8,8 @@ Three kinds of source, all served as a ``CalibrationSet`` that reads samples on 
   ``labels``); rows are read straight from the archive member, a batch at a time;
 * a directory of images (``.png``, ``.jpg``, ...; sorted by name) with a ``--preprocess`` spec such as
   ``resize=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225,layout=nchw`` (needs Pillow);
-* ``file.py:function`` (or ``module:function``): a function returning an iterable of ``{input name: array}``
+* ``file.py:function`` (or ``module:function``; runs that code, and is taken only when written in that form, see
+  ``edgec.source_spec``): a function returning an iterable of ``{input name: array}``
   dicts, one sample each (a leading batch axis of 1 is accepted); it is called again for each pass over the data.
 """
 
@@ -33,6 +34,7 @@ __all__ = ["MIN_SAMPLES", "CalibrationSet", "load_samples", "parse_preprocess"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 # Fewest calibration samples each range method gives stable ranges with (histogram methods need more).
 MIN_SAMPLES = {"minmax": 8, "mse": 16, "entropy": 32, "percentile": 32}
+MAX_ROW_BYTES = 256 << 20  # one sample of one input (or the whole labels array), checked from the .npy header
 
 Reader = Callable[[int, int], list]  # (start, stop) -> one array per input holding samples start..stop-1
 
@@ -154,16 +156,28 @@ class _NpyMember:
                       else np.lib.format.read_array_header_2_0)
             self.shape, fortran, self.dtype = reader(handle)
             self.header_size = handle.tell()
-        if fortran or self.dtype.hasobject:
-            raise CalibrationDataError(f"{path}: array {member[:-4]!r} is Fortran-ordered or holds Python "
-                                       "objects; save it with np.savez from a C-ordered numeric array")
+            size = archive.getinfo(member).file_size
+        if fortran or self.dtype.hasobject or not self.shape:
+            raise CalibrationDataError(f"{path}: array {member[:-4]!r} is Fortran-ordered, a scalar or holds "
+                                       "Python objects; save it with np.savez from a C-ordered numeric array")
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        if self.row_bytes > MAX_ROW_BYTES:
+            raise CalibrationDataError(f"{path}: array {member[:-4]!r} declares {self.row_bytes} bytes per sample "
+                                       f"(shape {list(self.shape)}); the limit is {MAX_ROW_BYTES}")
+        if self.row_bytes * self.shape[0] != size - self.header_size:  # checked before anything is allocated
+            raise CalibrationDataError(f"{path}: array {member[:-4]!r} declares shape {list(self.shape)} "
+                                       f"({self.row_bytes * self.shape[0]} bytes) but holds {size - self.header_size}"
+                                       " bytes; the file is truncated or not written by numpy")
 
     def rows(self, start: int, stop: int) -> np.ndarray:
-        with zipfile.ZipFile(self.path) as archive, archive.open(self.member) as handle:
-            handle.seek(self.header_size + start * self.row_bytes)
-            data = handle.read((stop - start) * self.row_bytes)
-        return np.frombuffer(data, self.dtype).reshape((stop - start, *self.shape[1:])).copy()
+        try:
+            with zipfile.ZipFile(self.path) as archive, archive.open(self.member) as handle:
+                handle.seek(self.header_size + start * self.row_bytes)
+                data = handle.read((stop - start) * self.row_bytes)
+            return np.frombuffer(data, self.dtype).reshape((stop - start, *self.shape[1:])).copy()
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # changed or corrupt since opened
+            raise CalibrationDataError(f"{self.path}: cannot read rows {start}..{stop} of {self.member[:-4]!r} "
+                                       f"({type(exc).__name__}: {exc})") from None
 
 
 def _open_npz(path: Path) -> tuple[dict[str, _NpyMember], np.ndarray | None]:
@@ -176,6 +190,9 @@ def _open_npz(path: Path) -> tuple[dict[str, _NpyMember], np.ndarray | None]:
     except Exception as exc:  # zipfile/format errors of a corrupt file
         raise CalibrationDataError(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from None
     labels = arrays.pop("labels", None)
+    if labels is not None and labels.row_bytes * labels.shape[0] > MAX_ROW_BYTES:
+        raise CalibrationDataError(f"{path}: 'labels' declares shape {list(labels.shape)}, more than "
+                                   f"{MAX_ROW_BYTES} bytes")
     return arrays, (labels.rows(0, labels.shape[0]) if labels is not None else None)
 
 
@@ -235,15 +252,32 @@ def parse_preprocess(spec: str | None) -> dict:
     return settings
 
 
+MAX_IMAGE_PIXELS = 64_000_000  # 8000 x 8000: larger calibration images are refused before they are decoded
+
+
 def _image_array(path: Path, settings: dict) -> np.ndarray:
+    import warnings
+
     from PIL import Image
 
-    with Image.open(path) as image:
-        image = image.convert(settings["mode"])
-        if settings["resize"]:
-            height, width = settings["resize"]
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
-        array = np.asarray(image, dtype=np.float32) / settings["scale"]
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    raise Image.DecompressionBombError(f"{image.width}x{image.height} pixels")
+                image = image.convert(settings["mode"])
+                if settings["resize"]:
+                    height, width = settings["resize"]
+                    image = image.resize((width, height), Image.Resampling.BILINEAR)
+                array = np.asarray(image, dtype=np.float32) / settings["scale"]
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise CalibrationDataError(f"{path}: image too large ({exc}; limit {MAX_IMAGE_PIXELS} pixels); resize "
+                                   "it first") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        raise CalibrationDataError(f"{path}: not a readable image ({type(exc).__name__}: {exc}); remove it or "
+                                   "replace it") from None
     if array.ndim == 2:
         array = array[:, :, None]
     array = (array - np.float32(settings["mean"])) / np.float32(settings["std"])

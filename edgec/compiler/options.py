@@ -47,6 +47,9 @@ class CompileOptions:
     force: bool = False
     # Compile even when the estimate says the model cannot fit the target's RAM or storage.
     ignore_limits: bool = False
+    # Let the source file's own code run (Keras Lambda layers and custom objects, pickles in .pt2 archives,
+    # side-effecting SavedModel ops): only for files from someone the user trusts.
+    trust_source: bool = False
 
     def __post_init__(self):
         _choice("--format", self.format, Format)

@@ -147,7 +147,7 @@ def compile_into(spec: str, bundle_dir: Path, options: CompileOptions, profile: 
     """Compile ``spec`` into ``bundle_dir``; returns the manifest (also written there)."""
     fmt, fmt_reason, fallback = _pick_format(profile, options)
     progress.step(f"lowering {spec}")
-    source = lower(spec, options.input_shapes)
+    source = lower(spec, options.input_shapes, options.trust_source)
     names = [v.name for v in source.model.graph.outputs]
     io = edgec_ir.io_signature(source.model, source.layouts)
     context: dict = {"report": {"format": {"chosen": fmt, "reason": fmt_reason}}, "format": fmt}

@@ -104,9 +104,11 @@ class FarmProgress:
 
 def _short(error: dict) -> str:
     """The error for the live display, without the ``device (address): `` prefix its own line already shows."""
+    from edgec.device_agent.text import terminal_safe
+
     message = error["message"]
     head, sep, rest = message.partition("): ")
-    return f"{error['type']}: {rest if sep and '(' in head else message}"
+    return terminal_safe(f"{error['type']}: {rest if sep and '(' in head else message}")
 
 
 def farm_bench(devices: list[Device], bundle: Bundle, *, store: ResultsStore | None, options: BenchOptions,

@@ -42,18 +42,25 @@ class _Entry:
 
 
 def _list(conn: Connection, directory: str) -> list[_Entry]:
-    """``mtime kib name`` of every entry of ``directory`` (hidden ones included), in one command."""
+    """``mtime kib name`` of every entry of ``directory`` (hidden ones included), in one command.
+
+    Entries end with a NUL, not a newline: a name may hold a newline (and then forge a line naming another
+    path to remove); an entry that does not parse as ``mtime kib name`` with a plain name is left alone.
+    """
     q = shlex.quote(directory)
     script = (f'cd {q} 2>/dev/null || exit 0; for e in * .[!.]*; do [ -e "$e" ] || continue; '
-              'printf "%s %s %s\\n" "$(stat -c %Y "$e")" "$(du -sk "$e" | cut -f1)" "$e"; done')
+              'printf "%s %s %s\\0" "$(stat -c %Y "$e")" "$(du -sk "$e" | head -n 1 | cut -f1)" "$e"; done')
     result = conn.run(script, timeout=120, what="list the bundle store")
     if result.exit_code != 0:
         raise DeviceError(f"{conn.target.label}: cannot list {directory} (exit {result.exit_code}: "
                           f"{result.stderr.strip()[-200:] or 'no output'})")
     entries = []
-    for line in result.stdout.splitlines():
-        mtime, kib, name = line.split(" ", 2)
-        entries.append(_Entry(name, int(mtime), int(kib)))
+    for record in result.stdout.split("\0"):
+        parts = record.split(" ", 2)
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit() or parts[2] in ("", ".", "..") \
+                or "/" in parts[2]:
+            continue
+        entries.append(_Entry(parts[2], int(parts[0]), int(parts[1])))
     return entries
 
 

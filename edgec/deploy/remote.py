@@ -19,7 +19,7 @@ from edgec.deploy.inventory import Device
 from edgec.deploy.push import PushReport, install_agent, push_bundle
 from edgec.deploy.ssh import Connection, SshOptions, connect
 from edgec.device_agent import build_zipapp
-from edgec.device_agent.client import bench_argv, parse_output, parse_serve, serve_input
+from edgec.device_agent.client import bench_argv, check_result, parse_output, parse_serve, serve_input
 from edgec.device_agent.options import BenchOptions
 from edgec.errors import DeviceError, RuntimeMissingError
 from edgec.runtimes import runtime_for_format
@@ -190,7 +190,8 @@ class SshAgent:
         if fresh:  # a process of its own: its peak RSS is this bundle's alone
             argv = bench_argv(self.agent, placed, options, python=self.device.python)
             return agent_call(self.conn, self.device, argv, timeout=self.timeout, what="agent bench (fresh)")
-        return self.session().request("bench", timeout=self.timeout, bundle=placed, **options.as_dict())
+        result = self.session().request("bench", timeout=self.timeout, bundle=placed, **options.as_dict())
+        return check_result(result, self.conn.target.label)
 
     def serve(self, requests: list[dict]) -> list[dict]:
         """The batch goes up as a file and runs as ``serve < file``: no link needs to stay up between requests."""

@@ -6,7 +6,9 @@ applies the missing ones in one transaction, so an old file migrates forward and
 by a newer edgec (a higher version) is refused rather than misread.
 
 Each row holds the bundle hash, the device (name and address), its profile, the outcome, a few latency figures
-pulled out for listing and comparing, and the agent's whole BenchResult document as JSON.
+pulled out for listing and comparing, and the agent's whole BenchResult document as JSON. A document comes
+from a device: one that fails ``edgec.device_agent.schema.result_problem`` (a string where a number belongs, no
+latency figures) is stored as an error of that run (``InvalidResult``), not as a result. ``delete`` removes a run.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
+from edgec.device_agent.schema import result_problem
 from edgec.errors import ResultsError
 from edgec.settings import edgec_home
 
@@ -119,6 +122,9 @@ class ResultsStore:
             raise ValueError("record() needs exactly one of result= or error=")
         row = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "bundle_id": bundle_id,
                "device": device, "address": address, "profile": profile, "farm_run": farm_run}
+        problem = result_problem(result) if result is not None else None
+        if problem is not None:  # what the device sent is not a result: store the run as an error
+            result, error = None, {"type": "InvalidResult", "message": f"the device's result is malformed: {problem}"}
         if result is not None:
             row.update(status="ok", result_json=json.dumps(result, sort_keys=True),
                        agent_version=result.get("agent_version"),
@@ -159,11 +165,21 @@ class ResultsStore:
             raise ResultsError(f"{self.path}: no run with id {run_id}; see `edgec results list`")
         out = dict(row)
         for key in ("result_json", "conditions_json"):
-            if out.get(key):
-                out[key[: -len("_json")]] = json.loads(out.pop(key))
-            else:
-                out.pop(key, None)
+            text = out.pop(key, None)
+            if text:
+                try:
+                    out[key[: -len("_json")]] = json.loads(text)
+                except (ValueError, RecursionError):
+                    out[f"{key[: -len('_json')]}_problem"] = "stored JSON is unreadable"
         return out
+
+    def delete(self, run_id: int) -> None:
+        """Remove one stored run; ResultsError when there is none with that id."""
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+            self._db.commit()
+        if cursor.rowcount == 0:
+            raise ResultsError(f"{self.path}: no run with id {run_id}; see `edgec results list`")
 
     def compare(self, base_id: int, other_id: int) -> dict:
         """Latency figures of two runs side by side, with other/base ratios."""

@@ -282,6 +282,10 @@ def _write_file(sftp, local, remote: str, offset: int, total: int, on_progress, 
         raise OSError(f"size mismatch: {remote} holds {size} bytes, {total} were sent")
 
 
+MAX_OUTPUT_BYTES = 64 << 20  # a BenchResult with 5000 latency samples is ~0.1 MiB
+MAX_STDERR_BYTES = 1 << 20
+
+
 def _drain(channel, out: bytearray, err: bytearray, until_line: bool = False,
            heartbeat: float | None = None) -> int | None:
     """Read stdout and stderr as they come (either may fill its window) until EOF; the exit code (-1 when the
@@ -298,8 +302,11 @@ def _drain(channel, out: bytearray, err: bytearray, until_line: bool = False,
                     channel.sendall(b"\n")
         if channel.recv_ready():
             out.extend(channel.recv(65536))
+            if len(out) > MAX_OUTPUT_BYTES:  # what a device sends is bounded like any other input
+                raise DeviceError(f"the device sent more than {MAX_OUTPUT_BYTES >> 20} MiB on stdout; stopped")
         elif channel.recv_stderr_ready():
             err.extend(channel.recv_stderr(65536))
+            del err[:-MAX_STDERR_BYTES]  # only its tail is ever shown
         elif channel.eof_received or channel.closed:
             return channel.recv_exit_status()  # the caller's watchdog bounds this wait
         else:

@@ -61,7 +61,7 @@ class LoadedModel:
         self.runtime_version = self.runtime.version()  # raises RuntimeMissingError with the pip command
         self.threads = threads
         start = time.perf_counter()
-        self.session = self.runtime.load(bundle.model_path, threads=threads)
+        self.session = self.runtime.load(bundle.model_bytes(), threads=threads, name=str(bundle.path / bundle.manifest["model_file"]))
         self.load_s = time.perf_counter() - start
         self.rss_after_load = memory.rss_bytes()
         inputs, _ = bundle.reference()

@@ -15,8 +15,9 @@ from typing import Protocol, runtime_checkable
 
 from edgec import errors
 from edgec.device_agent.options import BenchOptions
+from edgec.device_agent.schema import result_problem
 
-__all__ = ["AgentRunner", "bench_argv", "parse_output", "parse_serve", "serve_input"]
+__all__ = ["AgentRunner", "bench_argv", "check_result", "parse_output", "parse_serve", "serve_input"]
 
 
 @runtime_checkable
@@ -72,6 +73,14 @@ def _error(doc: dict, where: str) -> errors.EdgecError:
     return errors.DeviceError(f"{where}: agent failed: {doc.get('type')}: {doc.get('message')}")
 
 
+def check_result(doc: dict, where: str) -> dict:
+    """``doc`` when it is a sound BenchResult document; DeviceError naming the first bad field otherwise."""
+    problem = result_problem(doc)
+    if problem is not None:
+        raise errors.DeviceError(f"{where}: the agent's result is malformed ({problem}); the run is not counted")
+    return doc
+
+
 def parse_output(stdout: str, returncode: int, stderr: str = "", where: str = "agent") -> dict:
     """The agent's JSON document; raises the EdgecError it reported, or DeviceError when it said nothing usable."""
     lines = [line for line in stdout.splitlines() if line.strip()]
@@ -84,7 +93,7 @@ def parse_output(stdout: str, returncode: int, stderr: str = "", where: str = "a
     if returncode != 0 or not isinstance(doc, dict):
         last = (stderr.strip().splitlines() or ["no output"])[-1]
         raise errors.DeviceError(f"{where}: the agent exited with code {returncode} without a result ({last})")
-    return doc
+    return check_result(doc, where) if doc.get("kind") == "edgec.bench_result" else doc
 
 
 def serve_input(requests: list[dict]) -> str:

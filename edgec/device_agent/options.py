@@ -22,7 +22,7 @@ def _int(name: str, value, minimum: int):
 def _float(name: str, value, minimum: float, inclusive: bool):
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
         raise UsageError(f"--{name} {value!r}: expected a number")
     if value < minimum or (value == minimum and not inclusive):
         raise UsageError(f"--{name} {value}: must be {'>=' if inclusive else '>'} {minimum:g}")
@@ -57,9 +57,15 @@ class BenchOptions:
         _float("idle", self.idle_s, 0.0, inclusive=True)
         if not isinstance(self.power, str) or not self.power.strip():
             raise UsageError(f"--power {self.power!r}: expected a source name such as auto, none, hwmon, rapl")
+        if not isinstance(self.sysfs_root, str) or "\0" in self.sysfs_root:
+            raise UsageError(f"--sysfs-root {self.sysfs_root!r}: expected a directory path")
+        if self.power_command is not None and (not isinstance(self.power_command, str) or "\0" in self.power_command):
+            raise UsageError(f"--power-command {self.power_command!r}: expected a command line")
         if self.power_model is not None:
+            if not isinstance(self.power_model, (list, tuple)):
+                raise UsageError(f"--power-model {self.power_model!r}: expected IDLE_W,ACTIVE_W")
             model = tuple(self.power_model)
-            if len(model) != 2 or not all(isinstance(w, (int, float)) and w >= 0 for w in model) or model[1] < model[0]:
+            if len(model) != 2 or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in model) or model[1] < model[0]:
                 raise UsageError(f"--power-model {self.power_model!r}: expected IDLE_W,ACTIVE_W with 0 <= idle <= active")
             object.__setattr__(self, "power_model", (float(model[0]), float(model[1])))
 

@@ -11,6 +11,10 @@ agent's stdout, which ``poll`` reports as an error on that descriptor. End of st
 ``agent serve < requests.jsonl`` answers every request. A link that dies silently (no FIN reaches the device, so
 sshd keeps the session) is caught by ``serve --heartbeat S``: the client sends a blank line every few seconds
 while it waits, and the agent exits when none came for S seconds.
+
+Requests are input from the other end of a connection: a line longer than ``MAX_REQUEST_BYTES`` is skipped
+(not buffered) and answered with an error, JSON nested deeper than ``MAX_REQUEST_DEPTH`` is an error, and every
+field is checked before it is used; none of these ends the session.
 """
 
 from __future__ import annotations
@@ -23,10 +27,14 @@ import threading
 import time
 
 from edgec.errors import UsageError
+from edgec.manifest import loads_bounded
 
-__all__ = ["HANGUP_EXIT", "Server", "serve"]
+__all__ = ["HANGUP_EXIT", "MAX_REQUEST_BYTES", "MAX_REQUEST_DEPTH", "Server", "serve"]
 
 HANGUP_EXIT = 129  # as a process killed by SIGHUP reports itself
+MAX_REQUEST_BYTES = 1 << 20  # a real request is a few hundred bytes
+MAX_REQUEST_DEPTH = 16
+_OVERSIZED = "\0oversized\n"  # what _bounded_lines yields in place of a line over the limit
 
 
 class Server:
@@ -36,10 +44,14 @@ class Server:
         self.loaded = {}
 
     def _key(self, request: dict) -> tuple:
+        from edgec.device_agent.options import BenchOptions
+
         bundle = request.get("bundle")
-        if not isinstance(bundle, str) or not bundle:
-            raise UsageError(f"op {request.get('op')!r}: needs \"bundle\": a bundle directory path")
-        return bundle, request.get("threads")
+        if not isinstance(bundle, str) or not bundle or "\0" in bundle:
+            raise UsageError(f"op {str(request.get('op'))[:40]!r}: needs \"bundle\": a bundle directory path")
+        threads = request.get("threads")
+        BenchOptions(threads=threads)  # the same check as the bench options'
+        return bundle, threads
 
     def handle(self, request: dict) -> dict:
         from edgec.device_agent import bench, cli
@@ -61,7 +73,7 @@ class Server:
             if model is not None:
                 model.bundle.check_files()  # the files may have changed since it was loaded
             return bench.run_bench(key[0], options, loaded=model)
-        raise UsageError(f"unknown op {op!r}; known: info, check, load, bench, quit")
+        raise UsageError(f"unknown op {str(op)[:40]!r}; known: info, check, load, bench, quit")
 
 
 def _respond(out, doc: dict) -> None:
@@ -92,18 +104,33 @@ def exit_when_reader_leaves(stream) -> threading.Thread | None:
     return thread
 
 
+def _bounded_lines(stdin, limit: int = MAX_REQUEST_BYTES):
+    """stdin's lines, each read at most ``limit`` characters at a time: a longer line is skipped to its end
+    and yields ``_OVERSIZED`` instead (memory stays bounded whatever the client sends)."""
+    while True:
+        line = stdin.readline(limit + 1)
+        if not line:
+            return
+        if len(line) <= limit or (line.endswith("\n") and len(line) == limit + 1):
+            yield line
+            continue
+        while line and not line.endswith("\n"):
+            line = stdin.readline(limit + 1)
+        yield _OVERSIZED
+
+
 def _lines(stdin, heartbeat: float | None):
     """stdin's lines. With ``heartbeat``, a daemon thread reads them (so input keeps flowing while a request
     runs) and ends the process when a request has run ``heartbeat`` seconds with no line, blank ones included,
     from the client. Between requests the client may be busy elsewhere (pushing a bundle): no limit then."""
     if not heartbeat:
-        yield from stdin
+        yield from _bounded_lines(stdin)
         return
     lines: queue.Queue = queue.Queue()
     state = {"last": time.monotonic(), "busy": False}
 
     def read():
-        for line in stdin:
+        for line in _bounded_lines(stdin):
             state["last"] = time.monotonic()
             if line.strip():
                 lines.put(line)
@@ -133,12 +160,16 @@ def serve(stdin, stdout, heartbeat: float | None = None) -> None:
         if not line.strip():
             continue
         try:
-            request = json.loads(line)
+            if line is _OVERSIZED:
+                raise ValueError(f"longer than {MAX_REQUEST_BYTES} bytes")
+            request = loads_bounded(line, MAX_REQUEST_BYTES + 1, MAX_REQUEST_DEPTH)
         except ValueError as exc:
             _respond(stdout, {"id": None, "ok": False,
                               "error": error_doc(UsageError(f"request is not valid JSON: {exc}"))})
             continue
         request_id = request.get("id") if isinstance(request, dict) else None
+        if not (request_id is None or (isinstance(request_id, (int, str)) and len(str(request_id)) <= 64)):
+            request_id = None
         if isinstance(request, dict) and request.get("op") == "quit":
             _respond(stdout, {"id": request_id, "ok": True, "result": {}})
             return

@@ -1,6 +1,7 @@
 """The agent as one self-contained file: ``edgec-agent-<sha256[:16]>.pyz``.
 
-It holds ``edgec/__init__.py``, ``errors.py``, ``registry.py``, ``bundle.py``, ``compare.py``, ``runtimes/`` and ``device_agent/`` (nothing of
+It holds ``edgec/__init__.py``, ``errors.py``, ``registry.py``, ``bundle.py``, ``compare.py``, ``manifest.py``,
+``runtimes/`` and ``device_agent/`` (nothing of
 the compiler) and a ``__main__.py`` that runs the agent's command line. The archive is built byte for byte
 the same from the same sources (sorted entries, fixed timestamps and modes, stored uncompressed), so its name,
 the hash of its content, is also the agent's version: a device that already holds that file needs no copy.
@@ -19,7 +20,7 @@ from pathlib import Path
 __all__ = ["agent_version", "build_zipapp", "zipapp_bytes", "zipapp_name"]
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the edgec package directory
-SHIPPED = ("__init__.py", "errors.py", "registry.py", "bundle.py", "compare.py", "runtimes", "device_agent")
+SHIPPED = ("__init__.py", "errors.py", "registry.py", "bundle.py", "compare.py", "manifest.py", "runtimes", "device_agent")
 MAIN = b"""# edgec device agent: python3 edgec-agent-HASH.pyz {info,check,bench,serve} ...
 import os
 import sys

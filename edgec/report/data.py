@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edgec.bundle import Bundle
 from edgec.compare import FLOAT_REFERENCE_RTOL as _FLOAT_RTOL
+from edgec.device_agent.schema import result_problem
 from edgec.errors import BundleError, InputError, ResultsError
 
 __all__ = ["BundleInfo", "ReportData", "Run", "accuracy_of", "collect", "describe_precision"]
@@ -168,17 +169,37 @@ def collect(store, bundles: tuple[str, ...] = (), devices: tuple[str, ...] = (),
     for row in reversed(rows):  # oldest first
         stored = store.get(row["id"])
         doc = stored.get("result")
-        error = f"{row['error_type']}: {row['error_message']}" if row["status"] == "error" else None
+        status = row["status"]
+        error = f"{row['error_type']}: {row['error_message']}" if status == "error" else None
+        problem = stored.get("result_problem") or (result_problem(doc) if status == "ok" else None)
+        if problem:  # stored before results were checked, or edited since: one bad row is that run's error
+            status, error, doc = "error", f"InvalidResult: {problem}", None
         runs.append(Run(row["id"], row["created_at"], row["bundle_id"], row["device"], row["profile"],
-                        row["status"], error, doc))
+                        status, error, doc))
         bundle_id = row["bundle_id"]
         if doc is not None and (bundle_id not in infos or infos[bundle_id].manifest is None):
-            manifest = doc.get("manifest") or manifests.get(bundle_id) or _local_manifest(doc, bundle_id)
-            infos[bundle_id] = _info(bundle_id, manifest, doc.get("bundle") or {}, doc.get("sweep"))
+            manifest = _manifest(doc.get("manifest")) or manifests.get(bundle_id) or _local_manifest(doc, bundle_id)
+            infos[bundle_id] = _info(bundle_id, manifest, doc.get("bundle") or {}, _dict(doc.get("sweep")))
         elif bundle_id not in infos:
             infos[bundle_id] = _info(bundle_id, manifests.get(bundle_id), {}, None)
     _unique_labels(infos)
     return ReportData(runs=runs, bundles=infos, results_path=str(store.path))
+
+
+def _dict(value) -> dict | None:
+    return value if isinstance(value, dict) else None
+
+
+def _manifest(value) -> dict | None:
+    """A manifest stored inside a result document, when it is one (the document came back from a device)."""
+    from edgec.manifest import validate_manifest
+
+    try:
+        validate_manifest(value, "stored manifest")
+    except BundleError:
+        return None
+    report = value.get("report")
+    return value if report is None or (isinstance(report, dict) and isinstance(report.get("size", {}), dict)) else None
 
 
 def _unique_labels(infos: dict[str, BundleInfo]) -> None:

@@ -58,7 +58,7 @@ def run_bundle(bundle, arrays: list[np.ndarray], source: str = "evaluation data"
     from edgec.runtimes import load_runtime, runtime_for_format
 
     _check_shapes(arrays, bundle.inputs, source)
-    session = load_runtime(runtime_for_format(bundle.format)).load(bundle.model_path)
+    session = load_runtime(runtime_for_format(bundle.format)).load(bundle.model_bytes())
     ins, outs = bundle.inputs, bundle.outputs
     manifest_names = [e["name"] for e in ins]
     session_names = list(getattr(session, "input_names", manifest_names))

@@ -38,7 +38,10 @@ nav ul { columns: 2; font-size: 0.9em; }
 
 
 def esc(value) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    """HTML-escaped text; control characters (from device strings) shown as escapes."""
+    from edgec.device_agent.text import terminal_safe
+
+    return html.escape("" if value is None else terminal_safe(value, keep_newlines=True), quote=True)
 
 
 def fmt(value, spec: str = ".3f", unit: str = "") -> str:

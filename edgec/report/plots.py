@@ -27,7 +27,8 @@ def _pyplot():
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "edgec", "font.size": 9,
+    # text.parse_math off: names from devices and manifests are plain text ("$x$" must not become math text)
+    plt.rcParams.update({"text.parse_math": False, "svg.fonttype": "none", "svg.hashsalt": "edgec", "font.size": 9,
                          "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
                          "grid.alpha": 0.3, "axes.prop_cycle": matplotlib.cycler(color=COLORS)})
     return plt

@@ -99,11 +99,14 @@ def _without_delegate_notice():
 class LiteRTSession:
     """One loaded .tflite model. ``run`` takes arrays in input order and returns arrays in output order."""
 
-    def __init__(self, path, threads: int | None = None):
+    def __init__(self, path, threads: int | None = None, name: str | None = None):
+        """``path``: the model file, or its bytes (what a bundle hands over after checking them), then called
+        ``name`` in errors."""
         module, pip_name = _interpreter_module()
+        source = {"model_content": path} if isinstance(path, bytes) else {"model_path": str(path)}
         self.package = pip_name
         try:
-            self._interp = module.Interpreter(model_path=str(path), num_threads=int(threads) if threads else None)
+            self._interp = module.Interpreter(**source, num_threads=int(threads) if threads else None)
             with _without_delegate_notice():
                 self._interp.allocate_tensors()
         except ImportError as exc:  # tflite-runtime 2.14 imports beside numpy 2 but fails here (_ARRAY_API)
@@ -111,7 +114,8 @@ class LiteRTSession:
                                       f"install the maintained runtime with: {INSTALL_HINT}") from exc
         except (ValueError, RuntimeError) as exc:  # the interpreter's own errors for unreadable models / ops
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BundleError(f"{path}: {pip_name} cannot load this model: {first}") from exc
+            where = name or ("the model" if isinstance(path, bytes) else path)
+            raise BundleError(f"{where}: {pip_name} cannot load this model: {first}") from exc
         self._inputs = self._interp.get_input_details()
         self._outputs = self._interp.get_output_details()
         self.input_names = [d["name"] for d in self._inputs]
@@ -175,5 +179,5 @@ class LiteRTSession:
         self._shapes = [tuple(int(n) for n in d["shape"]) for d in self._inputs]
 
 
-def load(path, threads: int | None = None) -> LiteRTSession:
-    return LiteRTSession(path, threads)
+def load(path, threads: int | None = None, name: str | None = None) -> LiteRTSession:
+    return LiteRTSession(path, threads, name)

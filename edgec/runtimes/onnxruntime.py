@@ -39,7 +39,9 @@ def package() -> str:
 class OnnxSession:
     """One loaded model. ``run`` takes a list of arrays in input order and returns a list in output order."""
 
-    def __init__(self, path, threads: int | None = None):
+    def __init__(self, path, threads: int | None = None, name: str | None = None):
+        """``path``: the model file, or its bytes (what a bundle hands over after checking them), then called
+        ``name`` in errors."""
         ort = _ort()
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -47,10 +49,11 @@ class OnnxSession:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors; name the file and its reason
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BundleError(f"{path}: onnxruntime cannot load this model: {first}") from exc
+            where = name or ("the model" if isinstance(path, bytes) else path)
+            raise BundleError(f"{where}: onnxruntime cannot load this model: {first}") from exc
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
 
@@ -62,5 +65,5 @@ class OnnxSession:
         return functools.partial(self._session.run, None, dict(zip(self.input_names, inputs)))
 
 
-def load(path, threads: int | None = None) -> OnnxSession:
-    return OnnxSession(path, threads)
+def load(path, threads: int | None = None, name: str | None = None) -> OnnxSession:
+    return OnnxSession(path, threads, name)

@@ -63,3 +63,19 @@ def test_prune_devices_reports_each_device_or_its_error(sshd, client_key, ssh_op
     rows = prune_devices([good.device(client_key, "good"), unknown.device(client_key, "unknown")], ssh_opts, keep=0)
     assert rows[0]["ok"] and rows[0]["removed"] == [bundles["small"].bundle_id]
     assert not rows[1]["ok"] and rows[1]["error"]["type"] == "HostKeyError"
+
+
+def test_a_newline_in_an_entry_name_cannot_forge_an_entry(sshd, client_key, ssh_opts, bundles):
+    """A name holding "\\n<mtime> <kib> .." once parsed as a second entry ".." (the store's parent, ~/.edgec,
+    for ``rm -rf``) and broke the listing. Entries are NUL-terminated now: the odd one is an entry like any other."""
+    server = sshd()
+    trust(server, ssh_opts)
+    with connect(server.device(client_key, "d1").ssh_target(), ssh_opts) as conn:
+        push_bundle(conn, bundles["small"])
+        store_dir = server.home / ".edgec" / "bundles"
+        (server.home / ".edgec" / "keep.txt").write_text("do not delete")
+        (store_dir / "odd\n0 4 ..").mkdir()
+        age(conn, f"{store_dir}/{bundles['small'].bundle_id}", 1)
+        report = prune_device(conn, keep=1)
+    assert report.kept == ["odd\n0 4 .."] and report.removed == [bundles["small"].bundle_id]
+    assert (server.home / ".edgec" / "keep.txt").read_text() == "do not delete"

@@ -30,7 +30,8 @@ def test_holds_only_device_side_code(tmp_path):
     names = zipfile.ZipFile(build_zipapp(tmp_path)).namelist()
     assert "__main__.py" in names and "edgec/device_agent/cli.py" in names
     assert "edgec/runtimes/litert.py" in names and "edgec/runtimes/onnxruntime.py" in names
-    allowed = ("edgec/__init__.py", "edgec/errors.py", "edgec/registry.py", "edgec/bundle.py", "edgec/compare.py", "edgec/runtimes/", "edgec/device_agent/")
+    allowed = ("edgec/__init__.py", "edgec/errors.py", "edgec/registry.py", "edgec/bundle.py", "edgec/compare.py",
+               "edgec/manifest.py", "edgec/runtimes/", "edgec/device_agent/")
     assert all(n == "__main__.py" or n.startswith(allowed) for n in names), names
     assert not any("compiler" in n or "__pycache__" in n for n in names)
 

@@ -52,7 +52,7 @@ RANKS = {
     "compiler": 3, "examples": 3,
     "targets": 2,
     "device_agent": 1, "runtimes": 1, "bundle": 1, "ir": 1,
-    "edgec": 0, "errors": 0, "compare": 0, "settings": 0, "registry": 0, "source_spec": 0, "_capture": 0, "_progress": 0,
+    "edgec": 0, "errors": 0, "compare": 0, "manifest": 0, "settings": 0, "registry": 0, "source_spec": 0, "_capture": 0, "_progress": 0,
 }
 
 

@@ -2,7 +2,10 @@
 
 ``lower(spec, input_shapes)`` picks the front-end from what the file is (its content, not only its name):
 ONNX, Keras (.keras, .h5, SavedModel directory), PyTorch (torch.export .pt2, TorchScript, ``file.py:factory``).
-Pickled whole-model ``.pt``/``.pth`` files are refused: loading one runs arbitrary code.
+Pickled whole-model ``.pt``/``.pth`` files are refused: loading one runs arbitrary code. Other model files are
+checked for constructs that run code before their framework loads them (``_safety``) unless ``trust_source``.
+``file.py:factory`` / ``module:factory`` (``edgec.source_spec``) run the user's code by design; such a spec is taken only
+when written in exactly that form, never as a fallback for a path that does not exist.
 """
 
 from __future__ import annotations
@@ -164,8 +167,8 @@ def _looks_like_onnx(path: Path) -> bool:
     return bool(proto.graph.node)
 
 
-def lower(spec: str, input_shapes: dict[str, list[int]] | None = None) -> SourceModel:
-    """Lower the source model named by ``spec`` to the IR."""
+def lower(spec: str, input_shapes: dict[str, list[int]] | None = None, trust_source: bool = False) -> SourceModel:
+    """Lower the source model named by ``spec`` to the IR; ``trust_source`` lets the file's own code run."""
     kind = detect_kind(spec)
     input_shapes = input_shapes or {}
     if kind == "onnx":
@@ -175,7 +178,7 @@ def lower(spec: str, input_shapes: dict[str, list[int]] | None = None) -> Source
     if kind in ("keras", "keras-h5", "savedmodel"):
         from edgec.compiler.frontends.keras import lower_keras
 
-        return lower_keras(Path(spec), kind, input_shapes)
+        return lower_keras(Path(spec), kind, input_shapes, trust_source)
     from edgec.compiler.frontends.pytorch import lower_pytorch
 
-    return lower_pytorch(spec, kind, input_shapes)
+    return lower_pytorch(spec, kind, input_shapes, trust_source)

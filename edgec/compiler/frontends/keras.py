@@ -3,6 +3,10 @@
 Lowering traces the model as a ``tf.function`` and converts it with tf2onnx (its ``from_keras`` does not accept
 Keras 3 models). ``.h5`` files are loaded with ``compile=False``: Keras 3 cannot deserialise the compiled
 losses and metrics of its own ``.h5`` files.
+
+Untrusted by default (``_safety``): the config is read and checked first (no Lambda, no custom objects), the
+loader (Keras 3 or tf_keras) is chosen by the config's structure, and Keras 3 runs with ``safe_mode``; a
+SavedModel's graphs are checked for side-effecting ops. ``--trust-source`` skips those checks.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import numpy as np
 
 from edgec import ir as edgec_ir
 from edgec.compiler.frontends import SourceModel, resolve_input_shapes, shape_hint
+from edgec.compiler.frontends._safety import check_keras_config, check_savedmodel, keras3_config
 from edgec.errors import SourceModelError, UsageError
 
 __all__ = ["lower_keras"]
@@ -26,26 +31,44 @@ def _tensorflow():
     return tf
 
 
-def _h5_keras_version(path: Path) -> str:
+MAX_CONFIG_BYTES = 64 << 20
+
+
+def _h5_config(path: Path):
     import h5py
 
-    with h5py.File(path, "r") as handle:
-        version = handle.attrs.get("keras_version", "")
-        if "model_config" not in handle.attrs:
-            raise SourceModelError(f"{path}: an HDF5 file holding weights only (no model_config); save the whole "
-                                   "model (model.save('model.h5') or model.save('model.keras'))")
-    return version.decode() if isinstance(version, bytes) else str(version)
+    try:
+        with h5py.File(path, "r") as handle:
+            text = handle.attrs.get("model_config")
+    except OSError as exc:
+        raise SourceModelError(f"{path}: not a readable HDF5 file ({exc})") from None
+    if text is None:
+        raise SourceModelError(f"{path}: an HDF5 file holding weights only (no model_config); save the whole "
+                               "model (model.save('model.h5') or model.save('model.keras'))")
+    return text
 
 
-def _keras_zip_version(path: Path) -> str:
-    import json
+def _zip_config(path: Path):
     import zipfile
 
     try:
         with zipfile.ZipFile(path) as archive:
-            return str(json.loads(archive.read("metadata.json")).get("keras_version", ""))
-    except (KeyError, ValueError, zipfile.BadZipFile):
-        return ""
+            if archive.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
+                raise SourceModelError(f"{path}: config.json is larger than {MAX_CONFIG_BYTES} bytes")
+            return archive.read("config.json")
+    except (KeyError, OSError, zipfile.BadZipFile):
+        raise SourceModelError(f"{path}: not a Keras archive (no readable config.json)") from None
+
+
+def _keras_config(path: Path, kind: str):
+    """The model's config as parsed JSON, read without Keras (nothing in it is acted on yet)."""
+    from edgec.manifest import loads_bounded
+
+    text = _h5_config(path) if kind == "keras-h5" else _zip_config(path)
+    try:
+        return loads_bounded(text, MAX_CONFIG_BYTES)
+    except (ValueError, TypeError) as exc:
+        raise SourceModelError(f"{path}: the model config is not readable JSON ({exc})") from None
 
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:
@@ -53,21 +76,38 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _load_keras(path: Path, kind: str):
+def _private_copy(path: Path, workdir: str) -> Path:
+    """A copy in a private directory: what is checked is what Keras loads, whatever happens to ``path``."""
+    import shutil
+
+    copy = Path(workdir) / ("model.h5" if path.suffix.lower() in (".h5", ".hdf5") else "model.keras")
+    shutil.copyfile(path, copy)
+    return copy
+
+
+def _load_keras(path: Path, kind: str, trust_source: bool = False):
+    """Load a .keras/.h5 model after checking its config; tf_keras only for configs shaped like tf.keras 2's
+    (the loader is chosen by the config's structure, never by a version attribute the file states)."""
+    import tempfile
+
     _tensorflow()
-    version = _h5_keras_version(path) if kind == "keras-h5" else _keras_zip_version(path)
-    try:
-        if version.startswith("2."):  # written by tf.keras 2 / tf_keras: Keras 3 cannot read it
-            import tf_keras
+    with tempfile.TemporaryDirectory(prefix="edgec-keras-") as workdir:
+        copy = _private_copy(path, workdir)
+        config = _keras_config(copy, kind)
+        if not trust_source:
+            check_keras_config(config, path)
+        try:
+            if not keras3_config(config):  # tf.keras 2 structure: Keras 3 cannot read it
+                import tf_keras
 
-            return tf_keras.models.load_model(path, compile=False)
-        import keras
+                return tf_keras.models.load_model(copy, compile=False)
+            import keras
 
-        return keras.models.load_model(path, compile=False)
-    except SourceModelError:
-        raise
-    except Exception as exc:  # Keras raises many kinds of errors for unreadable files
-        raise SourceModelError(f"{path}: Keras cannot load this model: {_first_line(exc)}") from None
+            return keras.models.load_model(copy, compile=False, safe_mode=not trust_source)
+        except SourceModelError:
+            raise
+        except Exception as exc:  # Keras raises many kinds of errors for unreadable files
+            raise SourceModelError(f"{path}: Keras cannot load this model: {_first_line(exc)}") from None
 
 
 def _specs(names, shapes, dtypes, input_shapes: dict[str, list[int]], path: Path):
@@ -107,11 +147,11 @@ def _rename_outputs(model, names: list[str]) -> None:
         used.add(clean)
 
 
-def lower_keras(path: Path, kind: str, input_shapes: dict[str, list[int]]) -> SourceModel:
+def lower_keras(path: Path, kind: str, input_shapes: dict[str, list[int]], trust_source: bool = False) -> SourceModel:
     tf = _tensorflow()
     if kind == "savedmodel":
-        return _lower_savedmodel(path, input_shapes)
-    model = _load_keras(path, kind)
+        return _lower_savedmodel(path, input_shapes, trust_source)
+    model = _load_keras(path, kind, trust_source)
     names = [t.name.split(":")[0] for t in model.inputs]
     specs, example = _specs(names, [t.shape for t in model.inputs], [t.dtype for t in model.inputs],
                             input_shapes, path)
@@ -136,8 +176,10 @@ def lower_keras(path: Path, kind: str, input_shapes: dict[str, list[int]]) -> So
                        framework_model=model, example_shapes=example)
 
 
-def _lower_savedmodel(path: Path, input_shapes: dict[str, list[int]]) -> SourceModel:
+def _lower_savedmodel(path: Path, input_shapes: dict[str, list[int]], trust_source: bool = False) -> SourceModel:
     tf = _tensorflow()
+    if not trust_source:
+        check_savedmodel((path / "saved_model.pb").read_bytes(), path)
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # TF raises many error types for bad SavedModels

@@ -3,6 +3,10 @@
 Exports with ``torch.onnx.export`` (dynamo for nn.Modules and ExportedPrograms, the TorchScript exporter for
 ScriptModules) at the IR's opset, as one file. The batch dimension is exported as dynamic when the model allows
 it (a ``.pt2`` keeps exactly the dynamic dimensions it was exported with).
+
+``file.py:factory`` and ``module:factory`` run the user's code: that is what they are for. A ``.pt2`` archive is
+read once and checked before torch sees its bytes (``_safety.check_pt2_archive``: no pickles, no compiled code);
+TorchScript is loaded by torch's own restricted unpickler from the bytes read once.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import onnx
 
 from edgec import ir as edgec_ir
 from edgec.compiler.frontends import SourceModel, resolve_input_shapes
+from edgec.compiler.frontends._safety import check_pt2_archive
 from edgec.errors import SourceModelError, UsageError
 from edgec.source_spec import parse_source_spec
 
@@ -157,7 +162,20 @@ def _export_script(module, args, names: list[str], spec: str) -> onnx.ModelProto
     return onnx.load_from_string(buffer.getvalue())
 
 
-def lower_pytorch(spec: str, kind: str, input_shapes: dict[str, list[int]]) -> SourceModel:
+def _read_archive(spec: str, limit: int = 8 << 30) -> io.BytesIO:
+    """The archive's bytes, read once: what is checked is what torch loads."""
+    try:
+        with open(spec, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise SourceModelError(f"{spec}: cannot read it ({exc.strerror})") from None
+    if len(data) > limit:
+        raise SourceModelError(f"{spec}: larger than {limit >> 30} GiB")
+    return io.BytesIO(data)
+
+
+def lower_pytorch(spec: str, kind: str, input_shapes: dict[str, list[int]], trust_source: bool = False
+                  ) -> SourceModel:
     import torch
 
     notes: list[str] = []
@@ -168,8 +186,11 @@ def lower_pytorch(spec: str, kind: str, input_shapes: dict[str, list[int]]) -> S
         proto, notes = _export_module(module, args, names, spec)
         reference, framework = _runner(module), module
     elif kind == "torch-export":
+        archive = _read_archive(spec)
+        if not trust_source:
+            check_pt2_archive(archive.getvalue(), spec)
         try:
-            program = torch.export.load(spec)
+            program = torch.export.load(archive)
         except Exception as exc:  # corrupt or incompatible archives
             raise SourceModelError(f"{spec}: cannot load torch.export archive: {type(exc).__name__}: {exc}") from None
         args = program.example_inputs[0] if program.example_inputs else None
@@ -182,7 +203,7 @@ def lower_pytorch(spec: str, kind: str, input_shapes: dict[str, list[int]]) -> S
         reference, framework = _runner(module), program
     else:
         try:
-            module = torch.jit.load(spec).eval()
+            module = torch.jit.load(_read_archive(spec)).eval()
         except Exception as exc:  # corrupt archives
             raise SourceModelError(f"{spec}: cannot load TorchScript: {type(exc).__name__}: {exc}") from None
         names = _forward_names(module)
