@@ -138,9 +138,12 @@ def validate_manifest(manifest, where: str) -> None:
         _fail(where, "'reference'", "is not an object")
     for key in ("inputs", "outputs"):
         _check_named(where, f"reference.{key}", reference.get(key), files)
-    for key in ("rtol", "atol"):
-        if not _number(reference.get(key)) or not reference[key] >= 0:
-            _fail(where, f"reference.{key}", "is not a non-negative number")
+    if not _number(reference.get("rtol")) or not reference["rtol"] >= 0:
+        _fail(where, "reference.rtol", "is not a non-negative number")
+    atol = reference.get("atol")  # one number, or one per output (each output's own scale)
+    values = atol if isinstance(atol, list) and len(atol) == len(manifest["io"]["outputs"]) else [atol]
+    if not all(_number(v) and v >= 0 for v in values):
+        _fail(where, "reference.atol", "is not a non-negative number, or one per output")
     for key in ("runtime", "target"):
         if manifest.get(key) is not None and not isinstance(manifest[key], dict):
             _fail(where, f"'{key}'", "is not an object")

@@ -1,5 +1,5 @@
-"""Verification fires: a pass that damages a weight stops the compile with the numbers, ``--tolerance`` decides
-how much difference a compile accepts, and a runtime whose outputs differ from the bundle's reference fails the
+"""Verification fires: a pass that damages a weight stops the compile with the numbers, ``--rtol``/``--atol``
+decide how much difference a compile accepts, and a runtime whose outputs differ from the bundle's reference fails the
 reference check beyond the bundle's tolerance and passes within it.
 
 The damaging pass and the perturbed runtime exist only here (monkeypatched into the pipeline and the agent's
@@ -16,6 +16,7 @@ import onnx_ir as ir
 import pytest
 
 from edgec import api
+from edgec.compare import FLOAT_ATOL, FLOAT_RTOL
 from edgec.compiler import pipeline
 from edgec.compiler.passes import EdgecPass, const
 from edgec.errors import BundleError, VerificationError
@@ -23,8 +24,8 @@ from edgec.examples.onnx_models import onnx_mlp
 
 pytestmark = pytest.mark.integration
 
-NUMBERS = re.compile(r"output 'y' differs from the source model by (\S+) relative \(max abs (\S+)\), "
-                     r"above the tolerance (\S+);")
+NUMBERS = re.compile(r"output 'y' differs from the source model \(max abs diff (\S+), relative (\S+), (\S+)x the "
+                     r"allowed difference; allowed: \|a-b\| <= (\S+) \+ (\S+)\*\|ref\|\)")
 
 
 class ScaleFirstWeight(EdgecPass):
@@ -71,20 +72,21 @@ def test_a_pass_that_damages_a_weight_stops_the_compile_with_the_numbers(mlp, tm
     assert exit_.value.code == VerificationError.exit_code
     err = capsys.readouterr().err.strip()
     assert err.startswith("edgec: error: float passes: ") and len(err.splitlines()) == 1, err
-    rel, max_abs, tolerance = (float(v) for v in NUMBERS.search(err).groups())
-    assert rel == pytest.approx(0.5, rel=1e-2) and max_abs > 0 and tolerance == 1e-4
+    max_abs, rel, worst, atol, rtol = (float(v) for v in NUMBERS.search(err).groups())
+    assert rel == pytest.approx(0.5, rel=1e-2) and max_abs > 0 and worst > 1
+    assert (atol, rtol) == (FLOAT_ATOL, FLOAT_RTOL)
     assert not out.exists() and not list(tmp_path.iterdir())  # nothing half-written
 
 
-def test_tolerance_decides_whether_a_small_difference_passes(mlp, tmp_path, damaging_pass):
-    damaging_pass(1.003)  # 3e-3 relative: beyond the default 1e-4, within 1e-2
+def test_rtol_decides_whether_a_small_difference_passes(mlp, tmp_path, damaging_pass):
+    damaging_pass(1.003)  # 3e-3 relative: beyond the default rtol 1e-3, within 1e-2
     with pytest.raises(VerificationError) as failed:
         api.compile(str(mlp), tmp_path / "strict.bundle", target="host")
-    rel, _, tolerance = (float(v) for v in NUMBERS.search(str(failed.value)).groups())
-    assert rel == pytest.approx(3e-3, rel=2e-2) and tolerance == 1e-4
+    _, rel, worst, _, rtol = (float(v) for v in NUMBERS.search(str(failed.value)).groups())
+    assert rel == pytest.approx(3e-3, rel=2e-2) and rtol == FLOAT_RTOL and worst > 1
     assert not (tmp_path / "strict.bundle").exists()
 
-    bundle = api.compile(str(mlp), tmp_path / "loose.bundle", target="host", tolerance=1e-2)
+    bundle = api.compile(str(mlp), tmp_path / "loose.bundle", target="host", rtol=1e-2)
     checks = {c["stage"]: c for c in bundle.manifest["report"]["verification"]}
     assert checks["front-end"]["max_rel_diff"] < 1e-6
     for stage in ("float passes", "emitted onnx"):
@@ -101,8 +103,8 @@ class PerturbedRuntime:
     def __getattr__(self, name):
         return getattr(self.real, name)
 
-    def load(self, path, threads=None):
-        session = self.real.load(path, threads=threads)
+    def load(self, model, threads=None, name=None):
+        session = self.real.load(model, threads=threads, name=name)
         real_run, factor = session.run, np.float32(1 + self.rel)
         session.run = lambda feeds: [np.asarray(o) * factor for o in real_run(feeds)]
         return session
@@ -117,6 +119,7 @@ def float_bundle(mlp, tmp_path_factory):
 def test_a_runtime_that_differs_fails_the_reference_check_beyond_tolerance_only(float_bundle, monkeypatch,
                                                                                   times_rtol):
     import edgec.runtimes
+    from edgec.api import _bundles as api_bundles
     from edgec.device_agent import bench
 
     ref = float_bundle.manifest["reference"]
@@ -126,11 +129,12 @@ def test_a_runtime_that_differs_fails_the_reference_check_beyond_tolerance_only(
     perturbed = lambda name: PerturbedRuntime(real(name), rel)  # noqa: E731
     monkeypatch.setattr(bench, "load_runtime", perturbed)
     monkeypatch.setattr(edgec.runtimes, "load_runtime", perturbed)
+    monkeypatch.setattr(api_bundles, "load_runtime", perturbed)  # `edgec verify` imported it by name
     if times_rtol > 1:
         with pytest.raises(BundleError, match=r"output 'y' does not match the bundle's reference on this device "
-                                              r"\(max abs diff \S+, relative (\S+)\)") as failed:
+                                              r"\(max abs diff \S+, relative (\S+), \S+x the allowed difference\)") as failed:
             bench.check_bundle(float_bundle.path)
-        assert float(re.search(r"relative (\S+)\)", str(failed.value)).group(1)) == pytest.approx(rel, rel=2e-2)
+        assert float(re.search(r"relative (\S+),", str(failed.value)).group(1)) == pytest.approx(rel, rel=2e-2)
         with pytest.raises(BundleError, match="no longer matches the reference"):
             api.verify_bundle(float_bundle.path)
     else:
