@@ -161,7 +161,9 @@ def _device_lines(device: dict) -> list[str]:
     throttled = device.get("throttled")
     if isinstance(throttled, dict) and "flags" in throttled:
         out += ["# HELP edgec_throttled Raspberry Pi firmware throttling flags (vcgencmd get_throttled).",
-                "# TYPE edgec_throttled gauge", f"edgec_throttled {int(throttled['raw'], 16)}"]
+                "# TYPE edgec_throttled gauge", f"edgec_throttled {int(throttled['raw'], 16)}",
+                "# HELP edgec_throttled_flag Each throttling flag set now or since boot.",
+                "# TYPE edgec_throttled_flag gauge"]
         out += [f"edgec_throttled_flag{_labels({'flag': f})} 1" for f in throttled["flags"]]
     power = device.get("power") or {}
     out += ["# HELP edgec_power_sensor The power sensor read (value 0 and source none: no sensor here).",
