@@ -90,6 +90,5 @@ def test_a_schema_2_database_gains_live_samples_and_rollouts(tmp_path):
         [sample] = store.live_samples("pi")
         assert (sample["p99_ms"], sample["drift"]) == (3.0, "latency")
         assert [(r["action"], r["status"]) for r in store.rollouts("pi")] == [("deploy", "rolled_back")]
-    with pytest.raises(sqlite3.IntegrityError):  # the CHECK constraints hold
-        with ResultsStore(path) as store:
-            store.record_rollout(device="pi", action="explode", bundle_id="ab", previous=None, status="ok")
+    with pytest.raises(sqlite3.IntegrityError), ResultsStore(path) as store:  # the CHECK constraints hold
+        store.record_rollout(device="pi", action="explode", bundle_id="ab", previous=None, status="ok")
