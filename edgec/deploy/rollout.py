@@ -48,8 +48,8 @@ class ServeOptions:
     def __post_init__(self):
         if self.service not in ("pidfile", "systemd"):
             raise UsageError(f"--service {self.service!r}: choose pidfile or systemd")
-        if not 0 < self.port < 65536:
-            raise UsageError(f"--port {self.port}: expected 1-65535")
+        if not 0 <= self.port < 65536:  # 0: any free port (serve.json on the device says which)
+            raise UsageError(f"--port {self.port}: expected 0-65535")
         if self.health_timeout <= 0:
             raise UsageError(f"--health-timeout {self.health_timeout}: must be > 0")
 
@@ -111,10 +111,12 @@ class _Device:
 
     def ensure_service(self, opts: ServeOptions) -> None:
         status = self.call("status")
-        running = status.get("running") and status.get("healthz")
-        if running and (status["healthz"].get("agent_version") == posixpath.basename(self.agent)[12:28]):
-            return
         if status.get("running"):
+            health = status.get("healthz")
+            # A service that does not answer is left alone: killing a hung process is not a deploy's call;
+            # the health check below fails and the bundle is rolled back.
+            if not health or health.get("agent_version") == posixpath.basename(self.agent)[12:28]:
+                return
             self.call("stop")  # another agent version: a clean restart (drain, exit, start again)
         if opts.service == "systemd":
             _install_unit(self, opts)
@@ -175,35 +177,35 @@ def _deploy_one(device: Device, bundle: Bundle, ssh: SshOptions, opts: ServeOpti
                 out.status = "ok"
             else:
                 out.reason = health.get("reason", "not healthy")
-                _roll_back(dev, out)
+                _roll_back(dev, out, min(15.0, opts.health_timeout))
     except EdgecError as exc:
         out.reason = out.reason or f"{out.stage}: {' '.join(str(exc).split())}"
         if activated and out.status != "rolled_back":
-            _roll_back_fresh(device, ssh, out)
+            _roll_back_fresh(device, ssh, out, min(15.0, opts.health_timeout))
     finally:
         out.seconds = time.monotonic() - start
     record(device.name, "deploy", bundle.bundle_id, out.previous, out.status, out.reason)
     return out
 
 
-def _roll_back(dev: _Device, out: DeviceRollout) -> None:
+def _roll_back(dev: _Device, out: DeviceRollout, confirm_s: float) -> None:
     """Point ``active`` back at the previous bundle; the service keeps (or goes back to) serving it."""
     try:
         dev.rollback(out.previous)
         out.status = "rolled_back"
         if out.previous:
-            back = dev.wait_healthy(out.previous, 15.0)
+            back = dev.wait_healthy(out.previous, confirm_s)
             if not back.get("healthy"):
                 out.reason += f"; after the rollback the service is not healthy either ({back.get('reason')})"
     except EdgecError as exc:
         out.reason += f"; the rollback failed too: {' '.join(str(exc).split())}"
 
 
-def _roll_back_fresh(device: Device, ssh: SshOptions, out: DeviceRollout) -> None:
-    """A step after activation broke the connection: roll back over a new one."""
+def _roll_back_fresh(device: Device, ssh: SshOptions, out: DeviceRollout, confirm_s: float = 15.0) -> None:
+    """Roll back over a new connection (a step after activation broke the old one, or a canary stopped)."""
     try:
         with connect(device.ssh_target(), ssh) as conn:
-            _roll_back(_Device(conn, device), out)
+            _roll_back(_Device(conn, device), out, confirm_s)
     except EdgecError as exc:
         out.reason += f"; could not reconnect to roll back: {' '.join(str(exc).split())}"
 

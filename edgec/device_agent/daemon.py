@@ -190,6 +190,8 @@ def _probe(state: dict, edgec_dir: Path, bundle_id: str, count: int, timeout: fl
             answered[last["bundle_id"]] = answered.get(last["bundle_id"], 0) + 1
         else:
             errors.append(f"HTTP {code}: {raw[:200].decode(errors='replace')}" if code else "no answer")
+            if code is None:
+                break  # a hung service: one timeout says it
     records = None
     if last is not None and last["bundle_id"] == bundle_id:
         records = check_reference(bundle, [last["outputs"][m["name"]] for m in bundle.outputs])
@@ -197,7 +199,7 @@ def _probe(state: dict, edgec_dir: Path, bundle_id: str, count: int, timeout: fl
     return {"count": count, "answered_by": answered, "errors": errors[:5], "reference": records, "ok": ok}
 
 
-def service_status(edgec_dir, probe: str | None = None, probe_count: int = 1, timeout: float = 5.0) -> dict:
+def service_status(edgec_dir, probe: str | None = None, probe_count: int = 1, timeout: float = 3.0) -> dict:
     """What the service says: /healthz, /metrics text, and optionally a reference probe of bundle ``probe``."""
     edgec_dir = Path(edgec_dir).expanduser()
     state, pid = _state(edgec_dir), _read_pid(edgec_dir)
@@ -205,16 +207,16 @@ def service_status(edgec_dir, probe: str | None = None, probe_count: int = 1, ti
            "active": store.active_id(edgec_dir), "history": store.history(edgec_dir)}
     if not state or not doc["running"]:
         return {**doc, "healthz": None, "metrics": None}
+    if probe:  # first, so the metrics read next count these requests
+        doc["probe"] = _probe(state, edgec_dir, probe, probe_count, timeout)
     code, raw, _ = _get(state, "/healthz", timeout)
     doc["healthz_status"] = code
     try:
         doc["healthz"] = json.loads(raw) if code else None
     except ValueError:
         doc["healthz"] = None
-    code, raw, _ = _get(state, "/metrics", timeout)
+    code, raw, _ = _get(state, "/metrics", timeout) if code else (None, b"", {})  # a hung service: once is enough
     doc["metrics"] = raw.decode(errors="replace") if code == 200 else None
-    if probe:
-        doc["probe"] = _probe(state, edgec_dir, probe, probe_count, timeout)
     return doc
 
 
@@ -224,7 +226,7 @@ def wait_healthy(edgec_dir, bundle_id: str, timeout: float = 30.0) -> dict:
     deadline = time.monotonic() + timeout
     reason = "no answer from the service"
     while True:
-        status = service_status(edgec_dir, timeout=min(2.0, timeout))
+        status = service_status(edgec_dir, timeout=max(0.5, min(2.0, deadline - time.monotonic())))
         health = status.get("healthz") or {}
         error = health.get("swap_error") or {}
         if error.get("bundle_id") == bundle_id and health.get("active") == bundle_id:
