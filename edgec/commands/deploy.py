@@ -42,7 +42,8 @@ def _devices(device_names, tags, inventory):
               help="Reference requests sent through each canary's service per check (so there is traffic).")
 @click.option("--service", type=click.Choice(["pidfile", "systemd"]), default="pidfile", show_default=True,
               help="How the service runs: a pidfile and a clean restart, or a systemd unit.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8750, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8750, show_default=True,
+              help="Service port on the device; 0 picks a free one (the device's ~/.edgec/serve.json says which).")
 @click.option("--host", "bind", default="127.0.0.1", show_default=True,
               help="Address the service binds on the device; any other than loopback needs --token-file.")
 @click.option("--token-file", default=None, help="A token file ON THE DEVICE (clients send Authorization: Bearer).")
