@@ -98,6 +98,9 @@ class ServiceHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "edgec-agent"
     timeout = 30  # a client that sends nothing for this long is dropped (slowloris)
+    # Headers and body go out as two writes: with Nagle's algorithm on, the second waits for the client's delayed
+    # ACK (40 ms on Linux) on every keep-alive request. Measured: 46 ms -> well under 1 ms per request.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):  # the service's stderr is a log file; one line per request is noise there
         pass
@@ -112,8 +115,8 @@ class ServiceHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
+        self._headers_buffer.extend((b"\r\n", body))  # end_headers, with the body in the same write
+        self.flush_headers()
 
     def _error(self, code: int, message: str) -> None:
         self._send(code, json.dumps({"error": message}).encode())
