@@ -11,6 +11,9 @@ Modules (``ssh`` and its private ``_ssh_connect`` are the only ones that import 
                  a broken link is reconnected and the upload resumed.
 - ``remote``     run the agent (``edgec.device_agent`` zipapp) on one device: info, runtime check, bench.
 - ``farm``       many devices in parallel with deadlines, Ctrl-C handling and a live display.
+- ``rollout``    ``edgec deploy``/``rollback``: activate a bundle as the device's live model, health-check it
+                 through the agent's HTTP service, roll back; canary rollouts against the benchmark p99.
+- ``live``       the services' /metrics (Prometheus text, parsed with prometheus-client) as samples; drift.
 - ``results``    the SQLite results store with forward migrations.
 
 Decisions: remote benchmarks (``edgec bench --device`` and ``edgec farm bench``) are stored by default in
@@ -20,4 +23,4 @@ retried and uploads are resumed; a benchmark is never retried.
 
 from __future__ import annotations
 
-__all__ = ["farm", "inventory", "push", "remote", "results", "ssh"]
+__all__ = ["farm", "inventory", "live", "push", "remote", "results", "rollout", "ssh"]
