@@ -74,9 +74,15 @@ def deploy_cmd(bundle, device_names, tags, canary, canary_time, margin, probe_co
     opts = ServeOptions(port=port, host=bind, token_file=token_file, threads=threads, service=service,
                         health_timeout=health_timeout)
     ssh = ssh_options(trust_new_host, connect_timeout, stall_timeout, transfer_retries)
+    show = sys.stderr.isatty() and not as_json
+
+    def progress(device: str, stage: str) -> None:
+        if show:
+            click.echo(f"  {device}: {stage}", err=True)
+
     with ResultsStore(results) as store:
         run = deploy(devices, Bundle(bundle), ssh, opts, store=store, canary=canary, canary_time=canary_time,
-                     margin_pct=margin, probe_count=probe_count, parallel=parallel)
+                     margin_pct=margin, probe_count=probe_count, parallel=parallel, progress=progress)
     if as_json:
         echo_json(run.to_dict())
     else:

@@ -283,7 +283,8 @@ def _bench_row(outcome) -> list:
 def status_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, transfer_retries, tags, names, margin,
                watch, interval, parallel, results, as_json):
     """The inference service on each device: active bundle, uptime, request rate, live p50/p99 against the
-    benchmark, errors, temperature, throttling, power; drift when latency or errors leave the band."""
+    benchmark, errors, temperature, throttling, power; drift when latency or errors leave the band. Each sample
+    is stored in the results database. Exit code 8 when a device could not be reached."""
     import time
 
     from edgec.deploy.inventory import load_inventory, select_devices

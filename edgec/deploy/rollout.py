@@ -52,6 +52,11 @@ class ServeOptions:
             raise UsageError(f"--port {self.port}: expected 0-65535")
         if self.health_timeout <= 0:
             raise UsageError(f"--health-timeout {self.health_timeout}: must be > 0")
+        from edgec.device_agent.httpd import is_loopback
+
+        if not is_loopback(self.host) and not self.token_file:
+            raise UsageError(f"--host {self.host}: a service reachable from the network needs --token-file (a file "
+                             "on the device holding at least 16 characters; clients send Authorization: Bearer)")
 
     def run_args(self) -> list[str]:
         args = ["--host", self.host, "--port", str(self.port)]
@@ -154,24 +159,31 @@ def _install_unit(dev: _Device, opts: ServeOptions) -> None:
                           "without systemd")
 
 
-def _deploy_one(device: Device, bundle: Bundle, ssh: SshOptions, opts: ServeOptions, record) -> DeviceRollout:
+def _deploy_one(device: Device, bundle: Bundle, ssh: SshOptions, opts: ServeOptions, record,
+                progress=None) -> DeviceRollout:
     out = DeviceRollout(device.name, bundle.bundle_id)
     start = time.monotonic()
     activated = False
+
+    def stage(name: str) -> None:
+        out.stage = name
+        if progress is not None:
+            progress(device.name, name)
+
     try:
-        out.stage = "connect"
+        stage("connect")
         with connect(device.ssh_target(), ssh) as conn:
             dev = _Device(conn, device)
-            out.stage = "runtime"
+            stage("runtime")
             check_runtime(device_info(conn, device, dev.agent), bundle, device, conn.target.label)
-            out.stage = "push"
+            stage("push")
             push_bundle(conn, bundle)
-            out.stage = "activate"
+            stage("activate")
             out.previous = dev.call("activate", bundle.bundle_id)["previous"]
             activated = True
-            out.stage = "service"
+            stage("service")
             dev.ensure_service(opts)
-            out.stage = "health"
+            stage("health")
             health = dev.wait_healthy(bundle.bundle_id, opts.health_timeout)
             if health.get("healthy"):
                 out.status = "ok"
@@ -299,8 +311,10 @@ def _stop_canaries(canaries: list[DeviceRollout], devices: dict, ssh: SshOptions
 
 def deploy(devices: list[Device], bundle: Bundle, ssh: SshOptions, opts: ServeOptions, *, store=None,
            canary: int = 0, canary_time: float = 60.0, margin_pct: float = 50.0, probe_count: int = 20,
-           parallel: int = 8) -> Rollout:
-    """Deploy ``bundle`` to ``devices`` (see the module docstring); every outcome is recorded in ``store``."""
+           parallel: int = 8, progress=None) -> Rollout:
+    """Deploy ``bundle`` to ``devices`` (see the module docstring); every outcome is recorded in ``store``.
+    ``progress(device, stage)`` is called as each device reaches connect, runtime, push, activate, service,
+    health."""
     if not devices:
         raise UsageError("no devices selected: give --device NAME or a --tag that matches the inventory")
     if canary < 0 or canary > len(devices):
@@ -312,7 +326,7 @@ def deploy(devices: list[Device], bundle: Bundle, ssh: SshOptions, opts: ServeOp
     baselines = _baselines(store, bundle, first) if first else {}
 
     def one(device: Device) -> DeviceRollout:
-        return _deploy_one(device, bundle, ssh, opts, record)
+        return _deploy_one(device, bundle, ssh, opts, record, progress)
 
     if first:
         canaries = _each(first, one, parallel)

@@ -38,6 +38,8 @@ def test_deploy_status_rollback_and_the_live_report(sshd, home, bundles, device_
         assert page.count("<td>rollback</td>") == 1 and page.count("<td>deploy</td>") == 2
         bad = edgec(home, "deploy", old, "--device", "pi", "--tag", "lab")
         assert bad.returncode == 2 and "give --device or --tag, not both" in bad.stderr
+        exposed = edgec(home, "deploy", old, "--device", "pi", "--host", "0.0.0.0")
+        assert exposed.returncode == 2 and "needs --token-file" in exposed.stderr
         canary = edgec(home, "deploy", old, "--tag", "lab", "--canary", "1", *common)
         assert canary.returncode == 2 and "has no benchmark in the results database" in canary.stderr
         assert canary.stderr.startswith("edgec: error: --canary: bundle") and "Traceback" not in canary.stderr

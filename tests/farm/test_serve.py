@@ -132,9 +132,9 @@ def test_a_canary_slowed_by_a_cpu_quota_stops_the_rollout_and_the_rest_never_get
     bench = farm_bench([slow_dev], conv_bundle, store=store, ssh=ssh_opts,  # the baseline, before the slow-down
                        options=BenchOptions(runs=100, warmup=5, threads=1, idle_s=0, power="none"))
     assert bench.outcomes[0].ok, bench.outcomes[0].error
-    quota = CpuQuota(serve_state(slow.home)["pid"], percent=5)
+    quota = CpuQuota(serve_state(slow.home)["pid"], percent=3)
     try:
-        run = deploy(devices, conv_bundle, ssh_opts, OPTS, store=store, canary=1, canary_time=5, margin_pct=100,
+        run = deploy(devices, conv_bundle, ssh_opts, OPTS, store=store, canary=1, canary_time=5, margin_pct=50,
                      probe_count=20)
         assert quota.throttled() > 0  # the service really ran under the quota
     finally:
