@@ -43,6 +43,8 @@ def _from_json(body: bytes, metas: list[dict]) -> list:
 
     try:
         doc = json.loads(body)
+    except RecursionError:
+        raise PayloadError(400, "body nests JSON arrays too deeply for any model input") from None
     except ValueError as exc:
         raise PayloadError(400, f"body is not valid JSON ({exc}); send {{\"inputs\": {{NAME: nested list}}}}") from None
     inputs = doc.get("inputs") if isinstance(doc, dict) else None
@@ -55,7 +57,7 @@ def _from_json(body: bytes, metas: list[dict]) -> list:
     for meta in metas:
         try:
             array = np.asarray(inputs[meta["name"]], dtype=meta.get("dtype") or "float32")
-        except (TypeError, ValueError, OverflowError) as exc:
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise PayloadError(400, f"input {meta['name']!r}: not a {meta.get('dtype')} array ({exc})") from None
         arrays.append(_check(array, meta))
     return arrays

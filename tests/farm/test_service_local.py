@@ -115,6 +115,7 @@ def test_each_bad_request_gets_one_clear_error_and_the_service_stays_up(service)
         (AUTH, json.dumps({"inputs": {"image": good}}).encode(), 400, "do not match the model's ['x']"),
         (AUTH, _body([[0.25] * 63]), 400, "input 'x': shape [1, 63], expected float32 [1, 64]"),
         (AUTH, _body([["a"] * 64]), 400, "input 'x': not a float32 array"),
+        (AUTH, b"[" * 2000 + b"]" * 2000, 400, "nests JSON arrays too deeply"),
         ({**AUTH, "Content-Type": "application/x-npy"}, _npy(np.zeros((1, 64), np.float64)), 400, "dtype float64"),
         ({**AUTH, "Content-Type": "application/x-npy"}, b"\x93NUMPY garbage", 400, "not a readable .npy"),
         ({**AUTH, "Content-Type": "text/csv"}, b"1,2", 415, "send application/json"),
@@ -130,7 +131,7 @@ def test_each_bad_request_gets_one_clear_error_and_the_service_stays_up(service)
     assert get(port, "/metrics")[0] == 401 and get(port, "/nowhere", AUTH)[0] == 404
     code, raw = get(port, "/metrics", AUTH)
     text = raw.decode()
-    assert code == 200 and 'edgec_request_errors_total{reason="bad_request"} 9' in text
+    assert code == 200 and 'edgec_request_errors_total{reason="bad_request"} 10' in text
     assert 'edgec_request_errors_total{reason="unauthorized"} 3' in text
     code, raw = get(port, "/healthz", AUTH)
     assert code == 200 and json.loads(raw)["reference_ok"]
