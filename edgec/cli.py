@@ -32,6 +32,8 @@ for _name, _reference, _help in (
     ("bench", "edgec.commands.bench:bench_cmd", "Benchmark a bundle with the device agent."),
     ("push", "edgec.commands.farm:push_cmd", "Copy a bundle to a device over SSH."),
     ("farm", "edgec.commands.farm:farm_group", "Work with a farm of SSH devices."),
+    ("deploy", "edgec.commands.deploy:deploy_cmd", "Make a bundle the live model of devices; roll back on failure."),
+    ("rollback", "edgec.commands.deploy:rollback_cmd", "Make a device's previous bundle live again."),
     ("results", "edgec.commands.results:results_group", "List, show and compare stored benchmark results."),
     ("estimate", "edgec.commands.estimate:estimate_cmd", "Predict latency, memory, storage and energy on a target."),
     ("report", "edgec.commands.report:report_cmd", "Write an HTML report of stored benchmark results."),

@@ -19,7 +19,7 @@ from edgec.commands._output import echo_json, human_bytes, table
 from edgec.deploy.results import latency_figures
 from edgec.deploy.ssh_options import SshOptions
 
-__all__ = ["device_options", "farm_group", "push_cmd", "ssh_settings"]
+__all__ = ["device_options", "farm_group", "push_cmd", "ssh_settings", "status_cmd"]
 
 _SSH = SshOptions()  # the defaults the options below show
 
@@ -231,3 +231,59 @@ def _bench_row(outcome) -> list:
     fig = latency_figures(outcome.result)
     fmt = [f"{fig[k]:.3f}" if fig[k] is not None else "" for k in ("latency_ms_mean", "latency_ms_p50", "latency_ms_p90")]
     return [outcome.device.name, "ok", *fmt, outcome.run_id, ""]
+
+
+@farm_group.command("status")
+@device_options
+@click.option("--tag", "tags", multiple=True, help="Only devices with this tag (repeatable: all must match).")
+@click.option("--device", "names", multiple=True, help="Only this inventory device (repeatable).")
+@click.option("--margin", type=click.FloatRange(min=0), default=50.0, show_default=True,
+              help="Percent above the benchmark p99 at which live latency counts as drift.")
+@click.option("--watch", is_flag=True, help="Sample again every --interval seconds until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0.5), default=5.0, show_default=True)
+@click.option("--parallel", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--results", type=click.Path(dir_okay=False), default=None,
+              help="Results database: baselines, and where samples are stored (default ~/.edgec/results.db).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document per sampling round.")
+def status_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, transfer_retries, tags, names, margin,
+               watch, interval, parallel, results, as_json):
+    """The inference service on each device: active bundle, uptime, request rate, live p50/p99 against the
+    benchmark, errors, temperature, throttling, power; drift when latency or errors leave the band. Each sample
+    is stored in the results database. Exit code 8 when a device could not be reached."""
+    import time
+
+    from edgec.deploy.inventory import load_inventory, select_devices
+    from edgec.deploy.live import farm_status
+    from edgec.deploy.results import ResultsStore
+
+    devices = select_devices(load_inventory(inventory), tuple(tags), tuple(names))
+    ssh = ssh_settings(trust_new_host, connect_timeout, stall_timeout, transfer_retries)
+    with ResultsStore(results) as store:
+        while True:
+            rows = farm_status(devices, ssh, store, margin, parallel)
+            if as_json:
+                echo_json(rows)
+            else:
+                if watch and sys.stdout.isatty():
+                    click.echo("\x1b[2J\x1b[H", nl=False)
+                click.echo(table([_status_row(r) for r in rows], ["device", "bundle", "uptime", "req/s", "p50 ms",
+                                                                  "p99 ms", "bench p99", "errors", "temp C",
+                                                                  "throttled", "power W", "drift"]))
+            if not watch:
+                break
+            time.sleep(interval)
+    if any("unreachable" in r.get("drift", []) for r in rows):
+        sys.exit(8)
+
+
+def _status_row(row: dict) -> list:
+    def num(key, fmt="{:.3g}"):
+        value = row.get(key)
+        return fmt.format(value) if isinstance(value, (int, float)) else ""
+
+    if row.get("error"):
+        return [row["device"], "", "", "", "", "", "", "", "", "", "", f"unreachable: {row['error']['message']}"]
+    return [row["device"], (row.get("bundle_id") or "not serving")[:16], num("uptime_s", "{:.0f}s"), num("rate_rps"),
+            num("p50_ms"), num("p99_ms"), num("baseline_p99_ms"), row.get("errors", ""), num("temperature_c", "{:.1f}"),
+            ",".join(row.get("throttled") or []), num("power_w") or row.get("power_source", ""),
+            ",".join(row.get("drift") or []) or "ok"]

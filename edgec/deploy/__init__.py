@@ -17,6 +17,9 @@ Modules (``ssh`` and its private ``_ssh_connect`` are the only ones that import 
 - ``bench``      ``open_agent`` (device spec -> runner), ``run_bench``, ``bench_device`` (run and store),
                  ``with_power_model`` (``--power estimated`` from the device's profile).
 - ``farm``       many devices in parallel with deadlines, Ctrl-C handling and a live display.
+- ``rollout``    ``edgec deploy``/``rollback``: activate a bundle as the device's live model, health-check it
+                 through the agent's HTTP service, roll back; canary rollouts against the benchmark p99.
+- ``live``       the services' /metrics (Prometheus text, parsed with prometheus-client) as samples; drift.
 - ``results``    the SQLite results store with forward migrations.
 
 Decisions: remote benchmarks (``edgec bench --device`` and ``edgec farm bench``) are stored by default in
@@ -26,4 +29,4 @@ retried and uploads are resumed; a benchmark is never retried.
 
 from __future__ import annotations
 
-__all__ = ["bench", "farm", "inventory", "local", "push", "remote", "results", "ssh", "ssh_options"]
+__all__ = ["bench", "farm", "inventory", "live", "local", "push", "remote", "results", "rollout", "ssh", "ssh_options"]

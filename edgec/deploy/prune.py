@@ -9,6 +9,7 @@ mtime is when it was last pushed or benchmarked (``push_bundle`` touches a bundl
 from __future__ import annotations
 
 import posixpath
+import re
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
@@ -72,6 +73,13 @@ def store_usage(conn: Connection) -> dict:
             "partial_bytes": 1024 * sum(e.kib for e in listed if e.name.startswith("."))}
 
 
+def _live_ids(conn: Connection, edgec_dir: str) -> set[str]:
+    """The bundle ``active`` names and those of its activation history (rollback targets): never pruned."""
+    q = shlex.quote(edgec_dir)
+    result = conn.run(f"readlink {q}/active; cat {q}/activations.json", timeout=60, what="read the active bundle")
+    return set(re.findall(r"\b[0-9a-f]{64}\b", result.stdout))
+
+
 def _stale(entry: _Entry, now: float, minutes: float) -> bool:
     return (now - entry.mtime) / 60 > minutes
 
@@ -79,7 +87,8 @@ def _stale(entry: _Entry, now: float, minutes: float) -> bool:
 def prune_device(conn: Connection, keep: int, older_than_days: float | None = None, current_agent: str | None = None,
                  dry_run: bool = False, now: float | None = None) -> PruneReport:
     """Remove all but the ``keep`` most recently used bundles (only those unused for ``older_than_days``, when
-    given), partial uploads untouched for a day, and agent zipapps other than ``current_agent``.
+    given), partial uploads untouched for a day, and agent zipapps other than ``current_agent``. The active
+    bundle and those of its activation history (``edgec rollback`` targets) are always kept.
 
     Raises:
         UsageError: ``keep`` is negative.
@@ -93,10 +102,11 @@ def prune_device(conn: Connection, keep: int, older_than_days: float | None = No
     report = PruneReport(conn.target.name or conn.target.label, dry_run=dry_run)
     doomed: list[tuple[str, _Entry]] = []
     listed = _list(conn, store)
+    live = _live_ids(conn, posixpath.join(home, ".edgec"))
     bundles = sorted((e for e in listed if not e.name.startswith(".")), key=lambda e: (-e.mtime, e.name))
     for rank, entry in enumerate(bundles):
         unused_days = (now - entry.mtime) / 86400
-        if rank < keep or (older_than_days is not None and unused_days < older_than_days):
+        if entry.name in live or rank < keep or (older_than_days is not None and unused_days < older_than_days):
             report.kept.append(entry.name)
         else:
             doomed.append((store, entry))

@@ -8,7 +8,9 @@ by a newer edgec (a higher version) is refused rather than misread.
 Each row holds the bundle hash, the device (name and address), its profile, the outcome, a few latency figures
 pulled out for listing and comparing, and the agent's whole BenchResult document as JSON. A document comes
 from a device: one that fails ``edgec.device_agent.schema.result_problem`` (a string where a number belongs, no
-latency figures) is stored as an error of that run (``InvalidResult``), not as a result. ``delete`` removes a run.
+latency figures) is stored as an error of that run (``InvalidResult``), not as a result. ``delete`` removes a run. Schema 3 adds
+``live_samples`` (the inference service's metrics over time, ``edgec farm status``) and ``rollouts`` (every
+deploy and rollback per device, ``edgec deploy``/``edgec rollback``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,42 @@ MIGRATIONS = [
     ALTER TABLE runs ADD COLUMN agent_version TEXT;
     ALTER TABLE runs ADD COLUMN conditions_json TEXT;
     CREATE INDEX runs_farm_run ON runs (farm_run);
+    """,
+    # 2 -> 3: the live service: samples of its metrics over time, and every deploy/rollback on each device.
+    """
+    CREATE TABLE live_samples (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at TEXT NOT NULL,
+        at REAL NOT NULL,
+        device TEXT NOT NULL,
+        bundle_id TEXT,
+        started_at REAL,
+        uptime_s REAL,
+        requests INTEGER,
+        errors INTEGER,
+        rate_rps REAL,
+        p50_ms REAL,
+        p99_ms REAL,
+        baseline_p99_ms REAL,
+        temperature_c REAL,
+        power_w REAL,
+        drift TEXT,
+        sample_json TEXT
+    );
+    CREATE INDEX live_device ON live_samples (device, at);
+    CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at TEXT NOT NULL,
+        at REAL NOT NULL,
+        rollout TEXT,
+        device TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('deploy', 'rollback')),
+        bundle_id TEXT,
+        previous_bundle_id TEXT,
+        status TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'rolled_back')),
+        reason TEXT
+    );
+    CREATE INDEX rollouts_device ON rollouts (device, at);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -134,12 +172,67 @@ class ResultsStore:
             kind, message = (error["type"], error["message"]) if isinstance(error, dict) else (
                 type(error).__name__, str(error))
             row.update(status="error", error_type=kind, error_message=message)
-        columns = ", ".join(row)
+        return self._insert("runs", row)
+
+    def _insert(self, table: str, row: dict) -> int:
+        row = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **row}
         with self._lock:
-            cursor = self._db.execute(f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' * len(row))})",
+            cursor = self._db.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                                       tuple(row.values()))
             self._db.commit()
         return cursor.lastrowid
+
+    def record_live(self, sample: dict) -> int:
+        """Store one live sample of a device's service (``edgec.deploy.live.device_sample``)."""
+        columns = ("at", "device", "bundle_id", "started_at", "uptime_s", "requests", "errors", "rate_rps", "p50_ms",
+                   "p99_ms", "baseline_p99_ms", "temperature_c", "power_w")
+        row = {c: sample.get(c) for c in columns}
+        row.update(drift=",".join(sample.get("drift") or []) or None, sample_json=json.dumps(sample, sort_keys=True))
+        return self._insert("live_samples", row)
+
+    def record_rollout(self, *, device: str, action: str, bundle_id: str | None, previous: str | None, status: str,
+                       reason: str | None = None, rollout: str | None = None, at: float | None = None) -> int:
+        """Store one deploy or rollback on one device (``status`` ok, failed or rolled_back)."""
+        import time
+
+        return self._insert("rollouts", {"at": at if at is not None else time.time(), "rollout": rollout,
+                                         "device": device, "action": action, "bundle_id": bundle_id,
+                                         "previous_bundle_id": previous, "status": status, "reason": reason})
+
+    def live_samples(self, device: str | None = None, since: float | None = None, limit: int = 5000) -> list[dict]:
+        """Live samples, oldest first."""
+        where, args = [], []
+        if device:
+            where.append("device = ?")
+            args.append(device)
+        if since is not None:
+            where.append("at >= ?")
+            args.append(since)
+        sql = ("SELECT * FROM (SELECT * FROM live_samples" + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY id DESC LIMIT ?) ORDER BY id")
+        with self._lock:
+            return [dict(r) for r in self._db.execute(sql, (*args, limit))]
+
+    def rollouts(self, device: str | None = None, limit: int = 500) -> list[dict]:
+        """Deploys and rollbacks, oldest first."""
+        sql = ("SELECT * FROM (SELECT * FROM rollouts" + (" WHERE device = ?" if device else "")
+               + " ORDER BY id DESC LIMIT ?) ORDER BY id")
+        with self._lock:
+            return [dict(r) for r in self._db.execute(sql, ((device,) if device else ()) + (limit,))]
+
+    def baseline(self, bundle_id: str, device: str | None = None) -> dict | None:
+        """The newest successful benchmark of ``bundle_id`` on ``device`` (else on any device): its latency
+        figures (p50, p99 in ms), the run id and the device it ran on; None when it was never benchmarked."""
+        choices = [("bundle_id = ? AND device = ?", (bundle_id, device))] if device else []
+        for where, args in [*choices, ("bundle_id = ?", (bundle_id,))]:
+            with self._lock:
+                row = self._db.execute(f"SELECT id, device, result_json FROM runs WHERE status = 'ok' AND {where} "
+                                       "ORDER BY id DESC LIMIT 1", args).fetchone()
+            if row is not None and row["result_json"]:
+                stats = json.loads(row["result_json"]).get("latency_ms") or {}
+                return {"run_id": row["id"], "device": row["device"], "p50_ms": stats.get("p50"),
+                        "p99_ms": stats.get("p99")}
+        return None
 
     def list(self, limit: int = 50, device: str | None = None, bundle: str | None = None,
              farm_run: str | None = None) -> list[dict]:

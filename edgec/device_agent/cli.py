@@ -1,4 +1,6 @@
-"""The agent's command line: ``info``, ``check BUNDLE``, ``bench BUNDLE [...]``, ``serve``.
+"""The agent's command line: ``info``, ``check BUNDLE``, ``bench BUNDLE [...]``, ``serve`` (JSON lines for a
+host's session), and the live service: ``run`` (foreground), ``start``/``stop`` (pidfile), ``status``,
+``wait-healthy``, ``activate ID``, ``rollback [--to ID]`` (``store.py``, ``daemon.py``, ``httpd.py``).
 
 Everything on stdout is JSON; progress goes to stderr when it is a terminal. An error prints
 ``{"error": {...}}`` and exits with the EdgecError's exit code (RuntimeMissingError = 7, BundleError = 6,
@@ -56,7 +58,81 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="JSON lines on stdin/stdout: {id, op: info|check|load|bench|quit, ...}")
     serve.add_argument("--heartbeat", type=float, default=None,
                        help="exit when no input line (blank ones count) came for this many seconds")
+    _service_commands(commands)
     return parser
+
+
+def _service_commands(commands) -> None:
+    def with_dir(name: str, text: str):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--edgec-dir", default="~/.edgec", help="the store: bundles/, active, serve.pid")
+        return sub
+
+    run = with_dir("run", "serve the active bundle over HTTP until SIGTERM (see httpd.py)")
+    start = with_dir("start", "start `run` in the background (pidfile) and wait until it answers")
+    for sub in (run, start):
+        sub.add_argument("--host", default="127.0.0.1")
+        sub.add_argument("--port", type=int, default=8750)
+        sub.add_argument("--token-file", help="a file holding the token; required with a non-loopback --host")
+        sub.add_argument("--workers", type=int, default=4)
+        sub.add_argument("--queue", type=int, default=32, dest="queue_size")
+        sub.add_argument("--max-body", type=int, default=16 << 20)
+        sub.add_argument("--threads", type=int)
+        sub.add_argument("--sysfs-root", default="/sys")
+        sub.add_argument("--power", default="auto")
+        sub.add_argument("--poll", type=float, default=0.2, dest="poll_s")
+    start.add_argument("--timeout", type=float, default=60.0)
+    with_dir("stop", "stop the service (SIGTERM, drain, SIGKILL after --timeout)").add_argument(
+        "--timeout", type=float, default=30.0)
+    status = with_dir("status", "what the service reports: /healthz, /metrics, the store's active bundle")
+    status.add_argument("--probe", help="also send this bundle's reference inputs through the service")
+    status.add_argument("--probe-count", type=int, default=1)
+    wait = with_dir("wait-healthy", "wait until the service serves BUNDLE_ID and reproduces its references")
+    wait.add_argument("bundle_id")
+    wait.add_argument("--timeout", type=float, default=30.0)
+    activate = with_dir("activate", "verify a stored bundle's hashes and make it the active one (atomic)")
+    activate.add_argument("bundle")
+    activate.add_argument("--keep", type=int, default=5)
+    back = with_dir("rollback", "activate the previous bundle (or --to ID); --none removes the active pointer")
+    back.add_argument("--to")
+    back.add_argument("--none", action="store_true")
+    back.add_argument("--keep", type=int, default=5)
+
+
+_RUN_FLAGS = ("host", "port", "token_file", "workers", "queue_size", "max_body", "threads", "sysfs_root", "power",
+              "poll_s")
+
+
+def _run_argv(args) -> list[str]:
+    """``start``'s options as the ``run`` argv of the process it starts."""
+    flags = {"queue_size": "--queue", "poll_s": "--poll"}
+    argv = []
+    for name in _RUN_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            argv += [flags.get(name, "--" + name.replace("_", "-")), str(value)]
+    return argv
+
+
+def _service_dispatch(args) -> dict | None:
+    from edgec.device_agent import daemon, store
+
+    where = os.path.expanduser(args.edgec_dir)
+    if args.command == "run":
+        return daemon.run_service(where, **{name: getattr(args, name) for name in _RUN_FLAGS})
+    if args.command == "start":
+        return daemon.start_service(where, _run_argv(args), args.timeout)
+    if args.command == "stop":
+        return daemon.stop_service(where, args.timeout)
+    if args.command == "status":
+        return daemon.service_status(where, args.probe, args.probe_count)
+    if args.command == "wait-healthy":
+        return daemon.wait_healthy(where, args.bundle_id, args.timeout)
+    if args.command == "activate":
+        return store.activate(where, args.bundle, args.keep)
+    if args.none:
+        return store.deactivate(where)
+    return store.rollback(where, args.to, args.keep)
 
 
 def info() -> dict:
@@ -110,6 +186,8 @@ def _dispatch(args) -> dict | None:
         from edgec.device_agent.bench import run_bench
 
         return run_bench(args.bundle, _bench_options(args))
+    if args.command != "serve":
+        return _service_dispatch(args)
     from edgec.device_agent.serve import serve
 
     serve(sys.stdin, sys.stdout, heartbeat=args.heartbeat)

@@ -67,6 +67,8 @@ class ReportData:
     results_path: str
     title: str = "edgec benchmark report"
     sweep: list[dict] | None = None
+    live: list[dict] = field(default_factory=list)  # the services' samples over time (edgec farm status)
+    rollouts: list[dict] = field(default_factory=list)  # deploys and rollbacks (edgec deploy/rollback)
     min_change: float = 0.05  # smallest relative change in median latency flagged (regression.MIN_CHANGE)
 
     def devices(self) -> list[str]:
@@ -161,7 +163,9 @@ def collect(store, bundles: tuple[str, ...] = (), devices: tuple[str, ...] = (),
     rows = store.list(limit=limit)
     rows = [r for r in rows if (not devices or r["device"] in devices)
             and (not prefixes or any(r["bundle_id"].startswith(p) for p in prefixes))]
-    if not rows:
+    live = [r for r in store.live_samples() if not devices or r["device"] in devices]
+    rollouts = [r for r in store.rollouts() if not devices or r["device"] in devices]
+    if not rows and not live and not rollouts:
         wanted = " ".join([*(f"--bundle {b}" for b in bundles), *(f"--device {d}" for d in devices)])
         raise ResultsError(f"{store.path}: no stored results{' match ' + wanted if wanted else ''}; run "
                            "`edgec sweep`, `edgec bench --results PATH` or `edgec farm bench` first")
@@ -183,7 +187,7 @@ def collect(store, bundles: tuple[str, ...] = (), devices: tuple[str, ...] = (),
         elif bundle_id not in infos:
             infos[bundle_id] = _info(bundle_id, manifests.get(bundle_id), {}, None)
     _unique_labels(infos)
-    return ReportData(runs=runs, bundles=infos, results_path=str(store.path))
+    return ReportData(runs=runs, bundles=infos, results_path=str(store.path), live=live, rollouts=rollouts)
 
 
 def _dict(value) -> dict | None:

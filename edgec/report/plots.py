@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import io
 
-__all__ = ["energy_bars", "latency_cdf", "pareto_scatter", "size_bars", "svg_data_uri"]
+__all__ = ["energy_bars", "latency_cdf", "live_latency", "pareto_scatter", "size_bars", "svg_data_uri"]
 
 # Colour-blind-safe cycle (matplotlib's tab10 minus red, which marks regressions).
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
@@ -117,6 +117,29 @@ def pareto_scatter(points: list[dict], front: set[int], accuracy_label: str | No
         ax.set_xlabel("model size (KiB)")
         ax.set_ylabel("median latency (ms)")
     fig.suptitle(title, fontsize=10)
+    return svg_data_uri(fig)
+
+
+def live_latency(times: list[float], p50: list, p99: list, baseline: float | None, events: list[tuple[float, str, bool]],
+                 title: str) -> str:
+    """Live p50/p99 (ms) over time (minutes from the first sample), the benchmark p99 as a dashed line, and
+    rollouts as vertical lines: green when a bundle went live, red for a rollback."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.0, 3.0))
+    start = min([*times, *(t for t, _, _ in events)], default=0.0)
+    minutes = [(t - start) / 60 for t in times]
+    ax.plot(minutes, [v if v is not None else float("nan") for v in p99], marker=".", label="live p99")
+    ax.plot(minutes, [v if v is not None else float("nan") for v in p50], marker=".", label="live p50")
+    if baseline:
+        ax.axhline(baseline, color="#7f7f7f", linestyle="--", linewidth=0.9, label="benchmark p99")
+    for at, label, ok in events:
+        ax.axvline((at - start) / 60, color=COLORS[2] if ok else "#d62728", linewidth=0.9)
+        ax.annotate(label, ((at - start) / 60, 1.0), xycoords=("data", "axes fraction"), fontsize=7, rotation=90,
+                    va="top", ha="right")
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left", frameon=False)
     return svg_data_uri(fig)
 
 

@@ -123,7 +123,7 @@ def _distributions(data: ReportData) -> str:
 
 def render_results_report(data: ReportData) -> str:
     """The whole results page as one self-contained HTML string."""
-    from edgec.report.results_sections import conditions, method, power
+    from edgec.report.results_sections import conditions, live, method, power
 
     changes = latency_changes(data)
     sections = [("summary", "Summary per device and bundle", _summary(data, changes))]
@@ -134,6 +134,7 @@ def render_results_report(data: ReportData) -> str:
                  ("power", "Power and energy per inference", power(data)),
                  ("compare", "Compared with the previous run", _comparison(data, changes)),
                  ("conditions", "Conditions of each run", conditions(data)),
+                 ("live", "Live: the inference services over time, rollouts and rollbacks", live(data)),
                  ("method", "How to read this report", method(data.min_change))]
     subtitle = (f"{len(data.runs)} run(s) of {len(data.bundles)} bundle(s) on {len(data.devices())} device(s), "
                 f"from <code>{esc(data.results_path)}</code>")

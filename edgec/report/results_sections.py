@@ -7,7 +7,34 @@ from edgec.report.data import ReportData
 from edgec.report.html import esc, figure, fmt, table
 from edgec.report.regression import CONFIDENCE, RESAMPLES
 
-__all__ = ["conditions", "method", "power"]
+__all__ = ["conditions", "live", "method", "power"]
+
+
+def live(data: ReportData) -> str:
+    """Per device: the service's live latency over time with rollouts marked, then every rollout in a table."""
+    if not data.live and not data.rollouts:
+        return ("<p>No live samples: deploy a bundle with <code>edgec deploy</code> and sample the services with "
+                "<code>edgec farm status</code>.</p>")
+    parts = []
+    for device in sorted({r["device"] for r in data.live} | {r["device"] for r in data.rollouts}):
+        samples = [s for s in data.live if s["device"] == device]
+        events = [(r["at"], f"{r['action']} {str(r['bundle_id'] or 'none')[:8]}",
+                   r["status"] == "ok") for r in data.rollouts if r["device"] == device]
+        baseline = next((s["baseline_p99_ms"] for s in reversed(samples) if s.get("baseline_p99_ms")), None)
+        if samples:
+            parts.append(figure(plots.live_latency([s["at"] for s in samples], [s["p50_ms"] for s in samples],
+                                                   [s["p99_ms"] for s in samples], baseline, events,
+                                                   f"Live latency on {device}"),
+                                f"live latency on {device}", "Inference time in the service (runtime call) over "
+                                "its window; green lines: a bundle went live, red: rolled back or refused."))
+    rows = [[esc(r["created_at"]), esc(r["device"]), esc(r["action"]), f"<code>{esc(str(r['bundle_id'])[:16])}</code>",
+             f"<code>{esc(str(r['previous_bundle_id'] or '')[:16])}</code>", esc(r["status"]), esc(r["reason"] or "")]
+            for r in data.rollouts]
+    drift = [s for s in data.live if s.get("drift")]
+    note = (f"<p>{len(drift)} of {len(data.live)} samples out of band (drift: latency, errors, down or "
+            "unreachable).</p>") if data.live else ""
+    return note + "".join(parts) + (table(["when", "device", "action", "bundle", "previous", "status", "reason"], rows)
+                                    if rows else "")
 
 
 def power(data: ReportData) -> str:

@@ -53,6 +53,14 @@ def test_prune_keeps_the_most_recently_used_bundles_and_drops_stale_leftovers(ss
         assert prune_device(conn, keep=1).removed == [small2.bundle_id]
         assert store(server) == sorted([".partial-new", small.bundle_id])
         assert prune_device(conn, keep=0).removed == [small.bundle_id]
+        # The live bundle and its rollback targets stay whatever --keep says.
+        for bundle in (small, small2, big):
+            push_bundle(conn, bundle)
+        edgec_dir = server.home / ".edgec"
+        (edgec_dir / "active").symlink_to(f"bundles/{big.bundle_id}")
+        (edgec_dir / "activations.json").write_text(f'[{{"bundle_id": "{small.bundle_id}", "at": 1}}]')
+        assert prune_device(conn, keep=0).removed == [small2.bundle_id]
+        assert store(server) == sorted([".partial-new", small.bundle_id, big.bundle_id])
 
 
 def test_prune_devices_reports_each_device_or_its_error(sshd, client_key, ssh_opts, bundles):

@@ -97,3 +97,50 @@ def test_serve_with_heartbeat_on_python_3_9(device):
     answers = [json.loads(line) for line in done.stdout.splitlines()]
     assert [a["id"] for a in answers] == [1, 2, 3] and all(a["ok"] for a in answers)
     assert answers[1]["result"]["latency_ms"]["count"] == 10
+
+
+def test_the_inference_service_on_python_3_9(device):
+    """``activate`` then ``run`` under the 3.9 interpreter; this process is the HTTP client (same network)."""
+    import http.client
+    import socket
+    import time
+
+    import numpy as np
+
+    from edgec.bundle import Bundle, check_reference
+
+    root, inside = device
+    store = inside / "store"
+    bundle = Bundle(root / (inside / "onnx.bundle").relative_to("/"))
+    shutil.copytree(bundle.path, root / (store / "bundles" / bundle.bundle_id).relative_to("/"))
+    activated = agent(device, "activate", "--edgec-dir", str(store), bundle.bundle_id[:12])
+    assert document(activated)["active"] == bundle.bundle_id, activated.stderr
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = ('mount -t proc proc "$1/proc"; r=$1; shift; '
+              'exec chroot "$r" env -i PATH=/usr/bin:/bin HOME=/tmp PYTHONPATH=/opt/edgec-py39 python3 "$@"')
+    proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-euc", script, "sh", str(root),
+                             str(inside / "agent.pyz"), "run", "--edgec-dir", str(store), "--port", str(port),
+                             "--power", "none"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        inputs, _ = bundle.reference()
+        body = json.dumps({"inputs": {m["name"]: a.tolist() for m, a in zip(bundle.inputs, inputs)}})
+        deadline, answer = time.monotonic() + 120, None
+        while answer is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("POST", "/v1/infer", body=body, headers={"Content-Type": "application/json"})
+                answer = conn.getresponse()
+            except OSError:
+                time.sleep(0.2)
+        assert answer is not None and answer.status == 200, proc.stderr.read().decode()[-2000:] if proc.poll() else ""
+        doc = json.loads(answer.read())
+        produced = [np.asarray(doc["outputs"][m["name"]], np.float32) for m in bundle.outputs]
+        assert doc["bundle_id"] == bundle.bundle_id and all(r["ok"] for r in check_reference(bundle, produced))
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        assert f'edgec_active_bundle_info{{bundle_id="{bundle.bundle_id}",role="serving"}} 1' in text
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0  # SIGTERM: drained and exited cleanly

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgec.deploy.results import SCHEMA_VERSION, ResultsStore
+from edgec.deploy.results import MIGRATIONS, SCHEMA_VERSION, ResultsStore
 from edgec.errors import DeviceError, ResultsError
 
 pytestmark = pytest.mark.unit
@@ -56,7 +56,7 @@ def test_an_old_database_migrates_forward_keeping_its_rows(tmp_path):
         assert store.get(new)["farm_run"] == "f2" and store.get(new)["agent_version"] == "0123456789abcdef"
         assert store.compare(rows[1]["id"], new)["same_bundle"]
     version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
-    assert version == SCHEMA_VERSION == 2
+    assert version == SCHEMA_VERSION == 3
 
 
 def test_a_newer_schema_is_refused(tmp_path):
@@ -64,7 +64,7 @@ def test_a_newer_schema_is_refused(tmp_path):
     db = sqlite3.connect(path)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
-    with pytest.raises(ResultsError, match=r"new.db: results schema 3 was written by a newer edgec"):
+    with pytest.raises(ResultsError, match=r"new.db: results schema 4 was written by a newer edgec"):
         ResultsStore(path)
 
 
@@ -78,3 +78,25 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path):
 def test_record_needs_exactly_one_outcome(tmp_path):
     with ResultsStore(tmp_path / "r.db") as store, pytest.raises(ValueError):
         store.record(bundle_id="x", device="d")
+
+
+def test_a_schema_2_database_gains_live_samples_and_rollouts(tmp_path):
+    path = tmp_path / "v2.db"
+    db = sqlite3.connect(path)  # what edgec with schema 2 wrote: the frozen v1 tables, then the v2 step
+    db.executescript((Path(__file__).parent / "data" / "results-v1.sql").read_text() + MIGRATIONS[1]
+                     + "PRAGMA user_version = 2;")
+    db.close()
+    with ResultsStore(path) as store:
+        store.record(bundle_id="ab", device="pi", result={"latency_ms": {"p50": 1.0, "mean": 1.1, "p99": 2.5}})
+        store.record(bundle_id="ab", device="other", result={"latency_ms": {"p50": 9.0, "mean": 9.1, "p99": 9.5}})
+        assert store.baseline("ab", "pi")["p99_ms"] == 2.5
+        assert store.baseline("ab", "nowhere")["device"] == "other"  # never benchmarked there: the newest anywhere
+        assert store.baseline("cd", "pi") is None
+        store.record_live({"at": 10.0, "device": "pi", "bundle_id": "ab", "p99_ms": 3.0, "drift": ["latency"]})
+        store.record_rollout(device="pi", action="deploy", bundle_id="ab", previous=None, status="rolled_back",
+                             reason="reference")
+        [sample] = store.live_samples("pi")
+        assert (sample["p99_ms"], sample["drift"]) == (3.0, "latency")
+        assert [(r["action"], r["status"]) for r in store.rollouts("pi")] == [("deploy", "rolled_back")]
+    with pytest.raises(sqlite3.IntegrityError), ResultsStore(path) as store:  # the CHECK constraints hold
+        store.record_rollout(device="pi", action="explode", bundle_id="ab", previous=None, status="ok")
