@@ -26,7 +26,7 @@ from edgec.bundle import Bundle
 from edgec.deploy.inventory import Device
 from edgec.deploy.live import device_status, sample_from_status
 from edgec.deploy.push import install_agent, push_bundle, remote_home
-from edgec.deploy.remote import agent_call, agent_zipapp, check_runtime, device_info
+from edgec.deploy.remote import agent_call, agent_zipapp, check_runtime
 from edgec.deploy.ssh import Connection, SshOptions, connect
 from edgec.errors import DeviceError, EdgecError, UsageError
 
@@ -175,7 +175,8 @@ def _deploy_one(device: Device, bundle: Bundle, ssh: SshOptions, opts: ServeOpti
         with connect(device.ssh_target(), ssh) as conn:
             dev = _Device(conn, device)
             stage("runtime")
-            check_runtime(device_info(conn, device, dev.agent), bundle, device, conn.target.label)
+            info = agent_call(conn, device, [device.python, dev.agent, "info"], timeout=120, what="agent info")
+            check_runtime(info, bundle, device, conn.target.label)
             stage("push")
             push_bundle(conn, bundle)
             stage("activate")
