@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgec.cluster.connect import cluster_address, ray_session
 
-__all__ = ["calibrate_target", "cluster_address", "farm_bench", "farm_check", "open_cluster"]
+__all__ = ["calibrate_target", "cluster_address", "deploy", "farm_bench", "farm_check", "open_cluster"]
 
 
 @contextlib.contextmanager
@@ -80,3 +80,48 @@ def farm_check(address: str, *, inventory=None, tags: tuple[str, ...] = (), bund
     with open_cluster(address, progress=False) as cluster:
         return cluster_check_devices(cluster, devices(inventory, tags), ssh or SshOptions(),
                                      Bundle(bundle) if bundle else None)
+
+
+def deploy(address: str, devices: list, bundle, ssh, opts, *, store=None, canary: int = 0, progress=None, **_):
+    """``edgec deploy`` through the cluster: each device is deployed (push, activate, health check, rollback on
+    failure) by the actor of its site's node; the rollouts are recorded in ``store`` here. Canary rollouts watch
+    live latency from the driver, so they need a driver that reaches the devices: refused with --cluster."""
+    import secrets
+
+    from edgec.cluster.farm import unserved_site_error
+    from edgec.cluster.transfer import pack
+    from edgec.deploy.rollout import DeviceRollout, Rollout, rollout_recorder
+    from edgec.errors import UsageError
+
+    if canary:
+        raise UsageError("--canary with --cluster: canaries are watched from this machine, which may not reach "
+                         "them; deploy the canaries without --cluster from a machine on their network")
+    if not devices:
+        raise UsageError("no devices selected: give --device NAME or a --tag that matches the inventory")
+    run = Rollout(secrets.token_hex(6), bundle.bundle_id)
+    record = rollout_recorder(store, run.rollout)
+    outcomes: dict[str, DeviceRollout] = {}
+    with open_cluster(address, progress=False) as cluster:
+        payload, sites, pending = cluster.put(pack(bundle.path)), cluster.served_sites(), {}
+        for device in devices:
+            if device.site and device.site not in sites:
+                outcomes[device.name] = DeviceRollout(device.name, bundle.bundle_id, stage="cluster",
+                                                      reason=unserved_site_error(device)["message"])
+                record(device.name, "deploy", bundle.bundle_id, None, "failed", outcomes[device.name].reason)
+            else:
+                pending[cluster.device_actor(device).deploy.remote(payload, ssh, opts)] = device
+                if progress is not None:
+                    progress(device.name, f"queued on the cluster (site {device.site or 'any'})")
+        for ref, device in pending.items():
+            try:
+                reply = cluster.ray.get(ref)
+            except cluster.ray.exceptions.RayError as exc:
+                outcomes[device.name] = DeviceRollout(device.name, bundle.bundle_id, stage="cluster", reason=(
+                    f"the cluster lost the deploy ({type(exc).__name__}); check the device with `edgec farm status`"))
+                record(device.name, "deploy", bundle.bundle_id, None, "failed", outcomes[device.name].reason)
+                continue
+            for entry in reply["records"]:
+                record(*entry)
+            outcomes[device.name] = reply["rollout"]
+    run.devices = [outcomes[d.name] for d in devices]
+    return run

@@ -153,6 +153,19 @@ class DeviceWorker:
         except EdgecError as exc:
             return {"overlay": None, "node": node_id(), "error": _error(exc)}
 
+    def deploy(self, bundle_payload, ssh, opts) -> dict:
+        return self._run(lambda: self._deploy(bundle_payload, ssh, opts))
+
+    def _deploy(self, bundle_payload, ssh, opts) -> dict:
+        """``edgec deploy`` on this device from this node; the rollout records travel back to the driver's store."""
+        from edgec.bundle import Bundle
+        from edgec.deploy.rollout import deploy_device
+
+        records: list[tuple] = []
+        out = deploy_device(self.device, Bundle(bundle_payload.materialize()), ssh, opts,
+                            lambda *record: records.append(record))
+        return {"rollout": out, "records": records, "node": node_id()}
+
     def _check(self, ssh, bundle_payload=None) -> dict:
         from edgec.bundle import Bundle
         from edgec.deploy.farm import check_device

@@ -55,9 +55,12 @@ def _devices(device_names, tags, inventory):
               help="Results database: baselines for --canary, and where rollouts are recorded.")
 @device_options
 @click.option("--json", "as_json", is_flag=True, help="Print the rollout as JSON.")
+@click.option("--cluster", default=None, metavar="ADDRESS",
+              help="Deploy each device from the Ray node of its site (local, auto, HOST:PORT or ray://HOST:PORT) "
+                   "[default: $EDGEC_CLUSTER, else from this machine]; not with --canary.")
 def deploy_cmd(bundle, device_names, tags, canary, canary_time, margin, probe_count, service, port, bind,
                token_file, threads, health_timeout, parallel, results, inventory, trust_new_host, connect_timeout,
-               stall_timeout, transfer_retries, as_json):
+               stall_timeout, transfer_retries, as_json, cluster):
     """Push BUNDLE, make it the live model of each device's inference service, check it serves and reproduces
     its reference outputs, and roll back any device where it does not.
 
@@ -80,9 +83,13 @@ def deploy_cmd(bundle, device_names, tags, canary, canary_time, margin, probe_co
         if show:
             click.echo(f"  {device}: {stage}", err=True)
 
+    from edgec import cluster as on_cluster
+
+    address = on_cluster.cluster_address(cluster)
+    run_deploy = (lambda *args, **kw: on_cluster.deploy(address, *args, **kw)) if address else deploy
     with ResultsStore(results) as store:
-        run = deploy(devices, Bundle(bundle), ssh, opts, store=store, canary=canary, canary_time=canary_time,
-                     margin_pct=margin, probe_count=probe_count, parallel=parallel, progress=progress)
+        run = run_deploy(devices, Bundle(bundle), ssh, opts, store=store, canary=canary, canary_time=canary_time,
+                         margin_pct=margin, probe_count=probe_count, parallel=parallel, progress=progress)
     if as_json:
         echo_json(run.to_dict())
     else:

@@ -159,8 +159,10 @@ def _install_unit(dev: _Device, opts: ServeOptions) -> None:
                           "without systemd")
 
 
-def _deploy_one(device: Device, bundle: Bundle, ssh: SshOptions, opts: ServeOptions, record,
-                progress=None) -> DeviceRollout:
+def deploy_device(device: Device, bundle: Bundle, ssh: SshOptions, opts: ServeOptions, record,
+                  progress=None) -> DeviceRollout:
+    """One device: connect, check the runtime, push, activate, start the service, health-check; roll back on
+    failure. ``record(device, action, bundle_id, previous, status, reason)`` is called with the outcome."""
     out = DeviceRollout(device.name, bundle.bundle_id)
     start = time.monotonic()
     activated = False
@@ -327,7 +329,7 @@ def deploy(devices: list[Device], bundle: Bundle, ssh: SshOptions, opts: ServeOp
     baselines = _baselines(store, bundle, first) if first else {}
 
     def one(device: Device) -> DeviceRollout:
-        return _deploy_one(device, bundle, ssh, opts, record, progress)
+        return deploy_device(device, bundle, ssh, opts, record, progress)
 
     if first:
         canaries = _each(first, one, parallel)

@@ -159,6 +159,30 @@ def test_farm_check_through_the_cluster(cluster, devices, known_hosts, home, cli
     assert row["runtimes"]["onnxruntime"]
 
 
+def test_deploy_through_the_cluster_activates_each_device_from_its_site(cluster, devices, known_hosts, home,
+                                                                        bundles, client_key, tmp_path):
+    from serve_testbed import active_id, stop_services
+
+    chosen = {name: devices[name] for name in ("a2", "b2")}
+    inv = write_inventory(tmp_path / "devices.toml", chosen, client_key)
+    db = tmp_path / "results.db"
+    try:
+        done = edgec(home, "deploy", str(bundles["small"].path), "--device", "a2", "--device", "b2", "--inventory",
+                     str(inv), "--port", "0", "--results", str(db), "--json", "--cluster", cluster.address)
+        assert done.returncode == 0, done.stderr
+        outcomes = {d["device"]: d for d in json.loads(done.stdout)["devices"]}
+        assert {n: o["status"] for n, o in outcomes.items()} == {"a2": "ok", "b2": "ok"}
+        for server in chosen.values():  # each device's store now points at the bundle, and its service serves it
+            assert active_id(server.home) == bundles["small"].bundle_id
+        rows = sqlite3.connect(db).execute("SELECT device, action, status FROM rollouts ORDER BY device").fetchall()
+        assert rows == [("a2", "deploy", "ok"), ("b2", "deploy", "ok")]  # recorded on the driver
+        canary = edgec(home, "deploy", str(bundles["small"].path), "--device", "a2", "--inventory", str(inv),
+                       "--canary", "1", "--cluster", cluster.address)
+        assert canary.returncode == 2 and "--canary with --cluster" in canary.stderr
+    finally:
+        stop_services([server.home for server in chosen.values()])
+
+
 def test_targets_calibrate_measures_from_the_sites_node_and_writes_here(cluster, devices, known_hosts, home,
                                                                         client_key, tmp_path):
     inv = write_inventory(tmp_path / "devices.toml", {"b2": devices["b2"]}, client_key)
