@@ -20,7 +20,7 @@ from edgec import api
 from edgec.bundle import MANIFEST_NAME, Bundle, manifest_bytes
 from edgec.cli import main
 from edgec.errors import BundleError
-from tests.integration.test_agent_bundles import rehash, run_agent, write_bundle
+from tests.support.agent import rehash, run_agent, write_bundle
 
 pytestmark = pytest.mark.integration
 

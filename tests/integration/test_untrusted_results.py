@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgec import api
 from edgec.cli import main
-from edgec.commands.bench import run_local
 from edgec.deploy.results import ResultsStore
 from edgec.device_agent.client import parse_output
-from edgec.device_agent.options import BenchOptions
 from edgec.errors import DeviceError
 from tests.integration.test_untrusted_bundles import _bundle, _onnx_add
 
@@ -29,8 +28,7 @@ OSC = "\x1b]52;c;ZXZpbA==\x07"  # OSC 52: write the terminal's clipboard
 def real_doc(tmp_path_factory) -> dict:
     """A BenchResult from the real agent on a tiny bundle."""
     tmp = tmp_path_factory.mktemp("results")
-    options = BenchOptions(runs=5, warmup=1, idle_s=0.0, power="none")
-    return run_local(_bundle(tmp).resolve(), options, quiet=True)
+    return api.bench(_bundle(tmp).resolve(), runs=5, warmup=1, idle_s=0.0, power="none").result
 
 
 def _run(argv, capsys) -> tuple[int, str, str]:
