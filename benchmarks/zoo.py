@@ -270,10 +270,10 @@ def main(argv=None) -> None:
             work.mkdir()
             results.append(bench_model(CORPUS[name], work, rounds=10 if args.quick else 50))
             print_table(results[-1:])
+            OUT.parent.mkdir(parents=True, exist_ok=True)  # after every model: a long run keeps what it did
+            OUT.write_text(json.dumps({"cpu": cpu_flags(), "results": results}, indent=1, sort_keys=True))
     print()
     print_table(results)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"cpu": cpu_flags(), "results": results}, indent=1, sort_keys=True))
 
 
 if __name__ == "__main__":
