@@ -25,7 +25,7 @@ from edgec.compiler.frontends import SourceModel, detect_kind, lower
 from edgec.compiler.inputs import verification_inputs
 from edgec.compiler.options import CompileOptions
 from edgec.compiler.stages.quantize_policy import already_quantized
-from edgec.errors import CompileError, ResourceLimitError, UsageError
+from edgec.errors import AccuracyBudgetError, CompileError, ResourceLimitError, UsageError, VerificationError
 from edgec.targets import TargetProfile
 
 __all__ = ["build_float_passes", "compile_into", "run_passes"]
@@ -140,7 +140,8 @@ def _emit_with_fallback(model, source, bundle_dir, profile, options, context, pr
     try:
         return _stages_and_emit(model, source, bundle_dir, profile, options, context, progress)
     except CompileError as exc:
-        if fallback is None or isinstance(exc, ResourceLimitError):
+        # Only a failed conversion falls back: an accuracy budget or a size limit would not hold elsewhere either.
+        if fallback is None or isinstance(exc, (AccuracyBudgetError, ResourceLimitError, VerificationError)):
             raise
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         failed, reason = context["format"], first if len(first) <= 240 else first[:240] + "..."
