@@ -26,7 +26,9 @@ RPI4_ONNX = {"silero-vad": "onnx2tf cannot convert its LSTM with a state input",
              "ddddocr-old": "already quantized with onnxruntime-only ops (ConvInteger, DynamicQuantizeLSTM)"}
 # Exact gaps of the compiler half of issue 13 still open when these tests were written (xfail strict: a fix
 # turns them into failures that say "remove the xfail").
-GAPS: dict[tuple, str] = {}
+XNNPACK_INT8 = ("emit/tflite int8: LiteRT's XNNPACK delegate fails to prepare the int8 file (a fully connected "
+                 "node after MTCNN's permute+flatten and PReLU): 'failed to create XNNPACK runtime'")
+GAPS: dict[tuple, str] = {("mtcnn-rnet", "rpi4", "int8"): XNNPACK_INT8, ("mtcnn-onet", "rpi4", "int8"): XNNPACK_INT8}
 SLOW = {"ppocr-rec", "ddddocr-det", "ppocr-det"}
 
 
