@@ -268,7 +268,11 @@ def main(argv=None) -> None:
         for name in names:
             work = Path(tmp) / name
             work.mkdir()
-            results.append(bench_model(CORPUS[name], work, rounds=10 if args.quick else 50))
+            try:
+                results.append(bench_model(CORPUS[name], work, rounds=10 if args.quick else 50))
+            except Exception as exc:  # one model's crash must not hide the others' rows
+                print(f"{name}: benchmark failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+                continue
             print_table(results[-1:])
             OUT.parent.mkdir(parents=True, exist_ok=True)  # after every model: a long run keeps what it did
             OUT.write_text(json.dumps({"cpu": cpu_flags(), "results": results}, indent=1, sort_keys=True))
