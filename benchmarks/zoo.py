@@ -124,7 +124,7 @@ def _onnx2tf(model, float_onnx: Path, work: Path, calib: dict, int8: bool) -> Va
                             custom_input_op_name_np_data_path=custom if int8 else None)
     except (Exception, SystemExit) as exc:
         errors = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in printed.getvalue().splitlines()
-                  if "ERROR" in line]
+                  if "ERROR" in line and "trace log" not in line]
         raise RuntimeError(errors[0] if errors else str(exc).splitlines()[0][:160]) from None
     finally:
         os.chdir(saved)
