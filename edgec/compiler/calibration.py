@@ -29,7 +29,7 @@ import numpy as np
 from edgec.errors import CalibrationDataError, UnsafeInputError, UsageError
 from edgec.source_spec import parse_source_spec
 
-__all__ = ["MIN_SAMPLES", "CalibrationSet", "load_samples", "parse_preprocess"]
+__all__ = ["MIN_SAMPLES", "CalibrationSet", "load_samples", "npz_shapes", "parse_preprocess"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 # Fewest calibration samples each range method gives stable ranges with (histogram methods need more).
@@ -194,6 +194,16 @@ def _open_npz(path: Path) -> tuple[dict[str, _NpyMember], np.ndarray | None]:
         raise CalibrationDataError(f"{path}: 'labels' declares shape {list(labels.shape)}, more than "
                                    f"{MAX_ROW_BYTES} bytes")
     return arrays, (labels.rows(0, labels.shape[0]) if labels is not None else None)
+
+
+def npz_shapes(path: str | Path) -> dict[str, list[int]]:
+    """Shapes of one sample of each array of a calibration .npz (batch 1), keyed by array name, or by
+    ``ONLY_INPUT`` when it holds one array: input shapes for a front-end that needs them before lowering."""
+    from edgec.compiler.frontends import ONLY_INPUT
+
+    members, _ = _open_npz(Path(path))
+    shapes = {name: [1, *member.shape[1:]] for name, member in members.items()}
+    return {ONLY_INPUT: next(iter(shapes.values()))} if len(shapes) == 1 else shapes
 
 
 def _load_npz(path: Path, inputs: list[dict]) -> CalibrationSet:

@@ -128,9 +128,12 @@ def verification_inputs(source: SourceModel, io: dict, options, context: dict) -
                                                         preprocess=options.preprocess)
         _samples_shapes(source, io, samples)
     if samples is not None:
-        fixed_batch = any(i["shape"] and i["shape"][0] is not None for i in io["inputs"])
-        sets = [next(samples.batches(1, 1))]
-        sets.extend(samples.subset(1, len(samples)).batches(size=1 if fixed_batch else 8, limit=VERIFY_SAMPLES))
+        # A model with a fixed batch is fed batches of that size (rows of whole inputs: one at a time).
+        fixed = [i["shape"][0] for i in io["inputs"] if i["shape"] and i["shape"][0] is not None]
+        first = max(fixed) if fixed else 1
+        sets = [next(samples.batches(first, first))]
+        rest = samples.subset(min(first, samples.max_batch or first), len(samples))
+        sets.extend(rest.batches(size=first if fixed else 8, limit=VERIFY_SAMPLES))
         report = {"source": f"calibration samples ({options.calibration})",
                   "samples": min(len(samples), VERIFY_SAMPLES + 1)}
     else:

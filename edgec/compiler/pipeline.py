@@ -21,11 +21,11 @@ from edgec.bundle import MANIFEST_NAME, SCHEMA_VERSION, deflate_model, manifest_
 from edgec.compare import FLOAT_REFERENCE_RTOL, QUANT_REFERENCE_RTOL, REFERENCE_ATOL
 from edgec.compiler import verify
 from edgec.compiler.emit import EMITTERS, emitter_for
-from edgec.compiler.frontends import SourceModel, lower
+from edgec.compiler.frontends import SourceModel, detect_kind, lower
 from edgec.compiler.inputs import verification_inputs
 from edgec.compiler.options import CompileOptions
 from edgec.compiler.stages.quantize_policy import already_quantized
-from edgec.errors import CompileError, ResourceLimitError, UsageError
+from edgec.errors import AccuracyBudgetError, CompileError, ResourceLimitError, UsageError, VerificationError
 from edgec.source_spec import parse_source_spec
 from edgec.targets import TargetProfile
 
@@ -94,6 +94,17 @@ def _pick_format(profile: TargetProfile, options: CompileOptions) -> tuple[str, 
     return fmt, reason, (others[0] if others and requested is None else None)
 
 
+def _shapes_for_lowering(spec: str, options: CompileOptions) -> dict:
+    """``--input-shape``; without it, a Keras or PyTorch source (which needs shapes to be lowered at all) takes
+    them from a calibration .npz. ONNX sources take missing sizes from any calibration data after lowering."""
+    if options.input_shapes or not options.calibration or not str(options.calibration).endswith(".npz") \
+            or not Path(options.calibration).is_file() or detect_kind(spec) == "onnx":
+        return options.input_shapes
+    from edgec.compiler.calibration import npz_shapes
+
+    return npz_shapes(options.calibration)
+
+
 def _stages_and_emit(model: ir.Model, source: SourceModel, bundle_dir: Path, profile: TargetProfile,
                      options: CompileOptions, context: dict, progress):
     """Precision/compression stages, then the emitter of ``context["format"]``: (model, records, emitted)."""
@@ -128,7 +139,8 @@ def _emit_with_fallback(model, source, bundle_dir, profile, options, context, pr
     try:
         return _stages_and_emit(model, source, bundle_dir, profile, options, context, progress)
     except CompileError as exc:
-        if fallback is None or isinstance(exc, ResourceLimitError):
+        # Only a failed conversion falls back: an accuracy budget or a size limit would not hold elsewhere either.
+        if fallback is None or isinstance(exc, (AccuracyBudgetError, ResourceLimitError, VerificationError)):
             raise
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         failed, reason = context["format"], first if len(first) <= 240 else first[:240] + "..."
@@ -147,7 +159,7 @@ def compile_into(spec: str, bundle_dir: Path, options: CompileOptions, profile: 
     """Compile ``spec`` into ``bundle_dir``; returns the manifest (also written there)."""
     fmt, fmt_reason, fallback = _pick_format(profile, options)
     progress.step(f"lowering {spec}")
-    source = lower(spec, options.input_shapes, options.trust_source)
+    source = lower(spec, _shapes_for_lowering(spec, options), options.trust_source)
     names = [v.name for v in source.model.graph.outputs]
     io = edgec_ir.io_signature(source.model, source.layouts)
     context: dict = {"report": {"format": {"chosen": fmt, "reason": fmt_reason}}, "format": fmt}

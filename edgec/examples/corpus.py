@@ -90,7 +90,8 @@ class CorpusModel:
 
     def feed(self, samples: dict, k: int) -> dict[str, np.ndarray]:
         """Sample ``k`` of ``samples`` as one batch-1 feed."""
-        return {name: array[k] if name in self.stacked else array[k:k + 1] for name, array in samples.items()}
+        return {name: np.asarray(array[k]) if name in self.stacked else array[k:k + 1]
+                for name, array in samples.items()}
 
 
 # The crop sizes MTCNN feeds its stages (P-Net is fully convolutional: any size >= 12 works).

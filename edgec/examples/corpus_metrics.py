@@ -5,7 +5,7 @@ source's order and layout. ``onnx_runner``, ``bundle_runner``, ``tflite_runner``
 ``torch_runner`` make them; ``fidelity`` runs the source and a candidate on the same samples and scores:
 
 * ``top1``: agreement of the arg-max of the last output (class / face probability; per window for P-Net's
-  map), and the mean cosine of the first output;
+  map), and the cosine of the first output over the whole set;
 * ``db-iou``: mean IoU of the DBNet probability maps binarised at rapidocr's 0.3, and cosine;
 * ``ctc``: character agreement (1 - edit distance / length) of the greedy CTC decodes with the dictionary the
   recogniser ships in its metadata, and cosine;
@@ -107,6 +107,18 @@ def _steps(ref, got, model) -> dict:
 METRICS: dict[str, Callable] = {"top1": _top1, "db-iou": _db_iou, "ctc": _ctc, "yolo": _yolo, "steps": _steps}
 
 
+def _align(ref: list, got: list) -> list:
+    """``got`` in ``ref``'s order. A TFLite file lists its outputs in its own order (onnx2tf's and the
+    interpreter's): match them to the source's by shape, which must then be unique."""
+    if [r.shape for r in ref] == [g.shape for g in got]:
+        return got
+    shapes = [g.shape for g in got]
+    if len(got) != len(ref) or len(set(shapes)) != len(shapes) or sorted(map(str, shapes)) != sorted(
+            str(r.shape) for r in ref):
+        raise ValueError(f"outputs {shapes} do not match the source's {[r.shape for r in ref]}")
+    return [got[shapes.index(r.shape)] for r in ref]
+
+
 def fidelity(model, source: Runner, candidate: Runner, samples: dict) -> dict:
     """Score ``candidate`` against ``source`` on ``samples`` ({input: array, samples on axis 0})."""
     if model.metric == "vad":
@@ -114,9 +126,10 @@ def fidelity(model, source: Runner, candidate: Runner, samples: dict) -> dict:
     count = len(next(iter(samples.values())))
     feeds = [model.feed(samples, k) for k in range(count)]
     ref = [[np.asarray(o, np.float32) for o in source(f)] for f in feeds]
-    got = [[np.asarray(o, np.float32) for o in candidate(f)] for f in feeds]
+    got = [_align(r, [np.asarray(o, np.float32) for o in candidate(f)]) for r, f in zip(ref, feeds)]
     scores = METRICS[model.metric](ref, got, model)
-    scores["cosine"] = float(np.mean([_cosine(r[0], g[0]) for r, g in zip(ref, got)]))
+    # Over the whole set: one sample's near-empty map (a photo without text) has no meaningful direction.
+    scores["cosine"] = _cosine(np.concatenate([r[0].ravel() for r in ref]), np.concatenate([g[0].ravel() for g in got]))
     return scores
 
 

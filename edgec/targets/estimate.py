@@ -254,7 +254,7 @@ def compile_estimate(ir_model, model_path: Path, fmt: str, profile, options, inp
     fmt_choice, fmt_reason = choose_format(profile)
     report["decisions"] = {
         "format": {"chosen": fmt, "measured_choice": fmt_choice,
-                   "reason": fmt_reason if options.format is None else f"--format {options.format} (given)"},
+                   "reason": fmt_reason if options.format in (None, "auto") else f"--format {options.format} (given)"},
         "precision": {"measured_choice": precision, "reason": precision_reason},
     }
     return report

@@ -135,3 +135,16 @@ def test_only_auto_may_fall_back():
         assert _pick_format(rpi4, CompileOptions(target="rpi4", format=fmt))[::2] == ("tflite", "onnx")
     assert _pick_format(rpi4, CompileOptions(target="rpi4", format="tflite"))[::2] == ("tflite", None)
     assert _pick_format(rpi4, CompileOptions(target="rpi4", format="onnx"))[::2] == ("onnx", None)
+
+
+def test_tflite_pins_dynamic_dims_to_the_reference_size_and_says_so(tmp_path):
+    source = _detector(tmp_path / "det.onnx", [-1, 3, -1, -1])
+    bundle = api.compile(str(source), tmp_path / "b", target="rpi4", format="tflite", input_shapes={"": [1, 3, 32, 48]})
+    manifest = bundle.manifest
+    assert manifest["io"]["inputs"][0]["shape"] == [1, 32, 48, 3]  # what the interpreter takes (NHWC)
+    assert manifest["report"]["tflite"]["pinned"] == ["x Nx3xNxN -> 1x32x48x3"]
+    assert any("dynamic dimensions pinned" in n for n in manifest["passes"][-1]["notes"])
+    emitted = manifest["report"]["verification"][-1]
+    assert emitted["stage"] == "emitted tflite" and emitted["samples"] == 1 and emitted["tolerance"] is not None
+    assert bundle.reference()[0][0].shape == (1, 32, 48, 3)
+    assert api.verify_bundle(bundle.path)["ok"]

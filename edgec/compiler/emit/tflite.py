@@ -20,7 +20,7 @@ import numpy as np
 from edgec import ir as edgec_ir
 from edgec.compiler.emit import EmittedModel, _tflite_io
 from edgec.compiler.emit import _tflite_convert as tfl
-from edgec.errors import AccuracyBudgetError, UsageError
+from edgec.errors import AccuracyBudgetError, BundleError, CompileError, UsageError
 
 __all__ = ["KERAS_KINDS", "choose_variant", "emit_tflite", "requested_precision"]
 
@@ -205,7 +205,12 @@ def emit_tflite(model, source, bundle_dir: Path, profile, options, context) -> E
     io_dtype = profile.quantization.tflite_io_dtype if variant == "int8" else "float32"
     path = bundle_dir / "model.tflite"
     path.write_bytes(_tflite_file(tf_model, io, variant, calibration, io_dtype))
-    emitted = _tflite_io.wrap(path, io, tf_model.input_perms, tf_model.output_perms, profile.threads)
+    try:
+        emitted = _tflite_io.wrap(path, io, tf_model.input_perms, tf_model.output_perms, profile.threads)
+    except BundleError as exc:  # a converted model the runtime refuses is a failed conversion (--format auto falls back)
+        reason = str(exc).replace(f"{path}: ", "")
+        raise CompileError(f"the converted {variant} TFLite model does not load: {reason}; "
+                           "use --format onnx or another --quantize") from exc
     emitted.settings = {"variant": variant, "io_dtype": io_dtype, "converter": tf_model.converter,
                         "threads": profile.threads}
     emitted.notes = [*tf_model.notes, *notes]

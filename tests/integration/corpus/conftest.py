@@ -12,6 +12,7 @@ from edgec.examples.corpus import CORPUS, write_calibration
 
 CALIBRATION_SAMPLES = 16
 EVAL_SAMPLES = 8
+VAD_CHUNKS = 150  # 4.8 s of speech-like audio: bursts and pauses (a chunk is 32 ms)
 
 
 class CorpusBuilds:
@@ -28,7 +29,8 @@ class CorpusBuilds:
         return path
 
     def eval_samples(self, name: str) -> dict:
-        return CORPUS[name].samples(EVAL_SAMPLES, seed=1)
+        model = CORPUS[name]
+        return model.samples(VAD_CHUNKS if model.metric == "vad" else EVAL_SAMPLES, seed=1)
 
     def bundle(self, name: str, target: str, precision: str):
         key = (name, target, precision)

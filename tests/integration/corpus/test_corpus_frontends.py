@@ -33,7 +33,7 @@ def _dims(value_info) -> list:
 def test_recogniser_width_stays_dynamic_in_the_onnx_bundle_and_reads_the_same_text(tmp_path):
     model = CORPUS["ppocr-rec"]
     bundle = api.compile(model.source, tmp_path / "rec", target="host", quantize="none",
-                         input_shapes={"x": [1, 3, 48, -1]})
+                         input_shapes={"x": [1, 3, 48, None]})  # `--input-shape x=1x3x48xN`
     graph = onnx.load(str(bundle.model_path)).graph
     width = _dims(graph.input[0])[3]
     assert not isinstance(width, int) or width <= 0, _dims(graph.input[0])

@@ -26,7 +26,13 @@ RPI4_ONNX = {"silero-vad": "onnx2tf cannot convert its LSTM with a state input",
              "ddddocr-old": "already quantized with onnxruntime-only ops (ConvInteger, DynamicQuantizeLSTM)"}
 # Exact gaps of the compiler half of issue 13 still open when these tests were written (xfail strict: a fix
 # turns them into failures that say "remove the xfail").
-GAPS: dict[tuple, str] = {}
+XNNPACK_INT8 = ("emit/tflite int8: LiteRT's XNNPACK delegate fails to prepare the int8 file (a fully connected "
+                 "node after MTCNN's permute+flatten and PReLU): 'failed to create XNNPACK runtime'")
+VAD_INT8 = ("quantize int8: silero-vad's STFT and encoder Convs are quantized although each alone has a relative "
+            "error of 0.10-0.56 (the guard, without labels, reads 'drop 0.0: budget holds'): speech agreement "
+            "0.84, probability cosine 0.40 over 150 chunks (onnxruntime quantize_static per-channel alike)")
+GAPS: dict[tuple, str] = {("mtcnn-rnet", "rpi4", "int8"): XNNPACK_INT8, ("mtcnn-onet", "rpi4", "int8"): XNNPACK_INT8,
+                          ("silero-vad", "host", "int8"): VAD_INT8, ("silero-vad", "rpi4", "int8"): VAD_INT8}
 SLOW = {"ppocr-rec", "ddddocr-det", "ppocr-det"}
 
 

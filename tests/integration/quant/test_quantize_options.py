@@ -175,3 +175,10 @@ def test_cli_quantizes_and_refuses_with_one_line(nets, tmp_path):
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "quantization.fp16_arithmetic" in lines[0]
     assert not (tmp_path / "no.bundle").exists()
+
+
+def test_a_pytorch_factory_takes_its_input_shapes_from_the_calibration_npz(nets, tmp_path):
+    bundle = api.compile(f"{nets / 'nets.py'}:convnet", tmp_path / "b", target="x86-avx512-vnni", quantize="none",
+                         calibration=str(nets / "calib.npz"))
+    assert bundle.reference()[0][0].shape == (1, 3, 8, 8)
+    assert "calibration samples" in bundle.manifest["report"]["verification_inputs"]["source"]
