@@ -111,7 +111,7 @@ def compile_into(spec: str, bundle_dir: Path, options: CompileOptions, profile: 
     source = lower(spec, options.input_shapes)
     names = [v.name for v in source.model.graph.outputs]
     io = edgec_ir.io_signature(source.model, source.layouts)
-    context: dict = {"report": {}}
+    context: dict = {"report": {}, "progress": progress}
     input_sets = _input_sets(source, io, options, context)
     progress.step("verifying the lowered ONNX against the source framework")
     checks = [verify.verify_stage("front-end", source.reference, verify.ir_runner(source.model, spec), input_sets,
