@@ -76,6 +76,9 @@ def _pruning_checks(options: CompileOptions) -> None:
         raise UsageError(f"--recover-steps {options.recover_steps}: must be a positive step count")
     if options.max_latency is not None and not options.max_latency > 0:
         raise UsageError(f"--max-latency {options.max_latency}: must be a positive number of milliseconds")
+    if options.prune == "auto" and not (options.calibration or options.eval_data):
+        raise UsageError("--prune auto: the search judges each ratio by its accuracy; give --calibration DATA "
+                         "(held-out samples are scored) or --eval-data")
     recovering = (options.recover_time or 0) > 0 or options.recover_steps is not None
     if recovering and not options.calibration:
         raise UsageError("--recover-time: recovery fits the pruned model to the float model on calibration "

@@ -12,7 +12,7 @@ On a profile without ``[performance.measured]`` the estimate is a roofline one: 
 from __future__ import annotations
 
 from edgec import ir as edgec_ir
-from edgec.errors import AccuracyBudgetError, ResourceLimitError
+from edgec.errors import AccuracyBudgetError, ResourceLimitError, UsageError
 
 __all__ = ["estimated_ms", "search"]
 
@@ -53,8 +53,8 @@ def _accuracy_search(trials, budget: float):
     from edgec.compiler.stages.compress import within_budget
 
     if trials.evaluator is None:
-        raise AccuracyBudgetError("--prune auto: nothing to judge the accuracy on; give --calibration (held-out "
-                                  "samples are scored) or --eval-data")
+        raise UsageError("--prune auto: nothing to judge the accuracy on; give --calibration (held-out samples are "
+                         "scored) or --eval-data")
     seconds = trials.recover_seconds()
     low, high, curve = 0.0, MAX_RATIO, []
     for _ in range(AUTO_PROBES):
@@ -71,7 +71,7 @@ def _accuracy_search(trials, budget: float):
         notes.append(f"--prune auto: ratio {low:g} with full recovery measured {final[3]['drop']:.2f} points; "
                      "falling back to no pruning")
         final = trials.run(ratio=0.0, seconds=0.0)
-    return final, {"mode": "auto", "budget": budget, "ratio": low, "curve": curve, "notes": notes}
+    return final, {"mode": "auto", "budget": budget, "ratio": round(low, 4), "curve": curve, "notes": notes}
 
 
 def _latency_search(trials, budget: float, io: dict):
@@ -105,7 +105,7 @@ def _latency_search(trials, budget: float, io: dict):
             "--max-accuracy-drop")
     notes.append(f"--max-latency: ratio {high:g} is the weakest pruning estimated within {limit:g} ms")
     curve.sort(key=lambda p: p["ratio"])
-    return final, {"mode": "max-latency", "max_latency_ms": limit, "basis": basis, "ratio": high, "curve": curve,
+    return final, {"mode": "max-latency", "max_latency_ms": limit, "basis": basis, "ratio": round(high, 4), "curve": curve,
                    "notes": notes}
 
 
