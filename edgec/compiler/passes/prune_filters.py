@@ -199,12 +199,15 @@ def _relative_error(reference: list[np.ndarray], got: list[np.ndarray]) -> float
 
 def sensitivities(model: ir.Model, analysis: GroupAnalysis, groups: list[ChannelGroup], ratio: float, batches,
                   multiple: int, importance: dict | None = None) -> dict[int, float]:
-    """Relative output error per parameter removed when each group alone is pruned by ``ratio`` (no
-    reconstruction), by gid: a group whose channels carry many weights (a wide head feeding a classifier) buys more
-    size for the same error."""
+    """Relative output error when each group alone is pruned by ``ratio`` (no reconstruction), by gid.
+
+    The trial removes the channels the pass would remove (``importance``). Error per FLOP saved was tried on the
+    trained digits MobileNet: it pruned the compute-heavy layers harder and lost accuracy at the same ratio (0.3:
+    93.5% vs 95.6%, FLOPs 0.62x vs 0.71x; 0.5: 78.7% vs 89.6%, FLOPs 0.33x vs 0.46x), so the spread stays per
+    channel; ``--max-latency`` is the way to ask for compute.
+    """
     proto = ir.to_proto(model)
     reference = _outputs(model, batches)
-    before = _parameter_count(model)
     result = {}
     for group in groups:
         trial = ir.from_proto(proto)
@@ -212,14 +215,8 @@ def sensitivities(model: ir.Model, analysis: GroupAnalysis, groups: list[Channel
         twin = trial_analysis.groups[analysis.groups.index(group)]
         chosen = keep_indices(twin, ratio, multiple, (importance or {}).get(group.gid))
         apply_keep(trial, trial_analysis, {twin.gid: chosen})
-        removed = before - _parameter_count(trial)
-        result[group.gid] = _relative_error(reference, _outputs(trial, batches)) / removed if removed > 0 else 0.0
+        result[group.gid] = _relative_error(reference, _outputs(trial, batches))
     return result
-
-
-def _parameter_count(model: ir.Model) -> int:
-    return sum(int(np.prod(v.const_value.shape)) for v in model.graph.initializers.values()
-               if v.const_value is not None)
 
 
 def allocate_ratios(groups: list[ChannelGroup], ratio: float, sensitivity: dict) -> dict[int, float]:
