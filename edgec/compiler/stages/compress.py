@@ -1,7 +1,9 @@
 """Compression stage (runs before quantization): filter pruning, magnitude sparsity, low-rank factorisation.
 
 ``--prune R`` removes the fraction R of prunable filters (spread over layers by sensitivity) and refits the
-consumers on calibration data; ``--prune-rules FILE.toml`` gives per-layer ratios instead; ``--sparsity S`` zeroes
+consumers on calibration data, then distills the float model into the pruned one for ``--recover-time`` seconds
+(``edgec.compiler.recover``; one budget per compile); ``--prune auto`` and ``--max-latency MS`` search the ratio
+(``prune_search``); ``--prune-rules FILE.toml`` gives per-layer ratios instead; ``--sparsity S`` zeroes
 weights for a smaller compressed file; ``--low-rank E`` factorises large Gemm/MatMul weights keeping energy E.
 
 The accuracy guard: the compressed model is scored against the float model (labelled ``--eval-data``, else
@@ -149,6 +151,7 @@ class Trials:
         self.batches = [] if samples is None else list(samples.batches(batch, limit=CALIBRATION_LIMIT))
         self.recovery_batches = [] if samples is None else list(samples.batches(batch, limit=RECOVERY_LIMIT))
         self.cache: dict = {}  # sensitivities measured once, reused by every trial
+        self.spent = 0.0  # seconds of recovery so far: the guard's retries share one --recover-time
 
     def recover_seconds(self) -> float:
         """The distillation budget: --recover-time, else the default when there are calibration samples."""
@@ -171,7 +174,7 @@ class Trials:
             result = pass_(model)
             model = result.model
             records.append(_record(pass_, result.modified, before, model.graph.num_nodes()))
-        seconds = self.recover_seconds() if seconds is None else seconds
+        seconds = max(0.0, self.recover_seconds() - self.spent) if seconds is None else seconds
         pruned = next((p for p in passes if getattr(p, "kept_inputs", None)), None)
         if pruned is not None and (seconds > 0 or self.options.recover_steps):
             records.append(self._recover(model, pruned, seconds))
@@ -186,8 +189,9 @@ class Trials:
         say = self.progress.info if self.progress is not None else None
         result = recover(self.model, model, self.recovery_batches, pruned.kept_inputs, seconds, self.options.seed,
                          self.options.recover_steps, self.measure, say)
+        self.spent += result.seconds
         return {"name": "recover-distill", "modified": result.applied, "recovery": result.as_report(),
-                "settings": {"seconds": seconds, "steps": self.options.recover_steps, "seed": self.options.seed},
+                "settings": {"seconds": round(seconds), "steps": self.options.recover_steps, "seed": self.options.seed},
                 "notes": result.notes + [_stage_line(stage) for stage in result.stages]}
 
 
