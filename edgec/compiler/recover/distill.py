@@ -33,6 +33,9 @@ FEATURE_SHARE = 0.4  # of the steps: the feature stage; the rest is end-to-end
 WRITE_BACK_RTOL = 1e-3
 TIMED_STEPS = 2
 MAX_EPOCHS = 40  # a small net on few samples needs no more, whatever the budget
+# Below this many weights one thread: a second one spends more on synchronisation than it saves (a tiny MobileNet
+# step took 2.6 s with two threads on a busy 2-core machine, 0.1 s with one).
+SMALL_MODEL = 1_000_000
 
 
 @dataclass
@@ -176,6 +179,19 @@ def recover(original: ir.Model, pruned: ir.Model, batches: list, kept_inputs: di
     except UnsupportedGraph as exc:
         result.notes.append(f"recovery skipped: the graph holds {exc}")
         return result
+    import torch
+
+    threads = torch.get_num_threads()
+    if sum(p.numel() for p in student.parameters()) < SMALL_MODEL:
+        torch.set_num_threads(1)
+    try:
+        return _recover(teacher, student, pruned, batches, kept_inputs, seconds, seed, steps, measure, progress, lr,
+                        result)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _recover(teacher, student, pruned, batches, kept_inputs, seconds, seed, steps, measure, progress, lr, result):
     import torch
 
     data = _stack(batches)
