@@ -10,7 +10,21 @@ from edgec.commands._output import echo_json, human_bytes
 from edgec.compare import FLOAT_ATOL, FLOAT_RTOL
 from edgec.report import render_compile_report, write_report
 
-__all__ = ["compile_cmd", "print_notices", "print_summary"]
+__all__ = ["PruneRatio", "compile_cmd", "print_notices", "print_summary"]
+
+
+class PruneRatio(click.ParamType):
+    """A fraction such as 0.3, or 'auto'."""
+
+    name = "ratio|auto"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, float) or value == "auto":
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r}: give a fraction such as 0.3, or 'auto'", param, ctx)
 
 
 @click.command("compile")
@@ -25,7 +39,9 @@ __all__ = ["compile_cmd", "print_notices", "print_summary"]
 @click.option("--preprocess", help="Image preprocessing, e.g. resize=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225,layout=nchw.")
 @click.option("--eval-data", type=click.Path(), help="Labelled .npz (inputs + labels) to measure accuracy.")
 @click.option("--max-accuracy-drop", type=float, help="Accuracy budget in points [default: the profile's].")
-@click.option("--prune", type=float, help="Fraction of filters to remove (structured pruning), e.g. 0.3.")
+@click.option("--prune", type=PruneRatio(), help="Fraction of filters to remove (structured pruning), e.g. 0.3, or 'auto' (the strongest within the accuracy budget).")
+@click.option("--recover-time", type=float, help="Seconds of distillation on calibration data after pruning [default: 180 with --calibration; 0 = off].")
+@click.option("--max-latency", type=float, metavar="MS", help="Prune until the target's estimated latency is at most MS milliseconds.")
 @click.option("--prune-rules", type=click.Path(), help="TOML file of per-layer pruning ratios.")
 @click.option("--sparsity", type=float, help="Fraction of weights to zero (unstructured), compressed bundle.")
 @click.option("--low-rank", type=float, help="Factorise large Gemm/MatMul weights keeping this fraction of energy.")
@@ -40,7 +56,7 @@ __all__ = ["compile_cmd", "print_notices", "print_summary"]
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write the compile report as HTML.")
 @click.pass_context
 def compile_cmd(ctx, source, target, out, fmt, input_shapes, quantize, calibration, calibration_method, preprocess,
-                eval_data, max_accuracy_drop, prune, prune_rules, sparsity, low_rank, rtol, atol, seed, force,
+                eval_data, max_accuracy_drop, prune, recover_time, max_latency, prune_rules, sparsity, low_rank, rtol, atol, seed, force,
                 explain, as_json, report_path, ignore_limits=False, trust_source=False):
     """Compile SOURCE (.onnx, .keras, .h5, SavedModel dir, .pt2, TorchScript, file.py:factory) for a target.
 
@@ -62,7 +78,8 @@ def compile_cmd(ctx, source, target, out, fmt, input_shapes, quantize, calibrati
         source, out, progress=Progress(enabled=None if not as_json else False, total=0), debug=debug,
         target=target, format=fmt, quantize=quantize, input_shapes=parse_input_shapes(input_shapes),
         calibration=calibration, calibration_method=calibration_method, preprocess=preprocess, eval_data=eval_data,
-        max_accuracy_drop=max_accuracy_drop, prune=prune, prune_rules=prune_rules, sparsity=sparsity,
+        max_accuracy_drop=max_accuracy_drop, prune=prune, recover_time=recover_time, max_latency=max_latency,
+        prune_rules=prune_rules, sparsity=sparsity,
         low_rank=low_rank, rtol=rtol, atol=atol, seed=seed, force=force, ignore_limits=ignore_limits,
         trust_source=trust_source,
     )

@@ -33,10 +33,17 @@ class CompileOptions:
     preprocess: Optional[str] = None
     eval_data: Optional[str] = None
     max_accuracy_drop: Optional[float] = None
-    prune: Optional[float] = None
+    # A fraction of filters, or "auto": the strongest pruning within the accuracy budget (or --max-latency).
+    prune: Optional[float | Literal["auto"]] = None
     prune_rules: Optional[str] = None
     sparsity: Optional[float] = None
     low_rank: Optional[float] = None
+    # Seconds of distillation after pruning (None = the default when calibration data are given; 0 = off);
+    # ``recover_steps`` pins the step count (reproducible runs: the report records the count a budget gave).
+    recover_time: Optional[float] = None
+    recover_steps: Optional[int] = None
+    # Estimated latency (ms, from the target profile) the pruned model must meet; pruning strength is searched.
+    max_latency: Optional[float] = None
     # Quantization pass switches; None = the profile's quantization.equalize_layers / bias_correction.
     equalize: Optional[bool] = None
     bias_correction: Optional[bool] = None
@@ -55,7 +62,10 @@ class CompileOptions:
         _choice("--format", self.format, Format)
         _choice("--quantize", self.quantize, Quantize)
         _choice("--calibration-method", self.calibration_method, CalibrationMethod)
-        for flag, value in (("--prune", self.prune), ("--sparsity", self.sparsity)):
+        if self.prune == "auto" and self.prune_rules:
+            raise UsageError("--prune auto searches one global ratio; it cannot be combined with --prune-rules")
+        _pruning_checks(self)
+        for flag, value in (("--prune", None if self.prune == "auto" else self.prune), ("--sparsity", self.sparsity)):
             if value is not None and not 0.0 <= value < 1.0:
                 raise UsageError(f"{flag} {value}: must be a fraction in [0, 1), e.g. 0.3")
         if self.low_rank is not None and not 0.0 < self.low_rank <= 1.0:
@@ -68,6 +78,24 @@ class CompileOptions:
             raise UsageError(f"--atol {self.atol}: must be >= 0, e.g. 1e-4")
         if self.rtol == 0.0 and self.atol == 0.0:
             raise UsageError("--rtol 0 with --atol 0 allows no difference at all; give one of them > 0")
+
+
+def _pruning_checks(options: CompileOptions) -> None:
+    if options.recover_time is not None and not 0.0 <= options.recover_time <= 86400:
+        raise UsageError(f"--recover-time {options.recover_time}: give seconds in [0, 86400], e.g. 300 (0 = off)")
+    if options.recover_steps is not None and options.recover_steps < 1:
+        raise UsageError(f"--recover-steps {options.recover_steps}: must be a positive step count")
+    if options.max_latency is not None and not options.max_latency > 0:
+        raise UsageError(f"--max-latency {options.max_latency}: must be a positive number of milliseconds")
+    if options.prune == "auto" and not (options.calibration or options.eval_data):
+        raise UsageError("--prune auto: the search judges each ratio by its accuracy; give --calibration DATA "
+                         "(held-out samples are scored) or --eval-data")
+    recovering = (options.recover_time or 0) > 0 or options.recover_steps is not None
+    if recovering and not options.calibration:
+        raise UsageError("--recover-time: recovery fits the pruned model to the float model on calibration "
+                         "samples; give --calibration DATA (unlabelled samples are enough)")
+    if recovering and not (options.prune or options.prune_rules or options.max_latency):
+        raise UsageError("--recover-time: recovery follows pruning; give --prune R, --prune auto or --max-latency")
 
 
 def _choice(flag: str, value, kind) -> None:

@@ -162,7 +162,8 @@ def compile_into(spec: str, bundle_dir: Path, options: CompileOptions, profile: 
     source = lower(spec, _shapes_for_lowering(spec, options), options.trust_source)
     names = [v.name for v in source.model.graph.outputs]
     io = edgec_ir.io_signature(source.model, source.layouts)
-    context: dict = {"report": {"format": {"chosen": fmt, "reason": fmt_reason}}, "format": fmt}
+    context: dict = {"report": {"format": {"chosen": fmt, "reason": fmt_reason}}, "format": fmt,
+                     "progress": progress}
     context["source_quantized"] = already_quantized(source.model)
     input_sets, context["report"]["verification_inputs"] = verification_inputs(source, io, options, context)
     tolerance = (options.rtol, options.atol)

@@ -184,3 +184,24 @@ def test_compress_stage_returns_at_once_when_nothing_is_requested():
     model = _mlp()
     assert apply(model, None, load_profile("rpi4"), CompileOptions(), {}) == (model, [])
     assert channel_multiple(load_profile("rpi4")) == 4 and channel_multiple(load_profile("x86-avx2")) == 8
+
+
+def test_removal_cost_reads_concat_and_flatten_layouts():
+    from edgec.compiler.passes.prune_filters import filter_importance, prunable_groups, removal_cost
+
+    model = residual_concat_flatten()
+    ir.passes.common.ShapeInferencePass()(model)
+    x = RNG.standard_normal((6, 4, 8, 8)).astype(np.float32)
+    analysis = analyse_groups(model.graph)
+    groups = prunable_groups(analysis)
+    costs = removal_cost(model, analysis, groups, [[x]])
+    for group in groups:
+        assert costs[group.gid].shape == (group.size,) and np.all(costs[group.gid] >= 0)
+    # the residual group's consumers read it directly, through the depthwise conv and through the flattened concat:
+    # its cost weighs activations, so it is not the L1 ranking
+    residual = next(g for g in groups if any(p.name == "a" for p in g.producers))
+    assert not np.allclose(costs[residual.gid] / costs[residual.gid].mean(),
+                           filter_importance(residual) / filter_importance(residual).mean())
+    want = _run(model, x)
+    PruneFilters(0.5, batches=[[x]], reconstruct=False, sensitivity=False)(model)
+    assert _run(model, x).shape == want.shape

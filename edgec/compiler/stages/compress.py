@@ -1,7 +1,9 @@
 """Compression stage (runs before quantization): filter pruning, magnitude sparsity, low-rank factorisation.
 
 ``--prune R`` removes the fraction R of prunable filters (spread over layers by sensitivity) and refits the
-consumers on calibration data; ``--prune-rules FILE.toml`` gives per-layer ratios instead; ``--sparsity S`` zeroes
+consumers on calibration data, then distills the float model into the pruned one for ``--recover-time`` seconds
+(``edgec.compiler.recover``; one budget per compile); ``--prune auto`` and ``--max-latency MS`` search the ratio
+(``prune_search``); ``--prune-rules FILE.toml`` gives per-layer ratios instead; ``--sparsity S`` zeroes
 weights for a smaller compressed file; ``--low-rank E`` factorises large Gemm/MatMul weights keeping energy E.
 
 The accuracy guard: the compressed model is scored against the float model (labelled ``--eval-data``, else
@@ -27,9 +29,11 @@ import onnx_ir as ir
 from edgec import ir as edgec_ir
 from edgec.errors import AccuracyBudgetError, UsageError
 
-__all__ = ["apply", "channel_multiple", "load_rules"]
+__all__ = ["Trials", "apply", "channel_multiple", "load_rules", "within_budget"]
 
 CALIBRATION_LIMIT = 64  # samples used for ranking sensitivity and reconstruction
+RECOVERY_LIMIT = 256  # samples distillation trains on
+DEFAULT_RECOVER_SECONDS = 180.0
 BACKOFF = (1.0, 0.5, 0.25)
 
 
@@ -88,7 +92,7 @@ def _batch_size(io: dict) -> int:
 
 
 def _data(model: ir.Model, options, io: dict, context: dict):
-    """(calibration batches, Evaluator or None, what the guard measures on, notes)."""
+    """(calibration set or None, Evaluator or None, what the guard measures on, notes)."""
     from edgec.compiler import verify
     from edgec.compiler.accuracy import Evaluator
     from edgec.compiler.calibration import load_samples
@@ -106,22 +110,26 @@ def _data(model: ir.Model, options, io: dict, context: dict):
     if samples is None:
         notes.append("no --calibration: uniform ratios and no reconstruction (both need real samples); give "
                      "--calibration for sensitivity-spread ratios and least-squares reconstruction")
-        return [], evaluator, measured_on, notes
-    return list(samples.batches(batch, limit=CALIBRATION_LIMIT)), evaluator, measured_on, notes
+    return samples, evaluator, measured_on, notes
 
 
-def _passes(options, profile, batches, factor: float, rules) -> list:
+def within_budget(measured: dict | None, budget: float) -> bool:
+    """The accuracy guard's verdict on one candidate (the one place that rule lives for compression)."""
+    return measured is None or measured["drop"] <= budget
+
+
+def _passes(options, profile, batches, factor: float, rules, ratio: float | None, cache: dict) -> list:
     from edgec.compiler.passes.factorize_linear import FactorizeLinear
     from edgec.compiler.passes.prune_filters import PruneFilters
     from edgec.compiler.passes.sparsify_weights import SparsifyWeights
 
     passes = []
-    if options.prune or rules is not None:
+    if ratio is not None or options.prune or rules is not None:
         default, table = rules if rules is not None else (None, None)
-        ratio = (default if default is not None else options.prune or 0.0) * factor
+        base = ratio if ratio is not None else default if default is not None else options.prune or 0.0
         scaled = None if table is None else [(glob, r * factor) for glob, r in table]
-        passes.append(PruneFilters(ratio, scaled, batches, channel_multiple=channel_multiple(profile),
-                                   seed=options.seed))
+        passes.append(PruneFilters(base * factor, scaled, batches, channel_multiple=channel_multiple(profile),
+                                   seed=options.seed, sensitivity_cache=cache))
     if options.low_rank:
         passes.append(FactorizeLinear(1.0 - (1.0 - options.low_rank) * factor))
     if options.sparsity:
@@ -134,15 +142,62 @@ def _record(pass_, result_modified: bool, before: int, after: int) -> dict:
             "nodes_before": before, "nodes_after": after, "notes": list(pass_.notes)}
 
 
-def _attempt(proto, options, profile, batches, factor, rules):
-    model = edgec_ir.from_proto(proto)
-    records, passes = [], _passes(options, profile, batches, factor, rules)
-    for pass_ in passes:
-        before = model.graph.num_nodes()
-        result = pass_(model)
-        model = result.model
-        records.append(_record(pass_, result.modified, before, model.graph.num_nodes()))
-    return model, records, passes
+class Trials:
+    """Compressed candidates of one model: each pruned, recovered and measured under the same settings."""
+
+    def __init__(self, model: ir.Model, options, profile, context: dict, rules, samples, evaluator, batch: int):
+        self.model, self.proto, self.options, self.profile = model, edgec_ir.to_proto(model), options, profile
+        self.rules, self.evaluator, self.progress = rules, evaluator, context.get("progress")
+        self.batches = [] if samples is None else list(samples.batches(batch, limit=CALIBRATION_LIMIT))
+        self.recovery_batches = [] if samples is None else list(samples.batches(batch, limit=RECOVERY_LIMIT))
+        self.cache: dict = {}  # sensitivities measured once, reused by every trial
+        self.spent = 0.0  # seconds of recovery so far: the guard's retries share one --recover-time
+
+    def recover_seconds(self) -> float:
+        """The distillation budget: --recover-time, else the default when there are calibration samples."""
+        if self.options.recover_time is not None:
+            return self.options.recover_time
+        return DEFAULT_RECOVER_SECONDS if self.recovery_batches else 0.0
+
+    def measure(self, candidate: ir.Model) -> dict | None:
+        from edgec.compiler import verify
+
+        return None if self.evaluator is None else self.evaluator.measure(verify.ir_runner(candidate, "compressed IR"))
+
+    def run(self, factor: float = 1.0, ratio: float | None = None, seconds: float | None = None):
+        """(candidate, pass records, passes, accuracy measure or None) at ``factor`` x the strength / ``ratio``."""
+        model = edgec_ir.from_proto(self.proto)
+        records, passes = [], _passes(self.options, self.profile, self.batches, factor, self.rules, ratio,
+                                      self.cache)
+        for pass_ in passes:
+            before = model.graph.num_nodes()
+            result = pass_(model)
+            model = result.model
+            records.append(_record(pass_, result.modified, before, model.graph.num_nodes()))
+        seconds = max(0.0, self.recover_seconds() - self.spent) if seconds is None else seconds
+        pruned = next((p for p in passes if getattr(p, "kept_inputs", None)), None)
+        if pruned is not None and (seconds > 0 or self.options.recover_steps):
+            records.append(self._recover(model, pruned, seconds))
+        return model, records, passes, self.measure(model)
+
+    def _recover(self, model: ir.Model, pruned, seconds: float) -> dict:
+        from edgec.compiler.recover import recover
+
+        if self.options.sparsity:
+            return {"name": "recover-distill", "settings": {}, "modified": False,
+                    "notes": ["recovery skipped: training would refill the zeros --sparsity made"]}
+        say = self.progress.info if self.progress is not None else None
+        result = recover(self.model, model, self.recovery_batches, pruned.kept_inputs, seconds, self.options.seed,
+                         self.options.recover_steps, self.measure, say)
+        self.spent += result.seconds
+        return {"name": "recover-distill", "modified": result.applied, "recovery": result.as_report(),
+                "settings": {"seconds": round(seconds), "steps": self.options.recover_steps, "seed": self.options.seed},
+                "notes": result.notes + [_stage_line(stage) for stage in result.stages]}
+
+
+def _stage_line(stage: dict) -> str:
+    score = f"{stage.get('metric', 'score')} {stage['score']:.2f}" if "score" in stage else ""
+    return f"after {stage['stage']}: {score}, relative error {stage.get('rel_error', float('nan')):.4f}"
 
 
 def _sizes(before: ir.Model, after: ir.Model) -> dict:
@@ -159,41 +214,52 @@ def _parameters(model: ir.Model) -> int:
                    if v.const_value is not None))
 
 
+def _guarded(trials: Trials, budget: float, notes: list):
+    """The requested strength, halved while the guard refuses it: (factor, candidate, records, passes, measured)."""
+    for factor in BACKOFF:
+        candidate, records, passes, measured = trials.run(factor)
+        if within_budget(measured, budget):
+            return factor, candidate, records, passes, measured
+        notes.append(f"strength x{factor:g}: {trials.evaluator.summary(measured)}: over the {budget:g}-point budget")
+    raise AccuracyBudgetError(
+        f"compression: {trials.evaluator.summary(measured)} exceeds --max-accuracy-drop {budget:g} even at "
+        f"{BACKOFF[-1]:g}x the requested strength; lower --prune/--sparsity, raise --low-rank, or raise the budget")
+
+
 def apply(model: ir.Model, source, profile, options, context: dict):
     """Run the requested compression passes under the accuracy guard; see the module docstring."""
-    if not (options.prune or options.prune_rules or options.sparsity or options.low_rank):
+    if not (options.prune or options.prune_rules or options.sparsity or options.low_rank or options.max_latency):
         return model, []
+    from edgec.compiler.stages import prune_search
+
     rules = load_rules(options.prune_rules) if options.prune_rules else None
     io = edgec_ir.io_signature(model, source.layouts)
-    batches, evaluator, measured_on, notes = _data(model, options, io, context)
+    samples, evaluator, measured_on, notes = _data(model, options, io, context)
     budget = profile.quantization.max_accuracy_drop if options.max_accuracy_drop is None else options.max_accuracy_drop
-    proto = edgec_ir.to_proto(model)
-    for factor in BACKOFF:
-        candidate, records, passes = _attempt(proto, options, profile, batches, factor, rules)
-        measured = None
-        if evaluator is not None:
-            from edgec.compiler import verify
-
-            measured = evaluator.measure(verify.ir_runner(candidate, "compressed IR"))
-        if measured is None or measured["drop"] <= budget:
-            break
-        notes.append(f"strength x{factor:g}: {evaluator.summary(measured)}: over the {budget:g}-point budget")
+    trials = Trials(model, options, profile, context, rules, samples, evaluator, _batch_size(io))
+    search = None
+    if options.prune == "auto" or options.max_latency:
+        factor, (candidate, records, passes, measured), search = 1.0, *prune_search.search(trials, budget, io)
+        notes.extend(search["notes"])
     else:
-        raise AccuracyBudgetError(
-            f"compression: {evaluator.summary(measured)} exceeds --max-accuracy-drop {budget:g} even at "
-            f"{BACKOFF[-1]:g}x the requested strength; lower --prune/--sparsity, raise --low-rank, or raise the budget")
+        factor, candidate, records, passes, measured = _guarded(trials, budget, notes)
     changed = any(r["modified"] for r in records)
     # outputs differ from the source by design: the emitted model is not held to the float tolerance; the guard
     # above bounds the loss instead
     context["lossy"] = changed
     if not changed:
         notes.append(f"nothing was compressed at strength x{factor:g} (groups too small or all kept)")
-    context["float_model_bytes"] = len(proto.SerializeToString())
+    context["float_model_bytes"] = len(trials.proto.SerializeToString())
     report = {"strength": factor, "parameters_before": _parameters(model), "parameters_after": _parameters(candidate),
               "size": _sizes(model, candidate), "notes": notes}
     for pass_ in passes:
         if getattr(pass_, "summary", None):
             report["pruning"] = pass_.summary
+    for record in records:
+        if "recovery" in record:
+            report["recovery"] = record["recovery"]
+    if search is not None:
+        report["search"] = {k: v for k, v in search.items() if k != "notes"}
     report["accuracy"] = ({"summary": evaluator.summary(measured) + f"; budget {budget:g} points; measured on "
                            f"{measured_on}", "budget": budget, **measured} if measured
                           else {"summary": f"accuracy not measured: {measured_on}"})

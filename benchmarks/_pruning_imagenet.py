@@ -1,0 +1,241 @@
+"""Pruning a real ImageNet CNN: EfficientNet-Lite2 (published weights) on real photo crops, with peers, one run.
+
+For each parameter reduction (15%, 30%), in the same process and with the same unlabelled calibration crops
+(256 crops of the calibration photos) and the same recovery budget:
+
+* ``edgec``: ``edgec.api.compile --prune R`` (removal-cost channels, sensitivity spread, least squares) then
+  distillation for ``--recover-time`` seconds;
+* edgec without recovery: the same compile's model before distillation (the recovery report's first stage, scored
+  by the compile's guard on the same held-out crops);
+* ``torch-pruning``: Torch-Pruning's DepGraph with magnitude (L1) importance on the PyTorch source, the classifier
+  kept, then knowledge distillation (KL on the logits, Adam, same batch, flips) for the same seconds.
+
+R is the filter ratio whose pruning removes the target share of parameters (bisection, per method). Fidelity is
+top-1 agreement with the float model on 256 crops of *other* photos; latency is the median of single-thread
+onnxruntime runs at batch 1, all variants interleaved round by round; ratios are against the float model measured
+in the same rounds. The machine is shared: every process runs under ``nice``, so wall-clock budgets buy fewer
+steps than on an idle machine. The recovered 30% model is also compiled to TFLite (every verification stage).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SPEC = "edgec.examples.imagenet:efficientnet_lite2"
+SHAPE = {"inputs": [1, 3, 260, 260]}
+CALIB, EVAL = 256, 256
+
+
+def _torch_logits(model, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(x[i:i + 32])).numpy() for i in range(0, len(x), 32)])
+
+
+def _ort_logits(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def _float_ir():
+    from edgec.compiler.frontends import lower
+    from edgec.compiler.options import CompileOptions
+    from edgec.compiler.pipeline import build_float_passes, run_passes
+    from edgec.targets import load_profile
+
+    source = lower(SPEC, SHAPE)
+    return run_passes(source.model, build_float_passes(load_profile("host"), CompileOptions()))[0]
+
+
+def _edgec_ratio(model, calib: np.ndarray, target: float) -> float:
+    """The filter ratio whose sensitivity-spread pruning removes ``target`` of the parameters (no refit)."""
+    from edgec import ir as edgec_ir
+    from edgec.compiler.passes.prune_filters import PruneFilters
+    from edgec.compiler.stages.compress import _parameters, channel_multiple
+    from edgec.targets import load_profile
+
+    proto, cache, before = edgec_ir.to_proto(model), {}, _parameters(model)
+    batches = [[calib[i:i + 16]] for i in range(0, 64, 16)]
+    low, high = 0.0, 0.8
+    for _ in range(7):
+        ratio = (low + high) / 2
+        trial = edgec_ir.from_proto(proto)
+        PruneFilters(ratio, batches=batches, reconstruct=False, sensitivity_cache=cache,
+                     channel_multiple=channel_multiple(load_profile("host")))(trial)
+        removed = 1 - _parameters(trial) / before
+        low, high = (ratio, high) if removed < target else (low, ratio)
+    return high
+
+
+def _compile(tmp: Path, name: str, ratio: float, seconds: float, files: dict) -> dict:
+    from edgec import api
+
+    start = time.perf_counter()
+    from edgec._progress import Progress
+
+    bundle = api.compile(SPEC, tmp / name, progress=Progress(enabled=True), target="host", format="onnx", quantize="none", input_shapes=SHAPE,
+                         prune=ratio, recover_time=seconds, calibration=str(files["calib"]),
+                         eval_data=str(files["eval"]), max_accuracy_drop=100.0)
+    report = bundle.manifest["report"]["compression"]
+    return {"name": name, "path": bundle.model_path, "ratio": ratio, "compile_s": time.perf_counter() - start,
+            "params_ratio": report["parameters_after"] / report["parameters_before"],
+            "recovery": report.get("recovery"), "bundle": bundle.path}
+
+
+def _tp_prune(ratio: float):
+    import torch
+    import torch_pruning as tp
+
+    from edgec.examples.imagenet import efficientnet_lite2
+
+    model = efficientnet_lite2()
+    pruner = tp.pruner.MetaPruner(model, torch.zeros(1, 3, 260, 260), tp.importance.MagnitudeImportance(p=1),
+                                  pruning_ratio=ratio, ignored_layers=[model._fc], round_to=8)
+    pruner.step()
+    return model
+
+
+def _count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _distill(student, teacher, calib: np.ndarray, seconds: float, seed: int = 0) -> int:
+    """KL on the logits, Adam with a cosine schedule, batch 8, random flips: the peer's recovery."""
+    import torch
+
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(student.parameters(), lr=1e-4)
+    student.train()
+    for module in student.modules():  # BatchNorm statistics stay those of the float model
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eval()
+    start, done, planned = time.perf_counter(), 0, None
+    while planned is None or done < planned:
+        index = torch.randperm(len(calib), generator=generator)[:8]
+        x = torch.from_numpy(calib[index.numpy()])
+        flips = torch.rand(len(x), generator=generator) < 0.5
+        x = torch.where(flips.view(-1, 1, 1, 1), x.flip(-1), x)
+        with torch.no_grad():
+            want = teacher(x)
+        loss = torch.nn.functional.kl_div(torch.log_softmax(student(x), 1), torch.log_softmax(want, 1),
+                                          reduction="batchmean", log_target=True)
+        lr = 1e-4 if planned is None else 1e-4 * 0.5 * (1 + math.cos(math.pi * done / planned))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        done += 1
+        elapsed = time.perf_counter() - start
+        if planned is None and done >= 2:
+            planned = max(done, int(seconds / (elapsed / done)))
+        if elapsed >= seconds:
+            break
+    student.eval()
+    return done
+
+
+def _torch_pruning(tmp: Path, target: float, seconds: float, calib: np.ndarray, name: str) -> dict:
+    import warnings
+
+    import torch
+
+    from edgec.examples.imagenet import efficientnet_lite2
+
+    full = _count(efficientnet_lite2())
+    low, high = 0.0, 0.8
+    for _ in range(6):
+        ratio = (low + high) / 2
+        low, high = (ratio, high) if 1 - _count(_tp_prune(ratio)) / full < target else (low, ratio)
+    student, teacher = _tp_prune(high), efficientnet_lite2()
+    plain = tmp / f"{name}-norecover.onnx"
+    path = tmp / f"{name}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(student, (torch.zeros(1, 3, 260, 260),), str(plain), input_names=["inputs"],
+                          dynamo=False)
+        steps = _distill(student, teacher, calib, seconds)
+        torch.onnx.export(student, (torch.zeros(1, 3, 260, 260),), str(path), input_names=["inputs"],
+                          dynamo=False)
+    return {"name": name, "path": path, "plain": plain, "ratio": high, "params_ratio": _count(student) / full,
+            "recovery": {"steps": steps}}
+
+
+def _tflite(tmp: Path, onnx_path: Path) -> dict:
+    from edgec import api
+
+    bundle = api.compile(str(onnx_path), tmp / "tflite", target="host", format="tflite", quantize="none")
+    return {"format": bundle.manifest["format"], "verification": [
+        {"stage": c["stage"], "max_rel_diff": c["max_rel_diff"]} for c in bundle.manifest["report"]["verification"]]}
+
+
+def _say(variant: dict, ev: np.ndarray, labels: np.ndarray) -> None:
+    """One line per variant as soon as it exists (the machine is shared: a long run may be cut short)."""
+    agree = float(np.mean(_ort_logits(variant["path"], ev).argmax(1) == labels))
+    stages = [(s["stage"], s.get("score")) for s in (variant.get("recovery") or {}).get("stages", [])]
+    print(f"{variant['name']}: filter ratio {variant['ratio']:.3f}, params x{variant['params_ratio']:.3f}, "
+          f"agreement {agree:.3f}, recovery {variant.get('recovery')} {stages}", flush=True)
+
+
+def run_imagenet(targets: list[float], seconds: float, rounds: int) -> dict:
+    from edgec.examples.data import write_npz
+    from edgec.examples.imagenet import efficientnet_lite2, photo_crops
+
+    calib, ev = photo_crops(CALIB, "calib", seed=0), photo_crops(EVAL, "eval", seed=1)
+    labels = _torch_logits(efficientnet_lite2(), ev).argmax(1)
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        files = {"calib": write_npz(tmp / "calib.npz", {"inputs": calib}),
+                 "eval": write_npz(tmp / "eval.npz", {"inputs": ev}, labels=labels)}
+        from edgec import ir as edgec_ir
+
+        model = _float_ir()
+        edgec_ir.save(model, tmp / "float.onnx")
+        variants = [{"name": "float", "path": tmp / "float.onnx", "params_ratio": 1.0}]
+        for target in targets:
+            ratio = _edgec_ratio(model, calib, target)
+            tag = f"{round(target * 100)}"
+            variants.append(_compile(tmp, f"edgec{tag}", ratio, seconds, files))
+            _say(variants[-1], ev, labels)
+            peer = _torch_pruning(tmp, target, seconds, calib, f"torch-pruning{tag}")
+            variants.append(peer)
+            variants.append({**peer, "name": f"{peer['name']}-norecover", "path": peer["plain"], "recovery": None})
+            _say(peer, ev, labels)
+        from benchmarks.pruning import _latencies
+
+        latency = _latencies({v["name"]: v["path"] for v in variants}, ev[:1], rounds, block=3)
+        rows = []
+        for v in variants:
+            agree = float(np.mean(_ort_logits(v["path"], ev).argmax(1) == labels))
+            stages = (v.get("recovery") or {}).get("stages") or [{}]
+            rows.append({"before_recovery": stages[0].get("score"), "variant": v["name"], "filter_ratio": round(v.get("ratio", 0.0), 4),
+                         "params_ratio": round(v.get("params_ratio", 1.0), 4),
+                         "agreement": round(agree, 4), "latency_ms": round(latency[v["name"]], 3),
+                         "speedup": round(latency["float"] / latency[v["name"]], 3),
+                         "recovery_steps": (v.get("recovery") or {}).get("steps"),
+                         "stages": (v.get("recovery") or {}).get("stages")})
+        recovered = next(v for v in variants if v["name"] == f"edgec{round(targets[-1] * 100)}")
+        tflite = _tflite(tmp, recovered["path"])
+    return {"model": "EfficientNet-Lite2 1x3x260x260 (published weights)", "calibration_crops": CALIB,
+            "eval_crops": EVAL, "recover_s": seconds, "threads_latency": 1, "rows": rows, "tflite_30": tflite}
+
+
+def print_result(result: dict) -> None:
+    print(f"{result['model']}; {result['calibration_crops']} calibration crops, agreement on {result['eval_crops']} "
+          f"crops of other photos; recovery {result['recover_s']:g} s per model; latency 1 thread, ratio vs float")
+    print(f"{'variant':<26}{'filters':>8}{'params':>8}{'agree':>7}{'ms':>8}{'speed':>7}{'steps':>7}")
+    for r in result["rows"]:
+        steps = "-" if r["recovery_steps"] is None else r["recovery_steps"]
+        print(f"{r['variant']:<26}{r['filter_ratio']:>8.3f}{r['params_ratio']:>8.3f}{r['agreement']:>7.3f}"
+              f"{r['latency_ms']:>8.2f}{r['speedup']:>6.2f}x{steps:>7}")
+    print(f"TFLite of the recovered model: {result['tflite_30']}")
