@@ -37,14 +37,35 @@ def check_depth(value, limit: int = MAX_JSON_DEPTH) -> None:
             stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = str.maketrans("", "", "".join(chr(c) for c in range(128) if chr(c) not in "[]{}"))
+
+
+def raw_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` in JSON text, found without parsing (strings skipped)."""
+    depth = deepest = 0
+    for char in _STRING.sub("", text).translate(_BRACKETS):
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def loads_bounded(text, max_bytes: int, max_depth: int = MAX_JSON_DEPTH):
     """``json.loads`` of at most ``max_bytes`` and ``max_depth``; ValueError (with the reason) otherwise.
 
-    Python's decoder recurses per nesting level: a deep document raises RecursionError, turned here into a
-    ValueError like any other malformed input.
+    Python's decoder recurses per nesting level, and a process that imported onnx2tf runs with the recursion
+    limit raised to 2**31 (onnx2tf sets it at import), where a deep document overflows the C stack instead of
+    raising RecursionError: the depth is measured on the text first.
     """
     if len(text) > max_bytes:
         raise ValueError(f"{len(text)} bytes, more than the limit of {max_bytes}")
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode("utf-8", errors="replace")
+    if raw_depth(text) > max_depth:
+        raise ValueError(f"nested deeper than {max_depth} levels")
     try:
         value = json.loads(text)
     except RecursionError:
