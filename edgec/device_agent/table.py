@@ -76,5 +76,7 @@ def format_result(doc: dict) -> str:
             ("memory", f"peak {_mib(mem.get('rss_peak_bytes'))}, +{_mib(mem.get('rss_increase_bytes'))} over idle "
                        f"{_mib(mem.get('rss_idle_bytes'))}"),
             *_power_lines(doc["power"]), *_conditions_lines(doc["conditions"])]
+    for issue in ((doc.get("check") or {}).get("isa") or {}).get("issues") or []:
+        rows.append((f"WARNING ({issue.get('effect')})", issue.get("reason", "")))
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label.ljust(width)}  {value}".rstrip() for label, value in rows)
