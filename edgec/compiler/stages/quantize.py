@@ -117,18 +117,45 @@ def _record(name: str, settings: dict, notes: list[str], modified: bool = True) 
     return {"name": name, "settings": settings, "modified": modified, "notes": notes}
 
 
-def _int8_quantizer(model, calib, spec, method, options, records):
+def _int8_quantizer(model, calib, spec, method, tools: tuple[bool, bool], records):
+    """(work model, Int8Quantizer) with ``tools`` = (equalization, bias correction)."""
     from edgec.compiler.passes.equalize_layers import EqualizeLayers
     from edgec.compiler.passes.quantize_int8 import Int8Quantizer
 
     work = edgec_ir.from_proto(edgec_ir.to_proto(model))
-    equalize = spec.equalize_layers if options.equalize is None else options.equalize
-    if equalize:
+    if tools[0]:
         cle = EqualizeLayers(calib, absorb_bias=spec.absorb_bias)
         cle(work)
         records.append(_record(cle.name, cle.settings(), cle.notes))
-    correct = spec.bias_correction if options.bias_correction is None else options.bias_correction
-    return work, Int8Quantizer(work, calib, spec, method, correct, CALIBRATION_LIMIT)
+    return work, Int8Quantizer(work, calib, spec, method, tools[1], CALIBRATION_LIMIT)
+
+
+def _choose_tools(model, calib, evaluator, spec, method, options, records):
+    """Equalization and bias correction as the options or the profile say; when only the profile says and data
+    can tell, they are kept only if they lower the measured output noise of the full-int8 model, else undone."""
+    from edgec.compiler.passes.quantize_common import proto_runner
+    from edgec.compiler.stages.quantize_guard import SENSITIVITY_SAMPLES
+
+    tools = (spec.equalize_layers if options.equalize is None else options.equalize,
+             spec.bias_correction if options.bias_correction is None else options.bias_correction)
+    explicit = options.equalize is not None or options.bias_correction is not None
+    if evaluator is None or explicit or tools == (False, False):
+        return (*_int8_quantizer(model, calib, spec, method, tools, records), tools, [])
+    part = evaluator.subset(SENSITIVITY_SAMPLES)
+    tried = {}
+    for option in (tools, (False, False)):
+        notes: list[dict] = []
+        work, quantizer = _int8_quantizer(model, calib, spec, method, option, notes)
+        noise = part.measure(proto_runner(quantizer.quantize()))["noise"]
+        tried[option] = (noise, work, quantizer, notes)
+    best = min(tried, key=lambda k: (tried[k][0], k != tools))
+    noise, work, quantizer, notes = tried[best]
+    records.extend(notes)
+    verdict = "kept" if best == tools else "undone"
+    line = (f"equalization {tools[0]}, bias correction {tools[1]} (profile) {verdict}: full-int8 output noise "
+            f"{tried[tools][0]:.3e} with them, {tried[(False, False)][0]:.3e} without, on {len(part.samples)} "
+            "held-out samples")
+    return work, quantizer, best, [line]
 
 
 def _run_int8(model, samples, calib, evaluator, profile, method, budget, options, records):
@@ -136,19 +163,20 @@ def _run_int8(model, samples, calib, evaluator, profile, method, budget, options
     from edgec.compiler.stages.quantize_cost import layer_costs
 
     spec = profile.quantization
-    work, quantizer = _int8_quantizer(model, calib, spec, method, options, records)
+    work, quantizer, tools, tool_notes = _choose_tools(model, calib, evaluator, spec, method, options, records)
     candidates = [n.name for n in weighted_nodes(work) if n.op_type not in spec.float_ops]
     result = run_guard(quantizer, evaluator, candidates, budget,
                        always_measure=len(candidates) <= ALWAYS_MEASURE_LAYERS,
                        costs=layer_costs(work, profile, candidates))
     notes = [f"calibration: {method} over {min(len(calib), CALIBRATION_LIMIT)} samples"]
     if calib is not samples:  # the guard measured a model calibrated on part of the data: calibrate on all now
-        work, quantizer = _int8_quantizer(model, samples, spec, method, options, [])
+        work, quantizer = _int8_quantizer(model, samples, spec, method, tools, [])
         result.proto = quantizer.quantize(exclude=result.excluded)
         notes = [f"calibration: {method} over {min(len(samples), CALIBRATION_LIMIT)} samples (all of them; the "
                  f"guard measured a model calibrated on {len(calib)})"]
     chosen = {name: "int8" for name in quantized_nodes(result.proto)}
     notes.insert(0, f"{len(chosen)} nodes run on int8 data; {len(result.excluded)} returned to float")
+    notes.extend(tool_notes)
     if quantizer.bias_correction:
         notes.append("bias correction applied to every quantized Conv/Gemm")
     records.append(_record("quantize-int8", quantizer.settings(), notes))

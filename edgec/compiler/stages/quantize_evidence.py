@@ -81,6 +81,17 @@ def _verdict(low: float, high: float, budget: float) -> str:
     return "holds" if high <= budget else "exceeds" if low > budget else "undecided"
 
 
+def _needed(name: str, measured: dict, estimate: float, interval, budget: float) -> int | None:
+    """Samples that would shrink the interval to exclude the budget: Wilson for flips, else the interval's
+    half-width scaled by 1/sqrt(n)."""
+    n = measured["samples"]
+    if name == "top-1 flips":
+        return samples_to_decide((100.0 - measured["agreement"]) / 100, budget / 100, n)
+    gap = abs(estimate - budget)
+    half = (interval[1] - interval[0]) / 2
+    return None if gap < 1e-9 else max(n + 1, math.ceil(n * (half / gap) ** 2))
+
+
 def decide(measured: dict, budget: float) -> dict:
     """The verdict of ``measured`` (``Evaluator.measure``) on ``budget`` points, with the evidence behind it.
 
@@ -105,8 +116,7 @@ def decide(measured: dict, budget: float) -> dict:
               "accept": verdict == "holds" or (verdict == "undecided" and estimate <= budget), "needed": None}
     span = f"{name} {estimate:.2f} points, 95% interval [{interval[0]:.2f}, {interval[1]:.2f}] on {n} samples"
     if verdict == "undecided":
-        rate = (100.0 - measured["agreement"]) / 100 if "agreement" in measured else estimate / 100
-        result["needed"] = samples_to_decide(rate, budget / 100, n)
+        result["needed"] = _needed(name, measured, estimate, interval, budget)
         more = f"about {result['needed']} samples would decide it" if result["needed"] else \
             "no sample count decides an estimate this close to the budget"
         result["why"] = (f"{span}: the interval contains the budget {budget:g}, so the data cannot tell ({more}); "
