@@ -111,7 +111,7 @@ class Evaluator:
         n = int(ref.shape[0])
         result = {"metric": self.metric, "samples": n, "float_score": round(self.float_score, 4),
                   "cosine": round(float(np.mean(cosines)), 6), "labels": self.labels is not None,
-                  "noise": noise, "sqnr_db": round(-10 * np.log10(max(noise, 1e-30)), 2),
+                  "noise": noise, "sqnr_db": round(float(-10 * np.log10(max(noise, 1e-30))), 2),
                   "rel_error": round(max(_relative_error(r, o) for r, o in zip(self.reference, outputs)), 6)}
         per_sample = 100.0 * (1.0 - cosines)
         if self.classifier:

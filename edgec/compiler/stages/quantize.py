@@ -132,8 +132,10 @@ def _int8_quantizer(model, calib, spec, method, tools: tuple[bool, bool], record
 
 def _choose_tools(model, calib, evaluator, spec, method, options, records):
     """Equalization and bias correction as the options or the profile say; when only the profile says and data
-    can tell, they are kept only if they lower the measured output noise of the full-int8 model, else undone."""
+    can tell, they are kept only if they lower the full-int8 model's measured drop (the guard's measure; output
+    noise breaks ties), else undone."""
     from edgec.compiler.passes.quantize_common import proto_runner
+    from edgec.compiler.stages.quantize_evidence import decide
     from edgec.compiler.stages.quantize_guard import SENSITIVITY_SAMPLES
 
     tools = (spec.equalize_layers if options.equalize is None else options.equalize,
@@ -146,15 +148,16 @@ def _choose_tools(model, calib, evaluator, spec, method, options, records):
     for option in (tools, (False, False)):
         notes: list[dict] = []
         work, quantizer = _int8_quantizer(model, calib, spec, method, option, notes)
-        noise = part.measure(proto_runner(quantizer.quantize()))["noise"]
-        tried[option] = (noise, work, quantizer, notes)
+        measured = part.measure(proto_runner(quantizer.quantize()))
+        tried[option] = ((decide(measured, 0.0)["estimate"], measured["noise"]), work, quantizer, notes)
     best = min(tried, key=lambda k: (tried[k][0], k != tools))
-    noise, work, quantizer, notes = tried[best]
+    _, work, quantizer, notes = tried[best]
     records.extend(notes)
     verdict = "kept" if best == tools else "undone"
-    line = (f"equalization {tools[0]}, bias correction {tools[1]} (profile) {verdict}: full-int8 output noise "
-            f"{tried[tools][0]:.3e} with them, {tried[(False, False)][0]:.3e} without, on {len(part.samples)} "
-            "held-out samples")
+    (drop_with, noise_with), (drop_without, noise_without) = tried[tools][0], tried[(False, False)][0]
+    line = (f"equalization {tools[0]}, bias correction {tools[1]} (profile) {verdict}: full-int8 drop estimate "
+            f"{drop_with:.2f} points (output noise {noise_with:.2e}) with them, {drop_without:.2f} "
+            f"({noise_without:.2e}) without, on {len(part.samples)} held-out samples")
     return work, quantizer, best, [line]
 
 
