@@ -11,7 +11,8 @@
    shortest prefix that passes is found by measuring and bisecting (a dozen measurements at most, not one per
    layer).
 3. ``AccuracyBudgetError`` only when the last measurement's interval is wholly above the budget; its message
-   shows the interval. An undecided end returns the model with a warning saying how many samples would decide.
+   shows the interval. An undecided end warns (saying how many samples would decide) and returns, of the
+   models measured, the one with the fewest float layers whose estimate is within the best one's interval.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def run_guard(quantizer, evaluator, candidates: list[str], budget: float, thread
     order = sorted(candidates, key=lambda n: (-gain[n], n))
     limit = len(candidates) - 1  # every layer in float is not quantization: stop before that
     low, best = 0, None  # the longest prefix of ``order`` known to fail, and the shortest known to pass
+    seen = [(0, proto, measured, evidence)]
     count = _predicted_count(order, 0, sensitivity, measured["noise"], _target(measured, evidence, budget))
     for _ in range(MAX_ROUNDS):
         count = min(count, limit)
@@ -107,6 +109,7 @@ def run_guard(quantizer, evaluator, candidates: list[str], budget: float, thread
         measured = evaluator.measure(proto_runner(proto, threads))
         evidence = decide(measured, budget)
         tried.append(_tried_row(len(tried), f"{count} layers in float (.. {order[count - 1]})", measured, evidence))
+        seen.append((count, proto, measured, evidence))
         if evidence["accept"]:
             best = (count, proto, measured, evidence)
             count = (low + count) // 2  # bisect towards the fewest float layers that still pass
@@ -119,7 +122,16 @@ def run_guard(quantizer, evaluator, candidates: list[str], budget: float, thread
         return _done(proto, measured, order[:count], sensitivity, tried, evidence, costs)
     if evidence["verdict"] == "exceeds":
         raise _refusal(evidence, order[:low], candidates, tried)
-    return _done(proto, measured, order[:low], sensitivity, tried, evidence, costs)
+    count, proto, measured, evidence = _fewest_like_best(seen)
+    return _done(proto, measured, order[:count], sensitivity, tried, evidence, costs)
+
+
+def _fewest_like_best(seen: list[tuple]) -> tuple:
+    """Nothing passed and the data cannot tell: the fewest float layers whose estimate lies within the 95%
+    interval of the best estimate (more float layers would cost size and speed for no demonstrable gain)."""
+    best = min(seen, key=lambda s: s[3]["estimate"])
+    ceiling = best[3]["interval"][1]
+    return min((s for s in seen if s[3]["estimate"] <= ceiling), key=lambda s: s[0])
 
 
 def _target(measured: dict, evidence: dict, budget: float) -> float:
