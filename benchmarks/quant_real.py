@@ -132,7 +132,7 @@ def _row(name: str, reference: np.ndarray, got: np.ndarray, size: int, float_siz
 def run(quick: bool, tflite: bool) -> list[dict]:
     from edgec.examples.imagenet import photo_crops
 
-    calib = photo_crops(32 if quick else 64, "calib", seed=0)
+    calib = photo_crops(32 if quick else 128, "calib", seed=0)
     test = photo_crops(64 if quick else 300, "eval", seed=1)
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgec-bench-quant-real-") as name:
