@@ -122,16 +122,32 @@ def run_guard(quantizer, evaluator, candidates: list[str], budget: float, thread
         return _done(proto, measured, order[:count], sensitivity, tried, evidence, costs)
     if evidence["verdict"] == "exceeds":
         raise _refusal(evidence, order[:low], candidates, tried)
-    count, proto, measured, evidence = _fewest_like_best(seen)
+    count, proto, measured, evidence = _fewest_like_best(seen, order, quantizer, evaluator, budget, tried, threads)
     return _done(proto, measured, order[:count], sensitivity, tried, evidence, costs)
 
 
-def _fewest_like_best(seen: list[tuple]) -> tuple:
+def _fewest_like_best(seen: list[tuple], order, quantizer, evaluator, budget, tried, threads) -> tuple:
     """Nothing passed and the data cannot tell: the fewest float layers whose estimate lies within the 95%
-    interval of the best estimate (more float layers would cost size and speed for no demonstrable gain)."""
+    interval of the best estimate (more float layers would cost size and speed for no demonstrable gain),
+    found by bisecting between the measured counts."""
     best = min(seen, key=lambda s: s[3]["estimate"])
     ceiling = best[3]["interval"][1]
-    return min((s for s in seen if s[3]["estimate"] <= ceiling), key=lambda s: s[0])
+    inside = [s for s in seen if s[3]["estimate"] <= ceiling]
+    outside = [s[0] for s in seen if s[3]["estimate"] > ceiling]
+    for _ in range(MAX_ROUNDS):
+        high = min(inside, key=lambda s: s[0])
+        low = max([c for c in outside if c < high[0]], default=-1)
+        if high[0] - low <= 1:
+            break
+        count = (low + high[0]) // 2
+        proto = quantizer.quantize(exclude=order[:count])
+        measured = evaluator.measure(proto_runner(proto, threads))
+        evidence = decide(measured, budget)
+        tried.append(_tried_row(len(tried), f"{count} layers in float (.. {order[max(count - 1, 0)]})", measured,
+                                evidence))
+        (inside if evidence["estimate"] <= ceiling else outside).append(
+            (count, proto, measured, evidence) if evidence["estimate"] <= ceiling else count)
+    return min(inside, key=lambda s: s[0])
 
 
 def _target(measured: dict, evidence: dict, budget: float) -> float:
