@@ -7,6 +7,10 @@ so that a drop compares directly with ``--max-accuracy-drop``:
 * no labels, classifier output ([N, C], C >= 2): top-1 agreement with the float model (the float model scores 100);
 * no labels, any other output: 100 x mean cosine similarity with the float outputs (relative error reported too).
 
+Every measure carries what ``edgec.compiler.stages.quantize_evidence`` needs to judge it: a 95% interval of the
+drop, and for classifiers the flip (disagreement) interval and the *expected* accuracy drop under the float
+model's softmax (a flip between near-tied classes costs little), plus the output noise power (1 / SQNR).
+
 ``Evaluator(reference, samples)`` runs the float model once; ``evaluator.measure(runner)`` then scores any number
 of candidates on the same samples.
 """
@@ -41,6 +45,15 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     dots = np.sum(a * b, axis=1)
     return np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(np.all(a == b, axis=1), 1.0, 0.0))
+
+
+def _probabilities(logits: np.ndarray) -> np.ndarray:
+    """Rows as probabilities: kept when they already are (non-negative, summing to 1), else softmax."""
+    logits = logits.astype(np.float64)
+    if np.all(logits >= 0) and np.allclose(logits.sum(1), 1.0, atol=1e-3):
+        return logits
+    shifted = np.exp(logits - logits.max(1, keepdims=True))
+    return shifted / shifted.sum(1, keepdims=True)
 
 
 def _relative_error(reference: np.ndarray, got: np.ndarray) -> float:
@@ -78,6 +91,7 @@ class Evaluator:
                 raise CalibrationDataError(f"{samples.source}: 'labels' has {self.labels.shape[0]} entries for "
                                            f"{first.shape[0]} samples")
         self.classifier = _is_classifier(first)
+        self.probabilities = _probabilities(first) if self.classifier else None
         if self.labels is not None:
             self.metric = "top-1 accuracy"
             self.float_score = 100.0 * float(np.mean(first.argmax(1) == self.labels))
@@ -86,24 +100,55 @@ class Evaluator:
             self.float_score = 100.0
 
     def measure(self, runner: Runner) -> dict:
-        """Score, drop (points, vs the float model) and error figures of ``runner`` on the samples."""
+        """Score, drop (points, vs the float model), its 95% interval and error figures of ``runner``."""
+        from edgec.compiler.stages.quantize_evidence import bootstrap_interval, wilson
+
         outputs = run_all(runner, self.samples, self.batch)
         first, ref = outputs[0], self.reference[0]
-        cosine = float(np.mean(_cosine(ref, first)))
-        result = {"metric": self.metric, "samples": int(ref.shape[0]), "float_score": round(self.float_score, 4),
-                  "cosine": round(cosine, 6),
+        cosines = _cosine(ref, first)
+        noise = float(np.sum((first.astype(np.float64) - ref) ** 2) / max(np.sum(ref.astype(np.float64) ** 2),
+                                                                           1e-30))
+        n = int(ref.shape[0])
+        result = {"metric": self.metric, "samples": n, "float_score": round(self.float_score, 4),
+                  "cosine": round(float(np.mean(cosines)), 6), "labels": self.labels is not None,
+                  "noise": noise, "sqnr_db": round(float(-10 * np.log10(max(noise, 1e-30))), 2),
                   "rel_error": round(max(_relative_error(r, o) for r, o in zip(self.reference, outputs)), 6)}
+        per_sample = 100.0 * (1.0 - cosines)
         if self.classifier:
-            result["agreement"] = round(100.0 * float(np.mean(first.argmax(1) == ref.argmax(1))), 4)
+            chosen, top = first.argmax(1), ref.argmax(1)
+            agree = int(np.sum(chosen == top))
+            low, high = wilson(agree, n)
+            result["agreement"] = round(100.0 * agree / n, 4)
+            result["flip_interval"] = [round(100.0 * (1 - high), 4), round(100.0 * (1 - low), 4)]
+            rows = np.arange(n)
+            cost = 100.0 * (self.probabilities[rows, top] - self.probabilities[rows, chosen])
+            result["expected_drop"] = round(float(np.mean(cost)), 4)
+            result["expected_interval"] = [round(v, 4) for v in bootstrap_interval(cost)]
+            per_sample = 100.0 * (chosen != top)
         if self.labels is not None:
+            per_sample = 100.0 * ((ref.argmax(1) == self.labels).astype(float) - (first.argmax(1) == self.labels))
             score = 100.0 * float(np.mean(first.argmax(1) == self.labels))
         elif self.classifier:
             score = result["agreement"]
         else:
-            score = 100.0 * cosine
+            score = 100.0 * result["cosine"]
         result["score"] = round(score, 4)
         result["drop"] = round(self.float_score - score, 4)
+        result["drop_interval"] = result["flip_interval"] if self.classifier and self.labels is None else [
+            round(v, 4) for v in bootstrap_interval(per_sample)]
         return result
+
+    def subset(self, count: int) -> Evaluator:
+        """The same measure on the first ``count`` samples (float outputs reused, not recomputed)."""
+        part = Evaluator.__new__(Evaluator)
+        part.__dict__.update(self.__dict__)
+        part.samples = self.samples.subset(0, count)
+        part.reference = [r[:count] for r in self.reference]
+        part.labels = None if self.labels is None else self.labels[:count]
+        part.probabilities = None if self.probabilities is None else self.probabilities[:count]
+        if self.labels is not None:
+            part.float_score = 100.0 * float(np.mean(part.reference[0].argmax(1) == part.labels))
+        return part
 
     def summary(self, result: dict) -> str:
         """One line for the report, e.g. 'top-1 accuracy 97.41 -> 97.22 (-0.19 points) on 540 samples'."""

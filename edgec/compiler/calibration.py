@@ -93,6 +93,36 @@ class CalibrationSet:
         return CalibrationSet(self.source, labels=labels, reader=self._reader, count=max(0, stop - start),
                               offset=self._offset + start, max_batch=self.max_batch)
 
+    def take(self, indices) -> CalibrationSet:
+        """The samples at ``indices`` (increasing), as a set of their own, read a span at a time."""
+        indices = np.asarray(indices, np.int64)
+        labels = None if self.labels is None else self.labels[indices]
+        base, offset = self._reader, self._offset
+
+        def reader(start, stop):
+            picks = indices[start:stop]
+            if len(picks) == 0:
+                return []
+            rows = base(offset + int(picks[0]), offset + int(picks[-1]) + 1)
+            return [r[picks - picks[0]] for r in rows]
+
+        return CalibrationSet(self.source, labels=labels, reader=reader, count=len(indices))
+
+    def random_split(self, fraction: float, seed: int) -> tuple[CalibrationSet, CalibrationSet]:
+        """(part, rest) drawn at random (seeded), each in file order: a file ordered by class, source or time
+        splits without bias, unlike ``split``."""
+        n = len(self)
+        cut = max(1, min(n - 1, round(n * fraction))) if n > 1 else n
+        chosen = np.zeros(n, bool)
+        chosen[np.random.default_rng(seed).permutation(n)[:cut]] = True
+        return self.take(np.flatnonzero(chosen)), self.take(np.flatnonzero(~chosen))
+
+    def random_subset(self, count: int, seed: int) -> CalibrationSet:
+        """At most ``count`` samples drawn at random (seeded), in file order; the whole set when it is smaller."""
+        if len(self) <= count:
+            return self
+        return self.take(np.sort(np.random.default_rng(seed).permutation(len(self))[:count]))
+
     def split(self, fraction: float) -> tuple[CalibrationSet, CalibrationSet]:
         """(first part, held-out rest): the rest measures agreement when there are no labelled data."""
         cut = max(1, min(len(self) - 1, round(len(self) * fraction))) if len(self) > 1 else len(self)

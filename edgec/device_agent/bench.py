@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from edgec.bundle import Bundle, check_reference
 from edgec.compare import describe
 from edgec.device_agent import conditions, memory
+from edgec.device_agent.isa import check_isa
 from edgec.device_agent.options import BenchOptions
 from edgec.device_agent.power import PowerMeter, none_summary, select_source
 from edgec.device_agent.schema import SCHEMA_VERSION
@@ -96,11 +97,13 @@ def load_model(bundle_dir, threads: int | None = None) -> LoadedModel:
 
 
 def check_bundle(bundle_dir, threads: int | None = None) -> dict:
-    """The ``check`` command's document."""
+    """The ``check`` command's document; ``isa`` flags instructions the bundle's quantization assumed and this
+    CPU lacks (the outputs can still match the reference: it is computed here too, saturated or not)."""
     model = load_model(bundle_dir, threads)
     return {"ok": True, "bundle_id": model.bundle.bundle_id, "path": str(model.bundle.path),
             "format": model.bundle.format, "runtime": model.runtime_doc(), "outputs": model.reference,
-            "load_s": model.load_s, "first_inference_s": model.first_inference_s}
+            "isa": check_isa(model.bundle.manifest), "load_s": model.load_s,
+            "first_inference_s": model.first_inference_s}
 
 
 def _timed(call, runs: int, duration_s: float | None, latencies: list) -> list[int]:
@@ -224,7 +227,7 @@ def run_bench(bundle_dir, options=None, loaded: LoadedModel | None = None) -> di
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": settings,
         "runtime": model.runtime_doc(),
-        "check": {"files": "ok", "outputs": model.reference},
+        "check": {"files": "ok", "outputs": model.reference, "isa": check_isa(model.bundle.manifest)},
         "timing": {"load_s": model.load_s, "first_inference_s": model.first_inference_s,
                    "warmup_s": warmup_s, "window_s": window_s, "session_reused": loaded is not None},
         "latency_ms": latency_stats(latencies),

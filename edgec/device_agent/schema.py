@@ -14,8 +14,9 @@ appear without a bump. Units are in the key names (``_s``, ``_ms``, ``_bytes``, 
     settings         the BenchOptions used: runs, warmup, threads, duration_s, power, power_command,
                      power_model [idle_w, active_w] | null, sysfs_root, power_interval_s, idle_s
     runtime          {name: onnxruntime|litert, version, package (pip name), threads, xnnpack (litert only)}
-    check            {files: "ok", outputs: [{name, ok, max_abs_diff, rel_diff}]}  (a failing bundle never
-                     gets a result: the agent refuses it)
+    check            {files: "ok", outputs: [{name, ok, max_abs_diff, rel_diff}], isa: {ok: bool|null,
+                     issues: [{effect: accuracy|speed, missing, reason}]}}  (a failing bundle never gets a result:
+                     the agent refuses it; an isa issue is reported, not refused)
     timing           {load_s, first_inference_s, warmup_s, window_s, session_reused}
     latency_ms       {count, min, p50, p90, p99, max, mean, stdev}  (stdev: sample, n-1)
     latency_samples_ms  per-inference latencies in time order (at most 5000, evenly spaced when more)

@@ -76,6 +76,8 @@ def format_result(doc: dict) -> str:
             ("memory", f"peak {_mib(mem.get('rss_peak_bytes'))}, +{_mib(mem.get('rss_increase_bytes'))} over idle "
                        f"{_mib(mem.get('rss_idle_bytes'))}"),
             *_power_lines(doc["power"]), *_conditions_lines(doc["conditions"])]
+    for issue in ((doc.get("check") or {}).get("isa") or {}).get("issues") or []:
+        rows.append((f"WARNING ({issue.get('effect')})", issue.get("reason", "")))
     from edgec.device_agent.text import terminal_safe
 
     width = max(len(label) for label, _ in rows)

@@ -65,8 +65,21 @@ def _representative(samples: Iterable[list[np.ndarray]], names: list[str]):
     return generate
 
 
+def _selective(tf, converter, samples: list, names: list[str], float_ops, io_dtype: str) -> bytes:
+    """int8 with the op types ``float_ops`` left in float (the converter's quantization debugger)."""
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops),
+                                                            fully_quantize=io_dtype != "float32")
+    dataset = _representative(samples, names)
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=lambda: ([s[n] for n in names] for s in dataset()),
+        debug_options=options)
+    return debugger.get_nondebug_quantized_model()
+
+
 def convert_function(holder, variant: str, input_names: list[str],
-                     samples: Iterable[list[np.ndarray]] | None = None, io_dtype: str = "int8") -> bytes:
+                     samples: Iterable[list[np.ndarray]] | None = None, io_dtype: str = "int8",
+                     float_ops: tuple[str, ...] = ()) -> bytes:
     """Convert the ``serving_function`` to a .tflite flatbuffer.
 
     Args:
@@ -75,6 +88,9 @@ def convert_function(holder, variant: str, input_names: list[str],
         input_names: the function's input names, in order (keys of the representative dataset).
         samples: calibration samples in the model's layout, batch of one each (``int8`` only).
         io_dtype: model input/output dtype for ``int8``: "int8", "uint8" or "float32".
+        float_ops: TFLite op types (``DEPTHWISE_CONV_2D``...) kept in float inside an otherwise int8 model
+            (``int8`` only): the converter's quantization debugger deny-lists them (selective quantization);
+            model I/O is then int8 (or float32 when ``io_dtype`` says so).
 
     Raises:
         CompileError: naming the converter's first line of complaint.
@@ -90,12 +106,15 @@ def convert_function(holder, variant: str, input_names: list[str],
     elif variant == "int8":
         if samples is None:
             raise CompileError("full-integer TFLite needs calibration samples")
-        converter.representative_dataset = _representative(samples, input_names)
+        samples_list = list(samples)
+        converter.representative_dataset = _representative(samples_list, input_names)
         # Full integer: a float op left over is an error, not a silent float island in an "int8" model.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.as_dtype(io_dtype)
         converter.inference_output_type = tf.as_dtype(io_dtype)
     try:
+        if variant == "int8" and float_ops:
+            return _selective(tf, converter, list(samples_list), input_names, float_ops, io_dtype)
         return converter.convert()
     except Exception as exc:  # the converter raises ConverterError/RuntimeError/ValueError with MLIR text
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

@@ -152,22 +152,55 @@ def _evaluation(float_model, samples, options, io: dict):
         return samples, Evaluator(reference, data, 1), f"labelled evaluation data {options.eval_data}"
     if samples is None or len(samples) < 2:
         return samples, None, "no --eval-data and too few calibration samples to hold some out: not measured"
-    calib, held = samples.split(0.5)
+    calib, held = samples.random_split(0.5, options.seed)
     held = held.subset(0, min(len(held), MAX_CALIBRATION_SAMPLES))
-    return calib, Evaluator(reference, held, 1), f"{len(held)} held-out calibration samples"
+    return calib, Evaluator(reference, held, 1), (
+        f"{len(held)} calibration samples held out at random (seed {options.seed}) from a model calibrated on the "
+        f"other {len(calib)}; the final model is calibrated on all {len(samples)}")
 
 
 def _accuracy(evaluator, emitted, measured_on: str, budget: float) -> dict:
-    """Measure the emitted model; over budget is an error (full-integer TFLite has no per-layer float fallback)."""
+    """Measure the emitted model and judge it by its evidence (``quantize_evidence.decide``)."""
+    from edgec.compiler.stages.quantize_evidence import decide
+
     if evaluator is None:
         return {"summary": f"accuracy not measured ({measured_on})", "measured": False}
     result = evaluator.measure(lambda inputs: emitted.from_model(emitted.runner(emitted.to_model(inputs))))
-    summary = f"{evaluator.summary(result)}; budget {budget:g} points; measured on {measured_on}"
-    if result["drop"] > budget:
-        raise AccuracyBudgetError(f"TFLite {emitted.settings.get('variant')}: {summary}; full-integer TFLite cannot "
-                                  "keep single layers in float: use --format onnx (its accuracy guard does), more "
-                                  "representative --calibration data, --max-accuracy-drop, or --quantize none")
-    return {"summary": summary, "measured": True, "budget": budget, **result}
+    evidence = decide(result, budget)
+    summary = (f"{evaluator.summary(result)}; budget {budget:g} points; measured on {measured_on}; "
+               f"{evidence['verdict']}: {evidence['why']}")
+    return {"summary": summary, "measured": True, "budget": budget, **result, "evidence": evidence}
+
+
+def _refuse(accuracy: dict, tried: list[str]) -> None:
+    evidence = accuracy["evidence"]
+    low, high = evidence["interval"]
+    raise AccuracyBudgetError(
+        f"TFLite int8 over --max-accuracy-drop {evidence['budget']:g}: {evidence['measure']} "
+        f"{evidence['estimate']:.2f} points, 95% interval [{low:.2f}, {high:.2f}] on {evidence['samples']} samples; "
+        f"tried: {'; '.join(tried)}; use --format onnx (its guard keeps single layers in float), more "
+        "representative --calibration data, --max-accuracy-drop, or --quantize none")
+
+
+def _select(tf_model, io, calibration, io_dtype, evaluator, measured_on, budget, emitted, path, profile, context):
+    """(accuracy, float op types, emitted): full int8 first; over budget, op types go float cheapest first."""
+    from edgec.compiler.emit._tflite_select import float_op_steps
+
+    accuracy = _accuracy(evaluator, emitted, measured_on, budget)
+    tried = [f"full int8: {accuracy.get('evidence', {}).get('estimate', 0):.2f}"]
+    if not accuracy["measured"] or accuracy["evidence"]["accept"]:
+        return accuracy, (), emitted
+    for float_ops, share in float_op_steps(context["float_model"]):
+        path.write_bytes(_tflite_file(tf_model, io, "int8", calibration, io_dtype, float_ops))
+        emitted = _tflite_io.wrap(path, io, tf_model.input_perms, tf_model.output_perms, profile.threads)
+        accuracy = _accuracy(evaluator, emitted, measured_on, budget)
+        tried.append(f"{'+'.join(float_ops)} in float ({share:.1%} of weights): "
+                     f"{accuracy['evidence']['estimate']:.2f}")
+        if accuracy["evidence"]["accept"]:
+            return accuracy, float_ops, emitted
+    if accuracy["evidence"]["verdict"] == "exceeds":
+        _refuse(accuracy, tried)
+    return accuracy, float_ops, emitted
 
 
 def _samples(calibration, perms: list[list[int]]):
@@ -176,13 +209,14 @@ def _samples(calibration, perms: list[list[int]]):
         yield [np.ascontiguousarray(a.transpose(p), dtype=np.float32) for a, p in zip(batch, perms)]
 
 
-def _tflite_file(tf_model: _TFModel, io: dict, variant: str, calibration, io_dtype: str) -> bytes:
+def _tflite_file(tf_model: _TFModel, io: dict, variant: str, calibration, io_dtype: str,
+                 float_ops: tuple[str, ...] = ()) -> bytes:
     inputs = [{"name": _tflite_io.tf_name(i["name"]), "shape": s, "dtype": i["dtype"]}
               for i, s in zip(io["inputs"], tf_model.input_shapes)]
     function = tfl.serving_function(tf_model.call, inputs, [_tflite_io.tf_name(o["name"]) for o in io["outputs"]],
                                     tf_model.model)
     samples = _samples(calibration, tf_model.input_perms) if variant == "int8" else None
-    return tfl.convert_function(function, variant, [i["name"] for i in inputs], samples, io_dtype)
+    return tfl.convert_function(function, variant, [i["name"] for i in inputs], samples, io_dtype, float_ops)
 
 
 def _pinned(ir_io: dict, model_io: dict) -> list[str]:
@@ -211,12 +245,20 @@ def emit_tflite(model, source, bundle_dir: Path, profile, options, context) -> E
         reason = str(exc).replace(f"{path}: ", "")
         raise CompileError(f"the converted {variant} TFLite model does not load: {reason}; "
                            "use --format onnx or another --quantize") from exc
+    budget = profile.quantization.max_accuracy_drop if options.max_accuracy_drop is None else options.max_accuracy_drop
+    float_ops: tuple[str, ...] = ()
+    if variant == "int8":
+        accuracy, float_ops, emitted = _select(tf_model, io, calibration, io_dtype, evaluator, measured_on, budget,
+                                               emitted, path, profile, context)
+        full = context.get("calibration")
+        if full is not None and calibration is not None and len(full) > len(calibration):
+            path.write_bytes(_tflite_file(tf_model, io, variant, full, io_dtype, float_ops))  # calibrate on all
+            emitted = _tflite_io.wrap(path, io, tf_model.input_perms, tf_model.output_perms, profile.threads)
     emitted.settings = {"variant": variant, "io_dtype": io_dtype, "converter": tf_model.converter,
                         "threads": profile.threads}
     emitted.notes = [*tf_model.notes, *notes]
     emitted.quantized = bool(context.get("quantized")) or variant != "fp32"
     context["quantized"] = emitted.quantized
-    budget = profile.quantization.max_accuracy_drop if options.max_accuracy_drop is None else options.max_accuracy_drop
     context["report"]["tflite"] = {
         "variant": variant, "precision_requested": precision, "converter": tf_model.converter, "io_dtype": io_dtype,
         "calibration_samples": min(len(calibration), MAX_CALIBRATION_SAMPLES) if variant == "int8" else 0,
@@ -228,6 +270,10 @@ def emit_tflite(model, source, bundle_dir: Path, profile, options, context) -> E
         context["report"]["tflite"]["pinned"] = pinned
         emitted.notes.append(f"TFLite has fixed shapes: dynamic dimensions pinned ({'; '.join(pinned)})")
     if variant == "int8":
-        context["report"]["accuracy"] = _accuracy(evaluator, emitted, measured_on, budget)
-        emitted.notes.append(context["report"]["accuracy"]["summary"])
+        context["report"]["tflite"]["float_ops"] = list(float_ops)
+        context["report"]["accuracy"] = accuracy
+        emitted.notes.append(accuracy["summary"])
+        if float_ops:
+            emitted.notes.append(f"selective int8: {', '.join(float_ops)} kept in float (quantization debugger "
+                                 "deny-list) to meet the accuracy budget")
     return emitted

@@ -31,6 +31,9 @@ from edgec.errors import CompileError
 __all__ = ["Int8Quantizer", "mse_ranges", "quantized_nodes"]
 
 BINS = 2048
+# Samples per onnxruntime calibrator call: it holds every activation of a call in memory (gigabytes for a
+# 260x260 CNN over a hundred samples), then folds them into its running ranges or histograms.
+CHUNK_SAMPLES = 8
 
 
 class _Reader:
@@ -113,7 +116,10 @@ def ort_ranges(path: Path, samples, method: str, limit: int, batch: int, symmetr
     calibrator = create_calibrator(path, None, augmented_model_path=str(path.with_suffix(".aug.onnx")),
                                    calibrate_method=kind, extra_options={"symmetric": symmetric})
     names = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
-    calibrator.collect_data(_Reader(samples, names, batch, limit))
+    total = min(limit, len(samples))
+    step = max(CHUNK_SAMPLES, batch)
+    for start in range(0, total, step):  # onnxruntime keeps every activation of what one call sees: feed chunks
+        calibrator.collect_data(_Reader(samples.subset(start, min(start + step, total)), names, batch, step))
     return calibrator.compute_data()
 
 

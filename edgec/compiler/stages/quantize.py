@@ -27,7 +27,7 @@ from edgec.compiler.calibration import load_samples, warn_if_few
 from edgec.compiler.passes import const
 from edgec.compiler.passes.quantize_common import batch_size, compact_proto, weighted_nodes
 from edgec.compiler.stages.quantize_guard import run_guard
-from edgec.compiler.stages.quantize_policy import resolve_precision
+from edgec.compiler.stages.quantize_policy import isa_requirements, resolve_precision
 from edgec.errors import CalibrationDataError, UsageError
 
 __all__ = ["apply"]
@@ -56,8 +56,12 @@ def _calibration(options, io: dict, context: dict):
     return samples
 
 
-def _evaluator(model: ir.Model, samples, options, io: dict):
-    """(calibration part, Evaluator or None, note): labelled --eval-data, else held-out calibration samples."""
+def _evaluator(model: ir.Model, samples, options, io: dict, split: bool):
+    """(calibration part, Evaluator or None, note): labelled --eval-data, else held-out calibration samples.
+
+    ``split``: the precision needs calibration, so the held-out samples are a seeded random half of the
+    calibration data (the final model is calibrated on all of them); otherwise every sample measures.
+    """
     from edgec.compiler.accuracy import Evaluator
     from edgec.compiler.passes.quantize_common import proto_runner
 
@@ -68,11 +72,29 @@ def _evaluator(model: ir.Model, samples, options, io: dict):
         return samples, Evaluator(reference, data, batch), f"labelled evaluation data {options.eval_data}"
     if samples is None:
         return samples, None, "no --eval-data or --calibration data to measure it on"
+    if not split:
+        held = samples.subset(0, HELD_OUT_LIMIT)
+        return samples, Evaluator(reference, held, batch), f"{len(held)} calibration samples"
     if len(samples) < 2:
         return samples, None, "no --eval-data and too few calibration samples to hold some out"
-    calib, held = samples.split(0.5)
+    calib, held = samples.random_split(0.5, options.seed)
     held = held.subset(0, HELD_OUT_LIMIT)
-    return calib, Evaluator(reference, held, batch), f"{len(held)} held-out calibration samples"
+    return calib, Evaluator(reference, held, batch), (
+        f"{len(held)} calibration samples held out at random (seed {options.seed}) from a model calibrated on "
+        f"the other {len(calib)}; the final model is calibrated on all {len(samples)}")
+
+
+def _reason(node, row: dict, result, spec, precision: str, budget: float) -> str:
+    sens, cost = row["sensitivity"], row.get("cost")
+    if node.name in result.excluded:
+        return (f"returned to float by the accuracy guard: alone it gives output SQNR {sens['sqnr_db']:.1f} dB "
+                f"(noise {sens['noise']:.2e}) for {cost['bytes']:,} extra bytes and {cost['time_share']:.1%} of "
+                f"the time in float; among the best noise removed per cost to meet --max-accuracy-drop {budget:g}")
+    if node.op_type in spec.float_ops:
+        return f"kept float: quantization.float_ops lists {node.op_type} (slower quantized on the target)"
+    if row["precision"] != "float32":
+        return "quantized" + ("" if result.measured is None else "; the accuracy budget holds")
+    return f"not quantized: no {precision} kernel for this op or its weights do not qualify"
 
 
 def _node_rows(model: ir.Model, precision: str, chosen: dict, result, spec, budget: float) -> list[dict]:
@@ -82,16 +104,11 @@ def _node_rows(model: ir.Model, precision: str, chosen: dict, result, spec, budg
             continue
         sens = result.sensitivity.get(node.name)
         row = {"node": node.name, "op": node.op_type, "precision": chosen.get(node.name, "float32"),
-               "sensitivity": None if sens is None else {"drop": sens["drop"], "rel_error": sens["rel_error"]}}
-        if node.name in result.excluded:
-            row["reason"] = (f"returned to float by the accuracy guard (alone it costs {sens['drop']:.2f} points, "
-                             f"rel. error {sens['rel_error']:.4f}) to meet --max-accuracy-drop {budget:g}")
-        elif node.op_type in spec.float_ops:
-            row["reason"] = f"kept float: quantization.float_ops lists {node.op_type} (slower quantized on the target)"
-        elif row["precision"] != "float32":
-            row["reason"] = "quantized" + ("" if result.measured is None else "; the accuracy budget holds")
-        else:
-            row["reason"] = f"not quantized: no {precision} kernel for this op or its weights do not qualify"
+               "sensitivity": None if sens is None else {k: sens[k] for k in ("drop", "rel_error", "sqnr_db",
+                                                                              "noise")}}
+        if node.name in result.costs:
+            row["cost"] = {k: result.costs[node.name][k] for k in ("bytes", "size_share", "time_share")}
+        row["reason"] = _reason(node, row, result, spec, precision, budget)
         rows.append(row)
     return rows
 
@@ -100,25 +117,70 @@ def _record(name: str, settings: dict, notes: list[str], modified: bool = True) 
     return {"name": name, "settings": settings, "modified": modified, "notes": notes}
 
 
-def _run_int8(model, calib, evaluator, spec, method, budget, options, records):
+def _int8_quantizer(model, calib, spec, method, tools: tuple[bool, bool], records):
+    """(work model, Int8Quantizer) with ``tools`` = (equalization, bias correction)."""
     from edgec.compiler.passes.equalize_layers import EqualizeLayers
-    from edgec.compiler.passes.quantize_int8 import Int8Quantizer, quantized_nodes
+    from edgec.compiler.passes.quantize_int8 import Int8Quantizer
 
     work = edgec_ir.from_proto(edgec_ir.to_proto(model))
-    equalize = spec.equalize_layers if options.equalize is None else options.equalize
-    if equalize:
+    if tools[0]:
         cle = EqualizeLayers(calib, absorb_bias=spec.absorb_bias)
         cle(work)
         records.append(_record(cle.name, cle.settings(), cle.notes))
-    correct = spec.bias_correction if options.bias_correction is None else options.bias_correction
-    quantizer = Int8Quantizer(work, calib, spec, method, correct, CALIBRATION_LIMIT)
+    return work, Int8Quantizer(work, calib, spec, method, tools[1], CALIBRATION_LIMIT)
+
+
+def _choose_tools(model, calib, evaluator, spec, method, options, records):
+    """Equalization and bias correction as the options or the profile say; when only the profile says and data
+    can tell, they are kept only if they lower the full-int8 model's measured drop (the guard's measure; output
+    noise breaks ties), else undone."""
+    from edgec.compiler.passes.quantize_common import proto_runner
+    from edgec.compiler.stages.quantize_evidence import decide
+    from edgec.compiler.stages.quantize_guard import SENSITIVITY_SAMPLES
+
+    tools = (spec.equalize_layers if options.equalize is None else options.equalize,
+             spec.bias_correction if options.bias_correction is None else options.bias_correction)
+    explicit = options.equalize is not None or options.bias_correction is not None
+    if evaluator is None or explicit or tools == (False, False):
+        return (*_int8_quantizer(model, calib, spec, method, tools, records), tools, [])
+    part = evaluator.subset(SENSITIVITY_SAMPLES)
+    tried = {}
+    for option in (tools, (False, False)):
+        notes: list[dict] = []
+        work, quantizer = _int8_quantizer(model, calib, spec, method, option, notes)
+        measured = part.measure(proto_runner(quantizer.quantize()))
+        tried[option] = ((decide(measured, 0.0)["estimate"], measured["noise"]), work, quantizer, notes)
+    best = min(tried, key=lambda k: (tried[k][0], k != tools))
+    _, work, quantizer, notes = tried[best]
+    records.extend(notes)
+    verdict = "kept" if best == tools else "undone"
+    (drop_with, noise_with), (drop_without, noise_without) = tried[tools][0], tried[(False, False)][0]
+    line = (f"equalization {tools[0]}, bias correction {tools[1]} (profile) {verdict}: full-int8 drop estimate "
+            f"{drop_with:.2f} points (output noise {noise_with:.2e}) with them, {drop_without:.2f} "
+            f"({noise_without:.2e}) without, on {len(part.samples)} held-out samples")
+    return work, quantizer, best, [line]
+
+
+def _run_int8(model, samples, calib, evaluator, profile, method, budget, options, records):
+    from edgec.compiler.passes.quantize_int8 import quantized_nodes
+    from edgec.compiler.stages.quantize_cost import layer_costs
+
+    spec = profile.quantization
+    work, quantizer, tools, tool_notes = _choose_tools(model, calib, evaluator, spec, method, options, records)
     candidates = [n.name for n in weighted_nodes(work) if n.op_type not in spec.float_ops]
     result = run_guard(quantizer, evaluator, candidates, budget,
-                       always_measure=len(candidates) <= ALWAYS_MEASURE_LAYERS)
+                       always_measure=len(candidates) <= ALWAYS_MEASURE_LAYERS,
+                       costs=layer_costs(work, profile, candidates))
+    notes = [f"calibration: {method} over {min(len(calib), CALIBRATION_LIMIT)} samples"]
+    if calib is not samples:  # the guard measured a model calibrated on part of the data: calibrate on all now
+        work, quantizer = _int8_quantizer(model, samples, spec, method, tools, [])
+        result.proto = quantizer.quantize(exclude=result.excluded)
+        notes = [f"calibration: {method} over {min(len(samples), CALIBRATION_LIMIT)} samples (all of them; the "
+                 f"guard measured a model calibrated on {len(calib)})"]
     chosen = {name: "int8" for name in quantized_nodes(result.proto)}
-    notes = [f"{len(chosen)} nodes run on int8 data; {len(result.excluded)} returned to float",
-             f"calibration: {method} over {min(len(calib), CALIBRATION_LIMIT)} samples"]
-    if correct:
+    notes.insert(0, f"{len(chosen)} nodes run on int8 data; {len(result.excluded)} returned to float")
+    notes.extend(tool_notes)
+    if quantizer.bias_correction:
         notes.append("bias correction applied to every quantized Conv/Gemm")
     records.append(_record("quantize-int8", quantizer.settings(), notes))
     return work, result, chosen
@@ -175,6 +237,8 @@ def apply(model: ir.Model, source, profile, options, context: dict):
     precision, reason = resolve_precision(model, profile, options, fmt, samples is not None)
     context["precision"] = precision
     report = {"precision": precision, "reason": reason}
+    if isa_requirements(profile, precision, fmt):
+        report["requires"] = isa_requirements(profile, precision, fmt)
     context["report"]["quantization"] = report
     if precision == "none":
         return model, []
@@ -187,13 +251,16 @@ def apply(model: ir.Model, source, profile, options, context: dict):
         report.update({"calibration_method": method, "max_accuracy_drop": budget,
                        "note": f"quantized by the {fmt} emitter from the float graph (QDQ ONNX does not convert)"})
         return model, [_record("quantize-deferred", {"precision": precision, "format": fmt}, [report["note"]], False)]
-    calib, evaluator, measured_on = _evaluator(model, samples, options, io)
+    if precision == "int8" and samples is not None:
+        samples = samples.random_subset(CALIBRATION_LIMIT, options.seed)
+    calib, evaluator, measured_on = _evaluator(model, samples, options, io, split=precision == "int8")
     if precision == "int8" and (calib is None or len(calib) == 0):
         raise CalibrationDataError(f"{options.calibration}: no calibration samples left after holding out "
                                    "samples for the accuracy measure; give more samples or --eval-data")
     records: list[dict] = []
     if precision == "int8":
-        work, result, chosen = _run_int8(model, calib, evaluator, spec, method, budget, options, records)
+        work, result, chosen = _run_int8(model, samples, calib, evaluator, profile, method, budget, options,
+                                         records)
     elif precision == "int4":
         work, result, chosen = _run_int4(model, evaluator, spec, budget, records)
     else:
@@ -202,7 +269,7 @@ def apply(model: ir.Model, source, profile, options, context: dict):
                    "nodes": _node_rows(work, precision, chosen, result, spec, budget)})
     context["report"]["accuracy"] = _accuracy_report(evaluator, result, budget, measured_on)
     records.append(_record("accuracy-guard", {"max_accuracy_drop": budget},
-                           [context["report"]["accuracy"]["summary"]], bool(result.excluded)))
+                           _guard_notes(context["report"]["accuracy"], report["nodes"]), bool(result.excluded)))
     context["quantized"] = True
     return edgec_ir.from_proto(compact_proto(result.proto)), records
 
@@ -219,10 +286,23 @@ def _keep_quantized(found: str, options, context: dict) -> list[dict]:
     return [_record("quantize-skipped", {"already_quantized": found}, [note], False)]
 
 
+def _guard_notes(accuracy: dict, rows: list[dict]) -> list[str]:
+    """What ``--explain`` prints for the guard: the summary, each measurement with its evidence, the float layers."""
+    notes = [accuracy["summary"]]
+    for step in accuracy.get("tried", []):
+        low, high = step["interval"]
+        notes.append(f"step {step['step']}: {step['change']}: {step['measure']} {step['estimate']:.2f} "
+                     f"[{low:.2f}, {high:.2f}] -> {step['verdict']}; SQNR {step['sqnr_db']:.1f} dB")
+    notes.extend(f"{row['node']}: float32: {row['reason']}" for row in rows if "accuracy guard" in row["reason"])
+    return notes
+
+
 def _accuracy_report(evaluator, result, budget: float, measured_on: str) -> dict:
     if result.measured is None:
         return {"summary": f"accuracy not measured ({measured_on})", "measured": False}
-    return {"summary": evaluator.summary(result.measured) + f"; budget {budget:g} points; measured on {measured_on}",
-            "measured": True, **result.measured,
+    evidence = result.evidence
+    return {"summary": evaluator.summary(result.measured) + f"; budget {budget:g} points; measured on {measured_on}"
+            f"; {evidence['verdict']}: {evidence['why']}",
+            "measured": True, **result.measured, "evidence": evidence,
             "returned_to_float": list(result.excluded), "tried": result.tried,
             "budget": budget}

@@ -11,7 +11,7 @@ from edgec.compiler.passes import const
 from edgec.compiler.passes.quantize_common import weighted_nodes
 from edgec.errors import UsageError
 
-__all__ = ["already_quantized", "model_profile", "resolve_precision"]
+__all__ = ["already_quantized", "isa_requirements", "layer_figures", "model_profile", "resolve_precision"]
 
 
 # Ops that only a quantized model holds (dynamic, QOperator and weight-only forms; QDQ pairs are counted apart).
@@ -41,23 +41,29 @@ def _dims(value: ir.Value | None) -> list[int] | None:
     return dims
 
 
+def layer_figures(node: ir.Node) -> tuple[int, int, int]:
+    """(MACs per sample, weight parameters, output channels) of a weighted node."""
+    weight = const(node.inputs[1])
+    out = _dims(node.outputs[0])
+    if node.op_type in ("Conv", "ConvTranspose"):
+        macs = (int(np.prod(out[2:])) if out and len(out) > 2 else 1) * weight.size
+        return int(macs), int(weight.size), int(weight.shape[0])
+    macs = (int(np.prod(out[1:-1])) if out and len(out) > 2 else 1) * weight.size
+    return int(macs), int(weight.size), int(weight.shape[-1] if node.op_type == "MatMul" else min(weight.shape))
+
+
 def model_profile(model: ir.Model) -> dict:
     """Counts that drive ``auto``: MACs per sample, weight parameters by kind, conv and matmul layer counts, and
     the MAC-weighted mean output channels (int8 kernels need wide layers to beat float)."""
     macs, conv_params, matmul_params, convs, matmuls, channel_macs = 0, 0, 0, 0, 0, 0.0
     for node in weighted_nodes(model):
-        weight = const(node.inputs[1])
-        out = _dims(node.outputs[0])
+        layer, params, channels = layer_figures(node)
         if node.op_type in ("Conv", "ConvTranspose"):
             convs += 1
-            conv_params += weight.size
-            layer = (int(np.prod(out[2:])) if out and len(out) > 2 else 1) * weight.size
-            channels = weight.shape[0]
+            conv_params += params
         else:
             matmuls += 1
-            matmul_params += weight.size
-            layer = (int(np.prod(out[1:-1])) if out and len(out) > 2 else 1) * weight.size
-            channels = weight.shape[-1] if node.op_type == "MatMul" else min(weight.shape)
+            matmul_params += params
         macs += layer
         channel_macs += layer * channels
     return {"macs": int(macs), "conv_params": int(conv_params), "matmul_params": int(matmul_params),
@@ -132,3 +138,27 @@ def resolve_precision(model: ir.Model, profile, options, fmt: str, has_data: boo
         raise UsageError(f"--quantize int4 is weight-only int4 for onnxruntime (MatMulNBits); --format {fmt} "
                          "cannot carry it: use --format onnx or --quantize int8")
     return requested, f"--quantize {requested}"
+
+
+VNNI_FLAGS = ["avx512_vnni", "avx_vnni", "amx_int8"]
+
+
+def isa_requirements(profile, precision: str, fmt: str) -> list[dict]:
+    """CPU features the chosen int8 scheme assumes (``report.quantization.requires``; the agent's ``check``
+    compares them with the device's /proc/cpuinfo): ``{arch, any_of, effect, reason}`` per assumption."""
+    if precision != "int8":
+        return []
+    spec, cpu = profile.quantization, profile.cpu
+    needs = []
+    if (cpu.arch == "x86_64" and fmt == "onnx" and spec.activation_dtype == "uint8" and spec.weight_dtype == "int8"
+            and not spec.reduce_range):
+        needs.append({"arch": "x86_64", "any_of": VNNI_FLAGS, "effect": "accuracy",
+                      "reason": f"U8S8 int8 with 8-bit weights (profile {profile.name!r}, quantization.reduce_range "
+                                "= false) saturates in VPMADDUBSW on x86 without VNNI: outputs degrade; recompile "
+                                "for this device (--target host, or a profile with reduce_range = true)"})
+    if cpu.arch == "aarch64" and "dotprod" in cpu.isa_features:
+        needs.append({"arch": "aarch64", "any_of": ["asimddp"], "effect": "speed",
+                      "reason": f"int8 was chosen for {profile.name!r}, whose cores have int8 dot-product "
+                                "instructions; without them int8 may run slower than float: recompile for this "
+                                "device's profile"})
+    return needs

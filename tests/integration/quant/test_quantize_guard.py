@@ -91,7 +91,11 @@ def test_guard_fails_with_the_table_when_no_fallback_meets_the_budget(digits_mlp
                     eval_data=str(eval_data), calibration_method="minmax", max_accuracy_drop=1.0)
     message = str(caught.value)
     assert "\n" not in message and "--max-accuracy-drop 1" in message and "all layers quantized" in message
-    assert len(caught.value.table) == 3  # all quantized, then two layers returned to float one by one
+    assert "95% interval [" in message  # a refusal shows the evidence
+    table = caught.value.table
+    assert table[0]["change"] == "all layers quantized" and table[-1]["verdict"] == "exceeds"
+    assert table[-1]["change"].startswith("2 layers in float")  # all but one: the predicted set went straight there
+    assert table[-1]["interval"][0] > 1.0
     assert not out.exists()
 
 

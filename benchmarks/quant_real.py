@@ -1,0 +1,200 @@
+"""edgec int8 against its peers on real pretrained networks and real photos, in one run.
+
+Model: EfficientNet-Lite2 with its published ImageNet weights (``edgec.examples.imagenet``; 1000 classes,
+260x260, depthwise, ReLU6). Data: random crops of the photos scikit-image and scikit-learn ship; calibration and
+held-out crops come from *different* photos. No labels: the measure is top-1 agreement with the float model on
+the held-out crops (with its Wilson 95% interval), output cosine, size and single-thread latency as ratios to
+float measured in the same run. Everything is quantized for ``host`` (the machine that measures).
+
+Variants: onnxruntime ``quantize_static`` QDQ per-channel U8S8 with MinMax, Entropy and Percentile calibration
+(its calibrator fed in chunks: it holds every activation of a call, gigabytes at 260x260; the ranges are the same);
+edgec int8 with the accuracy guard off (``--max-accuracy-drop 100``: full int8) and on (the guard's mixed
+precision at a budget of ``BUDGET`` points); TFLite full-integer int8 from edgec's TFLite emitter (onnx2tf +
+TFLiteConverter) when ``--tflite`` is given (slow: minutes of conversion).
+
+Run: ``.venv/bin/python -m benchmarks.quant_real [--quick] [--tflite]``. Writes build/bench/quant_real.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "build" / "bench" / "quant_real.json"
+PROFILE = "host"
+THREADS = 1
+BUDGET = 0.02  # points of expected top-1 accuracy drop for the guarded variant
+
+
+def _lower(tmp: Path):
+    from edgec import ir as edgec_ir
+    from edgec.compiler.frontends import lower
+    from edgec.compiler.options import CompileOptions
+    from edgec.compiler.pipeline import build_float_passes, run_passes
+    from edgec.targets import load_profile
+
+    source = lower("edgec.examples.imagenet:efficientnet_lite2", {"inputs": [1, 3, 260, 260]})
+    model, _ = run_passes(source.model, build_float_passes(load_profile(PROFILE), CompileOptions()))
+    path = tmp / "efficientnet_lite2.float.onnx"
+    edgec_ir.save(model, path)
+    return source, model, path
+
+
+def _session(proto: onnx.ModelProto):
+    from edgec.compiler.passes.quantize_common import make_session
+
+    return make_session(proto, THREADS)
+
+
+def _outputs(session, data: np.ndarray) -> np.ndarray:
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[None]})[0] for x in data])
+
+
+def ort_per_channel(float_path: Path, out: Path, calib: np.ndarray, method: str) -> onnx.ModelProto:
+    """onnxruntime quantize_static, QDQ per-channel U8S8, ``method`` ranges from its own calibrator."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    from edgec.compiler.calibration import CalibrationSet
+    from edgec.compiler.passes.quantize_int8 import ort_ranges
+
+    ranges = ort_ranges(float_path, CalibrationSet("calib", [calib]), method, len(calib), 1, False)
+    cache = out.with_suffix(".ranges.json")
+    save_tensors_data(ranges, cache)
+    quantize_static(str(float_path), str(out), None, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=ranges.calibration_method, calibration_cache_path=str(cache))
+    return onnx.load(str(out))
+
+
+def edgec_int8(source, model, calib: np.ndarray, budget: float) -> tuple[onnx.ModelProto, dict]:
+    from edgec import ir as edgec_ir
+    from edgec.compiler.calibration import CalibrationSet
+    from edgec.compiler.options import CompileOptions
+    from edgec.compiler.stages import quantize
+    from edgec.targets import load_profile
+
+    context = {"report": {}, "calibration": CalibrationSet("photo crops", [calib])}
+    work = edgec_ir.from_proto(edgec_ir.to_proto(model))
+    options = CompileOptions(target=PROFILE, quantize="int8", max_accuracy_drop=budget)
+    work, _ = quantize.apply(work, source, load_profile(PROFILE), options, context)
+    return edgec_ir.to_proto(work), context["report"]
+
+
+def edgec_tflite(tmp: Path, calib: np.ndarray, budget: float):
+    """edgec's TFLite int8 bundle (NHWC float32 crops are transposed by the emitter): (runner, bytes, report)."""
+    from edgec import api
+    from edgec.examples.data import write_npz
+    from edgec.runtimes import load_runtime
+
+    calib_file = write_npz(tmp / "calib.npz", {"inputs": calib})
+    bundle = api.compile("edgec.examples.imagenet:efficientnet_lite2", tmp / "tflite.bundle", target=PROFILE,
+                         format="tflite", quantize="int8", calibration=str(calib_file), max_accuracy_drop=budget,
+                         input_shape={"inputs": [1, 3, 260, 260]}, force=True)
+    session = load_runtime("litert").load(bundle.model_path, threads=THREADS)
+    return session, bundle.model_path.stat().st_size, bundle.manifest["report"]
+
+
+def _latency(run, example, rounds: int = 3, block: int = 5) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        run(example)
+        times = []
+        for _ in range(block):
+            start = time.perf_counter()
+            run(example)
+            times.append(time.perf_counter() - start)
+        best = min(best, 1000.0 * float(np.median(times)))
+    return best
+
+
+def _row(name: str, reference: np.ndarray, got: np.ndarray, size: int, float_size: int, ms: float,
+         float_ms: float, **extra) -> dict:
+    from edgec.compiler.stages.quantize_evidence import wilson
+
+    agree = int(np.sum(reference.argmax(1) == got.argmax(1)))
+    low, high = wilson(agree, len(reference))
+    a, b = reference.astype(np.float64), got.astype(np.float64)
+    cosine = float(np.mean(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
+    return {"variant": name, "agreement": agree / len(reference), "agreement_interval": [low, high],
+            "cosine": cosine, "size_ratio": size / float_size, "speedup": float_ms / ms, "latency_ms": ms, **extra}
+
+
+def run(quick: bool, tflite: bool) -> list[dict]:
+    from edgec.examples.imagenet import photo_crops
+
+    calib = photo_crops(32 if quick else 128, "calib", seed=0)
+    test = photo_crops(64 if quick else 300, "eval", seed=1)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgec-bench-quant-real-") as name:
+        tmp = Path(name)
+        source, model, float_path = _lower(tmp)
+        protos, extras = {"float": onnx.load(str(float_path))}, {}
+        for method in ("minmax",) if quick else ("minmax", "entropy", "percentile"):
+            protos[f"ort per-channel U8S8 {method}"] = ort_per_channel(float_path, tmp / f"{method}.onnx", calib,
+                                                                       method)
+        protos["edgec int8 (guard off)"], _ = edgec_int8(source, model, calib, 100.0)
+        protos[f"edgec int8 (guard, budget {BUDGET:g})"], report = edgec_int8(source, model, calib, BUDGET)
+        floats = [r for r in report["quantization"]["nodes"] if "accuracy guard" in r.get("reason", "")]
+        extras[f"edgec int8 (guard, budget {BUDGET:g})"] = {
+            "float_layers": [{"node": r["node"], "sqnr_db": r["sensitivity"]["sqnr_db"], "bytes": r["cost"]["bytes"]}
+                             for r in floats], "evidence": report["accuracy"].get("evidence")}
+        float_size = len(protos["float"].SerializeToString())
+        reference = None
+        for key, proto in protos.items():
+            session = _session(proto)
+            got = _outputs(session, test)
+            reference = got if reference is None else reference
+            name_in = session.get_inputs()[0].name
+            ms = _latency(lambda x, s=session, n=name_in: s.run(None, {n: x}), test[:1])
+            float_ms = ms if key == "float" else rows[0]["latency_ms"]
+            rows.append(_row(key, reference, got, len(proto.SerializeToString()), float_size, ms, float_ms,
+                             **extras.get(key, {})))
+            print(f"  {key}: agreement {rows[-1]['agreement']:.3f}", flush=True)
+        if tflite:
+            session, size, _ = edgec_tflite(tmp, calib, 100.0)
+            got = np.concatenate([session.run([x[None]])[0] for x in test])
+            ms = _latency(lambda x: session.run([x]), test[:1])
+            rows.append(_row("edgec TFLite int8 (TFLiteConverter full-integer)", reference, got, size, float_size,
+                             ms, rows[0]["latency_ms"]))
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    header = f"{'variant':<44} {'top-1 agree [95% CI]':>22} {'cosine':>7} {'size':>6} {'speed-up':>8}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        low, high = r["agreement_interval"]
+        print(f"{r['variant'][:44]:<44} {r['agreement']:>6.3f} [{low:.3f}, {high:.3f}] {r['cosine']:>7.4f} "
+              f"{r['size_ratio']:>5.2f}x {r['speedup']:>7.2f}x")
+    for r in rows:
+        for layer in r.get("float_layers", []):
+            print(f"  {r['variant']}: float {layer['node']} (alone {layer['sqnr_db']:.1f} dB SQNR, "
+                  f"+{layer['bytes']:,} bytes)")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples and calibration methods")
+    parser.add_argument("--tflite", action="store_true", help="also edgec's TFLite int8 (minutes of conversion)")
+    args = parser.parse_args(argv)
+    logging.getLogger("onnxruntime").setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)
+    rows = run(args.quick, args.tflite)
+    print_table(rows)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({"threads": THREADS, "profile": PROFILE, "rows": rows}, indent=1, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
