@@ -114,8 +114,14 @@ def _data(model: ir.Model, options, io: dict, context: dict):
 
 
 def within_budget(measured: dict | None, budget: float) -> bool:
-    """The accuracy guard's verdict on one candidate (the one place that rule lives for compression)."""
-    return measured is None or measured["drop"] <= budget
+    """The accuracy guard's verdict on one candidate (the one place that rule lives for compression): the
+    quantization guard's evidence rule (``quantize_evidence.decide``), so a candidate is refused only on an interval
+    wholly above the budget and an undecided one goes by its estimate."""
+    if measured is None:
+        return True
+    from edgec.compiler.stages.quantize_evidence import decide
+
+    return decide(measured, budget)["accept"]
 
 
 def _passes(options, profile, batches, factor: float, rules, ratio: float | None, cache: dict) -> list:
