@@ -25,7 +25,14 @@ from edgec.compiler.frontends import SourceModel, detect_kind, lower
 from edgec.compiler.inputs import verification_inputs
 from edgec.compiler.options import CompileOptions
 from edgec.compiler.stages.quantize_policy import already_quantized
-from edgec.errors import AccuracyBudgetError, CompileError, ResourceLimitError, UsageError, VerificationError
+from edgec.errors import (
+    AccuracyBudgetError,
+    BundleError,
+    CompileError,
+    ResourceLimitError,
+    UsageError,
+    VerificationError,
+)
 from edgec.source_spec import parse_source_spec
 from edgec.targets import TargetProfile
 
@@ -138,7 +145,7 @@ def _emit_with_fallback(model, source, bundle_dir, profile, options, context, pr
     saved = {**context, "report": dict(context["report"])}
     try:
         return _stages_and_emit(model, source, bundle_dir, profile, options, context, progress)
-    except CompileError as exc:
+    except (CompileError, BundleError) as exc:  # BundleError: the runtime cannot load or run what was emitted
         # Only a failed conversion falls back: an accuracy budget or a size limit would not hold elsewhere either.
         if fallback is None or isinstance(exc, (AccuracyBudgetError, ResourceLimitError, VerificationError)):
             raise

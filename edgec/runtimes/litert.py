@@ -105,6 +105,7 @@ class LiteRTSession:
         module, pip_name = _interpreter_module()
         source = {"model_content": path} if isinstance(path, bytes) else {"model_path": str(path)}
         self.package = pip_name
+        self._where = name or ("the model" if isinstance(path, bytes) else str(path))
         try:
             self._interp = module.Interpreter(**source, num_threads=int(threads) if threads else None)
             with _without_delegate_notice():
@@ -133,12 +134,20 @@ class LiteRTSession:
 
             parts = [self.run([a[k:k + 1] for a in inputs]) for k in range(inputs[0].shape[0])]
             return [np.concatenate(outs) for outs in zip(*parts)]
-        if [a.shape for a in inputs] != self._shapes:
-            self._resize(inputs)
-        for detail, array in zip(self._inputs, inputs):
-            interp.set_tensor(detail["index"], array)
-        interp.invoke()
+        try:
+            if [a.shape for a in inputs] != self._shapes:
+                self._resize(inputs)
+            for detail, array in zip(self._inputs, inputs):
+                interp.set_tensor(detail["index"], array)
+            interp.invoke()
+        except RuntimeError as exc:  # XNNPACK refusing a shape, a kernel failing: this model cannot run here
+            raise self._cannot_run(inputs, exc) from exc
         return [interp.get_tensor(d["index"]) for d in self._outputs]
+
+    def _cannot_run(self, inputs: list, exc: Exception) -> BundleError:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        shapes = ", ".join("x".join(str(n) for n in a.shape) for a in inputs)
+        return BundleError(f"{self._where}: {self.package} cannot run this model on inputs of shape {shapes}: {first}")
 
     def _batch_of_ones(self, inputs: list) -> bool:
         """True when every input has a fixed batch of 1 in the model and the arrays carry n > 1 samples."""
@@ -155,7 +164,10 @@ class LiteRTSession:
     def bind(self, inputs: list):
         """A zero-argument call running ``inputs``: what a benchmark's timed loop calls, shapes settled once."""
         if [a.shape for a in inputs] != self._shapes:
-            self._resize(inputs)
+            try:
+                self._resize(inputs)
+            except RuntimeError as exc:
+                raise self._cannot_run(inputs, exc) from exc
         interp, pairs = self._interp, [(d["index"], a) for d, a in zip(self._inputs, inputs)]
         set_tensor, invoke, get_tensor = interp.set_tensor, interp.invoke, interp.get_tensor
         outputs = [d["index"] for d in self._outputs]
