@@ -5,7 +5,10 @@ so that a drop compares directly with ``--max-accuracy-drop``:
 
 * labelled evaluation data (``labels`` = integer class ids): top-1 accuracy; the drop is float minus candidate;
 * no labels, classifier output ([N, C], C >= 2): top-1 agreement with the float model (the float model scores 100);
-* no labels, any other output: 100 x mean cosine similarity with the float outputs (relative error reported too).
+* no labels, any other output: 100 x the mean cosine similarity with the float outputs, of the worst output (a
+  model's every output counts: a recurrent state matters as much as the value beside it); an output of one value
+  per sample (a probability, a score) is compared across the samples, where per-sample cosine would be 1 for any
+  value of the same sign. The relative error is reported too.
 
 ``Evaluator(reference, samples)`` runs the float model once; ``evaluator.measure(runner)`` then scores any number
 of candidates on the same samples.
@@ -41,6 +44,13 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     dots = np.sum(a * b, axis=1)
     return np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(np.all(a == b, axis=1), 1.0, 0.0))
+
+
+def _output_cosine(reference: np.ndarray, got: np.ndarray) -> float:
+    """Mean per-sample cosine; over all samples at once when each holds at most one value."""
+    if reference.ndim == 0 or reference.size <= len(reference):
+        return float(_cosine(reference.reshape(1, -1), got.reshape(1, -1))[0])
+    return float(np.mean(_cosine(reference, got)))
 
 
 def _relative_error(reference: np.ndarray, got: np.ndarray) -> float:
@@ -89,7 +99,7 @@ class Evaluator:
         """Score, drop (points, vs the float model) and error figures of ``runner`` on the samples."""
         outputs = run_all(runner, self.samples, self.batch)
         first, ref = outputs[0], self.reference[0]
-        cosine = float(np.mean(_cosine(ref, first)))
+        cosine = min(_output_cosine(r, o) for r, o in zip(self.reference, outputs))
         result = {"metric": self.metric, "samples": int(ref.shape[0]), "float_score": round(self.float_score, 4),
                   "cosine": round(cosine, 6),
                   "rel_error": round(max(_relative_error(r, o) for r, o in zip(self.reference, outputs)), 6)}
