@@ -35,8 +35,7 @@ VAD_INT8 = ("quantize int8: static int8 changes silero-vad's speech decisions (a
             "(AccuracyBudgetError: drop 62.95, 28.11 with 5 of 6 Convs float): the QDQ around the LSTM and its "
             "state cannot be returned to float")
 REC_TFLITE = ("emit/tflite: PP-OCRv4 rec at 1x3x48x160 for rpi4 stops with 'edgec: internal error: RuntimeError: "
-              "XNNPack delegate failed to reshape runtime' (exit 70) instead of a TFLite file or the ONNX fallback; "
-              "at 48x320 onnx2tf fails ('[Errno 2] No such file or directory') and it falls back to ONNX")
+              "XNNPack delegate failed to reshape runtime' (exit 70) instead of a TFLite file or the ONNX fallback")
 GAPS: dict[tuple, str] = {("silero-vad", "host", "int8"): VAD_INT8, ("silero-vad", "rpi4", "int8"): VAD_INT8,
                           ("ppocr-rec", "rpi4"): REC_TFLITE}
 SLOW = {"ppocr-rec", "ddddocr-det", "ppocr-det"}
