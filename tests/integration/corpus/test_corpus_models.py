@@ -37,7 +37,8 @@ VAD_INT8 = ("quantize int8: static int8 changes silero-vad's speech decisions (a
 REC_TFLITE = ("emit/tflite: PP-OCRv4 rec at 1x3x48x160 for rpi4 stops with 'edgec: internal error: RuntimeError: "
               "XNNPack delegate failed to reshape runtime' (exit 70) instead of a TFLite file or the ONNX fallback")
 GAPS: dict[tuple, str] = {("silero-vad", "host", "int8"): VAD_INT8, ("silero-vad", "rpi4", "int8"): VAD_INT8,
-                          ("ppocr-rec", "rpi4"): REC_TFLITE}
+                          ("ppocr-rec", "rpi4"): REC_TFLITE,
+                          ("ppocr-det", "rpi4"): REC_TFLITE.replace("rec at 1x3x48x160", "det at 1x3x256x256")}
 SLOW = {"ppocr-rec", "ddddocr-det", "ppocr-det"}
 
 
