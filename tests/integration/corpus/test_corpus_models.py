@@ -38,7 +38,11 @@ REC_TFLITE = ("emit/tflite: PP-OCRv4 rec at 1x3x48x160 for rpi4 stops with 'edge
               "XNNPack delegate failed to reshape runtime' (exit 70) instead of a TFLite file or the ONNX fallback")
 GAPS: dict[tuple, str] = {("silero-vad", "host", "int8"): VAD_INT8, ("silero-vad", "rpi4", "int8"): VAD_INT8,
                           ("ppocr-rec", "rpi4"): REC_TFLITE,
-                          ("ppocr-det", "rpi4"): REC_TFLITE.replace("rec at 1x3x48x160", "det at 1x3x256x256")}
+                          ("ppocr-det", "rpi4"): REC_TFLITE.replace("rec at 1x3x48x160", "det at 1x3x256x256"),
+                          ("ppocr-rec", "host", "int8"): (
+                              "quantize int8: the guard refuses PP-OCRv4 rec (cosine drop 5.43 points with every layer "
+                              "quantized, still 6.39 with 46 of 47 layers back in float): the loss lies outside the "
+                              "layers it can return to float")}
 SLOW = {"ppocr-rec", "ddddocr-det", "ppocr-det"}
 
 
