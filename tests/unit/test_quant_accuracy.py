@@ -56,3 +56,25 @@ def test_labels_of_the_wrong_kind_are_refused():
         Evaluator(classifier, CalibrationSet("eval.npz", [x], np.zeros(6, np.float32)))
     with pytest.raises(CalibrationDataError, match="'labels' has 5 entries for 6 samples"):
         Evaluator(classifier, CalibrationSet("eval.npz", [x], np.zeros(5, np.int64)))
+
+
+def test_every_output_counts_and_one_value_per_sample_is_compared_across_samples():
+    """silero-vad: a speech probability (one value per sample) and a recurrent state. Per-sample cosine of one
+    positive value is 1 whatever it is, and the state was not looked at: a quantized VAD whose state was ruined
+    measured a drop of 0."""
+    x = np.repeat(np.linspace(0.1, 0.9, 16, dtype=np.float32)[:, None], 8, axis=1)  # speech probability 0.1..0.9
+
+    def vad(inputs):
+        return [inputs[0].mean(1, keepdims=True), inputs[0] * 2.0]
+
+    evaluator = Evaluator(vad, CalibrationSet("calib.npz", [x]), batch=1)
+    assert evaluator.measure(vad)["drop"] == pytest.approx(0.0)
+
+    def constant_probability(inputs):
+        return [np.full((len(inputs[0]), 1), 0.5, np.float32), inputs[0] * 2.0]
+
+    def ruined_state(inputs):
+        return [inputs[0].mean(1, keepdims=True), -inputs[0]]
+
+    assert evaluator.measure(constant_probability)["drop"] > 5.0
+    assert evaluator.measure(ruined_state)["drop"] > 100.0

