@@ -46,7 +46,7 @@ class Evaluator:
 
 @pytest.fixture(autouse=True)
 def identity_runner(monkeypatch):
-    monkeypatch.setattr(quantize_guard, "proto_runner", lambda proto, threads=0: proto)
+    monkeypatch.setattr(quantize_guard, "proto_runner", lambda proto, threads=0, unfused=False: proto)
 
 
 def _costs():
