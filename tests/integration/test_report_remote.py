@@ -56,7 +56,7 @@ def test_a_sweep_benchmarks_on_a_remote_device_and_locally(device, tmp_path):
         ("fp32", "local", "ok"), ("fp32", "pi", "ok"), ("int8", "local", "ok"), ("int8", "pi", "ok")]
     tables = Tables(out.read_text())
     for name in ("local", "pi"):
-        (summary,) = tables.find("bundle", f"Device {name}")
+        summary, _details = tables.find("bundle", f"Device {name}")
         labels = sorted(cells[0].split()[0] for _, cells in summary[1:])
         assert labels == ["fp32", "int8"], name
     from edgec.deploy.results import ResultsStore

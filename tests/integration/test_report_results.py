@@ -248,7 +248,7 @@ def test_measured_power_is_plain_estimated_power_is_marked_and_errors_show():
     columns = ("status", "idle power", "active power", "energy / inference")
     assert [rows["measured-variant"][c] for c in columns] == ["ok", "3.10 W", "7.40 W", "12.300 mJ"]
     assert [rows["estimated-variant"][c] for c in columns] == ["estimated", "≈ 2.00 W", "≈ 5.00 W", "≈ 4.500 mJ"]
-    (summary,) = Tables(html).find("bundle", "Device jetson")
+    summary, _details = Tables(html).find("bundle", "Device jetson")
     broken = next(row for _, row in records(summary) if row["bundle"].startswith("broken-variant"))
     assert "error DeviceTimeoutError: jetson: no answer within 600 s" in broken.values()
 
