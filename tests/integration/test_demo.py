@@ -39,7 +39,7 @@ def test_demo_shows_int8_smaller_than_float_with_its_agreement(demo):
         assert int8["agreement_samples"] == 200
     assert records["fer rpi4 fp32"]["agreement"] >= 99.0  # float TFLite keeps the float decisions
     peer = records["fer host int8 (onnxruntime)"]
-    assert peer["agreement"] is not None and peer["bytes"] < 0.5 * records["fer host fp32"]["bytes"]
+    assert peer["agreement"] is not None and peer["bytes"] < 0.75 * records["fer host fp32"]["bytes"]
     power = records["fer host fp32"]["power"]
     if power["measured"]:  # a machine with a sensor (RAPL, hwmon ...): its figure, named
         assert power["source"] in ("jetson", "hwmon", "rapl", "battery") and power["energy_per_inference_j"] > 0
