@@ -49,7 +49,10 @@ class RayCluster:
         log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         argv = [RAY, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", str(cpus),
                 "--resources", json.dumps(resources), "--object-store-memory", str(120 * 2**20),
-                "--disable-usage-stats"]
+                "--disable-usage-stats",
+                # Every node's agents on free ports: several nodes (and other tests' clusters) share this machine.
+                "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+                "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
         if head:
             argv += ["--head", "--port", str(self.port), "--include-dashboard", "false",
                      "--temp-dir", str(self.root / "tmp"), "--ray-client-server-port", str(free_port())]
@@ -59,7 +62,7 @@ class RayCluster:
         proc.log = log
         self.nodes[name] = proc
 
-    def wait_nodes(self, count: int, timeout: float = 120.0) -> None:
+    def wait_nodes(self, count: int, timeout: float = 300.0) -> None:
         """Wait until ``count`` nodes are alive in the cluster (asked through a throwaway driver)."""
         code = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False);"
                 "print(sum(1 for n in ray.nodes() if n['Alive']))")
