@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +55,11 @@ class RayCluster:
                 "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
                 "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
         if head:
+            # A short temp dir of its own: Ray's AF_UNIX socket paths under it must stay below 108 bytes, which a
+            # pytest-xdist tmp_path (/tmp/pytest-of-root/pytest-N/popen-gwK/...) exceeds.
+            self.temp = Path(tempfile.mkdtemp(prefix="edgec-ray-", dir="/tmp"))
             argv += ["--head", "--port", str(self.port), "--include-dashboard", "false",
-                     "--temp-dir", str(self.root / "tmp"), "--ray-client-server-port", str(free_port())]
+                     "--temp-dir", str(self.temp), "--ray-client-server-port", str(free_port())]
         else:
             argv += ["--address", self.address]
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self._env(), start_new_session=True)
@@ -114,4 +118,5 @@ class RayCluster:
     def stop(self) -> None:
         for name in list(self.nodes):
             self.kill_node(name)
-        shutil.rmtree(self.root / "tmp", ignore_errors=True)
+        if getattr(self, "temp", None):
+            shutil.rmtree(self.temp, ignore_errors=True)
