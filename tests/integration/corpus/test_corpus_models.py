@@ -94,7 +94,7 @@ def test_corpus_model_compiles_verifies_and_keeps_fidelity(corpus_builds, name, 
                          [c for c in _cases() if c.values[2] == "int8"])
 def test_corpus_int8_bundle_benchmarks_through_the_agent(corpus_builds, name, target, precision):
     bundle = corpus_builds.bundle(name, target, precision)
-    doc = api.bench(bundle.path, "local", runs=3, warmup=1, threads=1, idle_s=0, power="none")
+    doc = api.bench(bundle.path, "local", runs=3, warmup=1, threads=1, idle_s=0, power="none").result
     assert doc["bundle_id"] == bundle.bundle_id
     assert doc["latency_ms"]["count"] == 3 and doc["latency_ms"]["p50"] > 0
     assert all(o["ok"] for o in doc["check"]["outputs"]), doc["check"]

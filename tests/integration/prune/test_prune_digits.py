@@ -114,10 +114,10 @@ def test_a_damaged_compressed_model_is_refused(tmp_path):
     stored.write_bytes(zlib.compress(raw))
     encoding = {"codec": "zlib", "file": stored.name, "sha256": sha256_bytes(raw + b"x"), "size": len(raw)}
     with pytest.raises(BundleError, match="does not match its sha256"):
-        inflate_model(stored, encoding, "model.onnx")
+        inflate_model(stored.read_bytes(), encoding, "model.onnx")
     stored.write_bytes(b"not zlib at all")
     with pytest.raises(BundleError, match="cannot inflate"):
-        inflate_model(stored, {**encoding, "sha256": sha256_bytes(raw)}, "model.onnx")
+        inflate_model(stored.read_bytes(), {**encoding, "sha256": sha256_bytes(raw)}, "model.onnx")
 
 
 def test_guard_backs_off_when_the_budget_is_tight(digits_files, tmp_path):
