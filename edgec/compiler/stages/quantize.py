@@ -148,7 +148,7 @@ def _choose_tools(model, calib, evaluator, spec, method, options, records):
     for option in (tools, (False, False)):
         notes: list[dict] = []
         work, quantizer = _int8_quantizer(model, calib, spec, method, option, notes)
-        measured = part.measure(proto_runner(quantizer.quantize()))
+        measured = part.measure(proto_runner(quantizer.quantize(), unfused=True))  # the target's arithmetic
         tried[option] = ((decide(measured, 0.0)["estimate"], measured["noise"]), work, quantizer, notes)
     best = min(tried, key=lambda k: (tried[k][0], k != tools))
     _, work, quantizer, notes = tried[best]
