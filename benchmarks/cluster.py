@@ -56,7 +56,8 @@ def _sweep(work: Path, model: Path, calib: Path, name: str, cluster: str | None)
         raise RuntimeError(f"sweep {name} failed ({done.returncode}): {done.stderr[-800:]}")
     outcomes = json.loads(done.stdout)["outcomes"]
     return {"seconds": seconds, "ok": sum(o["status"] == "ok" for o in outcomes), "outcomes": outcomes,
-            "statuses": {o["label"]: o["status"] for o in outcomes}}
+            "statuses": {o["label"]: o["status"] for o in outcomes},
+            "errors": {o["label"]: o["error"] for o in outcomes if o.get("error")}}
 
 
 def _task_overhead(address: str, count: int = 40) -> float:
@@ -71,9 +72,8 @@ def _task_overhead(address: str, count: int = 40) -> float:
 
 def _compile_times(work: Path, model: Path, calib: Path) -> dict[str, float]:
     """Each variant compiled alone, without Ray: the task times a real node would spend."""
-    from edgec.report.sweep import parse_variants
-
     from edgec import api
+    from edgec.api import parse_variants
 
     times = {}
     for variant in parse_variants(VARIANTS):
@@ -101,10 +101,10 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks._goals import goal, print_goals
 
     work = Path(tempfile.mkdtemp(prefix="edgec-bench-cluster-"))
+    (work / "home").mkdir()  # HOME and EDGEC_HOME of both paths and of the nodes
     model, calib = _model(work)
     local = _sweep(work, model, calib, "local", None)
     (work / "ray").mkdir()
-    (work / "home").mkdir(exist_ok=True)  # the nodes' HOME: no ~/.ray token or config of the user's leaks in
     ray = RayCluster(work / "ray", env={"HOME": str(work / "home"), "EDGEC_HOME": str(work / "home"),
                                         "PYTHONPATH": str(REPO)})
     try:
@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> dict:
           f"compiling, {result['projected_speedup_over_one']}x one machine")
     same = local["statuses"] == on_cluster["statuses"]
     print(f"variant outcomes: {local['statuses']}")
+    for name, run in (("without Ray", local), ("on the cluster", on_cluster)):
+        for label, error in run["errors"].items():
+            print(f"  {label} {name}: {error}")
     goals = [goal("the cluster gives every variant the outcome it has without Ray, each stored once", same,
                   f"local {local['statuses']}, cluster {on_cluster['statuses']}"),
              goal("Ray's overhead per task under 10% of a mean compile",

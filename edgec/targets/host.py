@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+from pathlib import Path
 
 from edgec.targets.profile import ISA_FEATURES
 
@@ -49,6 +50,13 @@ def _ram_mb() -> int:
     return 1024
 
 
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest existing ancestor (a service account's HOME may not exist)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def detect_host() -> dict:
     """Profile data (as from TOML) for this machine, extending the closest built-in profile."""
     arch = platform.machine()
@@ -63,7 +71,7 @@ def detect_host() -> dict:
         base = "rpi4"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     # Capacity, not free space: the profile (and its hash in every bundle) must not change as the disk fills.
-    storage_mb = shutil.disk_usage(os.path.expanduser("~")).total // (1 << 20)
+    storage_mb = shutil.disk_usage(_existing(Path(os.path.expanduser("~")))).total // (1 << 20)
     return {
         "name": "host",
         "description": f"this machine: {model}, {cores} cores (detected; extends {base})",
