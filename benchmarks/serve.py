@@ -182,11 +182,16 @@ def throughput(bundle, port: int, clients: int = 4, seconds: float = 3.0) -> dic
         sess.run(None, feeds)
         n += 1
     bare_ips = n / seconds
-    counts = [0] * clients
-    stop = threading.Event()
+    return {"clients": clients, "service_rps": _hammer(port, inputs[0], clients, seconds), "bare_ips_1_thread": bare_ips,
+            "note": "clients run in this process (GIL shared with nothing: the service is another process)"}
+
+
+def _hammer(port: int, array, clients: int, seconds: float) -> float:
+    """Requests per second that ``clients`` keep-alive clients get from the service in ``seconds``."""
+    counts, stop = [0] * clients, threading.Event()
 
     def work(k: int) -> None:
-        call = _client(port, _npy(inputs[0]), "application/x-npy")
+        call = _client(port, _npy(array), "application/x-npy")
         while not stop.is_set():
             call()
             counts[k] += 1
@@ -198,8 +203,7 @@ def throughput(bundle, port: int, clients: int = 4, seconds: float = 3.0) -> dic
     stop.set()
     for thread in threads:
         thread.join()
-    return {"clients": clients, "service_rps": sum(counts) / seconds, "bare_ips_1_thread": bare_ips,
-            "note": "clients run in this process (GIL shared with nothing: the service is another process)"}
+    return sum(counts) / seconds
 
 
 ARM64_BUILD = REPO / "scripts" / "testbed" / "build-arm64-root.sh"
@@ -245,23 +249,8 @@ def arm64(bundle, seconds: float = 10.0) -> dict:
                 time.sleep(0.5)
         bench = json.loads((where / "bench.json").read_text())
         one = _timed(call, 200) * 1e3
-        stop, counts = threading.Event(), [0] * 4
-
-        def work(k: int) -> None:
-            mine = _client(port, _npy(inputs[0]), "application/x-npy")
-            while not stop.is_set():
-                mine()
-                counts[k] += 1
-
-        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-        for thread in threads:
-            thread.start()
-        time.sleep(seconds)
-        stop.set()
-        for thread in threads:
-            thread.join()
         return {"agent_bench_p50_ms": bench["latency_ms"]["p50"], "service_request_p50_ms": one,
-                "service_rps_4_clients": sum(counts) / seconds, "arch": bench["conditions"]["cpu"]["arch"],
+                "service_rps_4_clients": _hammer(port, inputs[0], 4, seconds), "arch": bench["conditions"]["cpu"]["arch"],
                 "note": "under qemu-user emulation: absolute times mean nothing, the ratio is the figure"}
     finally:
         proc.terminate()
