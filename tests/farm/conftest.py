@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -91,3 +92,12 @@ def bundles(tmp_path_factory):
         source = tiny_onnx(root / f"{name}.onnx", n, seed)
         out[name] = api.compile(str(source), root / f"{name}.bundle", target="rpi4", format="onnx")
     return out
+
+
+@pytest.fixture
+def home(tmp_path, client_key):
+    """A HOME with ~/.ssh/id_ed25519 (found like OpenSSH finds keys) and an EDGEC_HOME under it."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    shutil.copy(client_key, home / ".ssh" / "id_ed25519")
+    return home

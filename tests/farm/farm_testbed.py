@@ -25,6 +25,7 @@ import numpy as np
 
 from edgec.deploy.inventory import Device
 
+REPO = Path(__file__).resolve().parents[2]
 SSHD = "/usr/sbin/sshd"
 # The device Python for loopback/namespace devices: they share this machine's file system, so the venv's
 # interpreter (numpy + onnxruntime) is "a device with the runtime"; /usr/bin/python3 has neither.
@@ -334,4 +335,20 @@ def tiny_onnx(path: Path, n: int, seed: int) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, path)
+    return path
+
+
+def edgec(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``edgec ARGS`` as a user with HOME ``home`` (its ~/.ssh holds the key; no ssh-agent) would run it."""
+    env = {**os.environ, "HOME": str(home), "EDGEC_HOME": str(home / ".edgec"), "PYTHONPATH": str(REPO)}
+    env.pop("SSH_AUTH_SOCK", None)
+    return subprocess.run([sys.executable, "-m", "edgec", *args], env=env, cwd=home, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def inventory(home: Path, rows: list[tuple]) -> Path:
+    """``devices.toml`` in ``home`` for (name, server, python) rows, every device an rpi4 tagged lab."""
+    path = home / "devices.toml"
+    path.write_text("".join(f'[[device]]\nname = "{name}"\nhost = "127.0.0.1"\nport = {server.port}\nuser = "root"\n'
+                            f'target = "rpi4"\ntags = ["lab"]\npython = "{python}"\n' for name, server, python in rows))
     return path

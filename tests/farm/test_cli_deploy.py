@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
+from farm_testbed import edgec, inventory
 from serve_testbed import active_id, stop_services
-from test_cli_farm import edgec, home, inventory  # noqa: F401  (home is a fixture)
 
 
-def test_deploy_status_rollback_and_the_live_report(sshd, home, bundles, device_python):  # noqa: F811
+def test_deploy_status_rollback_and_the_live_report(sshd, home, bundles, device_python):
     server = sshd("pi")
     inventory(home, [("pi", server, device_python)])
     old, new = (str(bundles[k].path) for k in ("small", "small2"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -13,32 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from farm_testbed import BARE_PYTHON
+from farm_testbed import BARE_PYTHON, edgec, inventory
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def home(tmp_path, client_key):
-    """A HOME with ~/.ssh/id_ed25519 (found like OpenSSH finds keys) and an EDGEC_HOME under it."""
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
-    shutil.copy(client_key, home / ".ssh" / "id_ed25519")
-    return home
-
-
-def edgec(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HOME": str(home), "EDGEC_HOME": str(home / ".edgec"), "PYTHONPATH": str(REPO)}
-    env.pop("SSH_AUTH_SOCK", None)
-    return subprocess.run([sys.executable, "-m", "edgec", *args], env=env, cwd=home, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def inventory(home: Path, rows: list[tuple]) -> Path:
-    path = home / "devices.toml"
-    path.write_text("".join(f'[[device]]\nname = "{name}"\nhost = "127.0.0.1"\nport = {server.port}\nuser = "root"\n'
-                            f'target = "rpi4"\ntags = ["lab"]\npython = "{python}"\n' for name, server, python in rows))
-    return path
 
 
 def test_push_refuses_unknown_host_then_trusts_it_then_sends_nothing(sshd, home, bundles):

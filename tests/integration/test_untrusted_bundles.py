@@ -20,28 +20,11 @@ from edgec import api
 from edgec.bundle import MANIFEST_NAME, Bundle, manifest_bytes
 from edgec.cli import main
 from edgec.errors import BundleError
-from tests.support.agent import rehash, run_agent, write_bundle
+from tests.support.agent import add_bundle as _bundle
+from tests.support.agent import add_onnx as _onnx_add
+from tests.support.agent import rehash, run_agent
 
 pytestmark = pytest.mark.integration
-
-
-def _onnx_add(path: Path, value: float) -> Path:
-    """y = x + value on float32[1, 4]."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = helper.make_graph([helper.make_node("Add", ["x", "c"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-                              [numpy_helper.from_array(np.full((1, 4), value, np.float32), "c")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), str(path))
-    return path
-
-
-def _bundle(tmp_path: Path, value: float = 1.0, name: str = "b") -> Path:
-    x = np.arange(4, dtype=np.float32).reshape(1, 4)
-    model = _onnx_add(tmp_path / f"{name}.onnx", value)
-    return write_bundle(tmp_path / name, model, "onnx", [x], [x + value], ["x"], ["y"])
 
 
 def _edit(bundle: Path, change) -> None:

@@ -17,7 +17,8 @@ from edgec.cli import main
 from edgec.deploy.results import ResultsStore
 from edgec.device_agent.client import parse_output
 from edgec.errors import DeviceError
-from tests.integration.test_untrusted_bundles import _bundle, _onnx_add
+from tests.support.agent import add_bundle as _bundle
+from tests.support.agent import add_onnx as _onnx_add
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,8 @@ import numpy as np
 from edgec.bundle import MANIFEST_NAME, SCHEMA_VERSION, manifest_bytes, sha256_file
 from edgec.examples.onnx_models import onnx_mlp
 
-__all__ = ["compile_onnx_bundle", "keras_tflite", "rehash", "run_agent", "tflite_bundle", "write_bundle"]
+__all__ = ["add_bundle", "add_onnx", "compile_onnx_bundle", "keras_tflite", "rehash", "run_agent", "tflite_bundle",
+           "write_bundle"]
 
 
 def compile_onnx_bundle(workdir: Path, width: int = 64, depth: int = 2, name: str = "mlp") -> Path:
@@ -86,3 +87,22 @@ def run_agent(agent: Path, *argv, python: str = sys.executable, timeout: float =
     lines = done.stdout.strip().splitlines()
     assert lines, f"no JSON on stdout; stderr: {done.stderr[-2000:]}"
     return done.returncode, json.loads(lines[-1])
+
+
+def add_onnx(path: Path, value: float) -> Path:
+    """y = x + value on float32[1, 4]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph([helper.make_node("Add", ["x", "c"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [numpy_helper.from_array(np.full((1, 4), value, np.float32), "c")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), str(path))
+    return path
+
+
+def add_bundle(tmp_path: Path, value: float = 1.0, name: str = "b") -> Path:
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    model = add_onnx(tmp_path / f"{name}.onnx", value)
+    return write_bundle(tmp_path / name, model, "onnx", [x], [x + value], ["x"], ["y"])

@@ -12,18 +12,9 @@ from edgec.device_agent.power.command import CommandSource, parse_reading
 from edgec.device_agent.power.estimated import parse_model
 from edgec.device_agent.power.rapl import unwrap_delta
 from edgec.errors import UsageError
+from tests.support.sysfs import put
 
 pytestmark = pytest.mark.unit
-
-
-def put(root, rel: str, value) -> None:
-    """Write one sysfs attribute atomically (a reader never sees a half-written file)."""
-    path = os.path.join(str(root), rel)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        handle.write(f"{value}\n")
-    os.replace(tmp, path)
 
 
 def test_hwmon_ina219_power_input_in_microwatts(tmp_path):

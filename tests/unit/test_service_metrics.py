@@ -7,7 +7,7 @@ import time
 from edgec.deploy.live import assess, parse_metrics
 from edgec.device_agent.metrics import ServiceMetrics
 from edgec.device_agent.service import InferenceService
-from tests.unit.test_power_sources import put
+from tests.support.sysfs import put
 
 
 def test_power_and_temperature_appear_only_where_a_sensor_exists(tmp_path):
