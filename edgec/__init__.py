@@ -17,7 +17,9 @@ __version__ = "0.1.0"
 _API = ("BenchRun", "ResultsReport", "SweepOptions", "Variant", "bench", "calibrate_target", "compare_runs", "compile", "delete_run",
         "default_output", "devices", "estimate", "farm_bench", "farm_check", "farm_prune", "inspect_bundle",
         "parse_variants", "push", "results_report", "run_sweep", "stored_run", "stored_runs", "sweep",
-        "SweepRun", "verify_bundle", "DemoRun", "run_demo")
+        "SweepRun", "verify_bundle", "DemoRun", "run_demo", "FarmStatus", "deploy_bundle", "deploy_targets",
+        "farm_status", "rollback", "watch_farm_status", "SshOptions", "farm_progress", "Bundle", "compile_report",
+        "list_profiles", "load_profile", "parse_input_shapes")
 _ERRORS = ("AccuracyBudgetError", "BundleError", "CalibrationDataError", "ClusterError", "CompileError", "DeviceError",
            "DeviceTimeoutError", "EdgecError", "HostKeyError", "InputError", "ResourceLimitError", "ResultsError",
            "RuntimeMissingError", "SourceModelError", "TargetError", "TransferError", "UnsafeInputError",

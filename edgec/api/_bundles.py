@@ -14,10 +14,19 @@ from edgec.errors import BundleError
 from edgec.runtimes import load_runtime, runtime_for_format
 from edgec.settings import edgec_home
 from edgec.source_spec import parse_source_spec
-from edgec.targets import load_profile
+from edgec.targets import list_profiles, load_profile
 from edgec.targets.estimate import estimate_model, estimate_path
 
-__all__ = ["compile", "default_output", "estimate", "inspect_bundle", "verify_bundle"]
+__all__ = ["Bundle", "compile", "default_output", "estimate", "inspect_bundle", "list_profiles", "load_profile",
+           "parse_input_shapes", "verify_bundle"]
+
+
+def parse_input_shapes(specs) -> dict:
+    """``--input-shape`` values (``name=1x3x224x224``, ``N``/``-1``/``?`` dynamic, or a bare shape for a one-input
+    model) as the ``input_shapes`` option of ``compile``/``estimate``; see ``edgec.compiler.frontends``."""
+    from edgec.compiler.frontends import parse_input_shapes as parse  # numpy and onnx-ir
+
+    return parse(specs)
 
 
 def default_output(source: str, target: str) -> Path:

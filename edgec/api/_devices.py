@@ -18,7 +18,18 @@ if TYPE_CHECKING:
     from edgec.deploy.farm import FarmProgress, FarmRun
     from edgec.deploy.push import PushReport
 
-__all__ = ["BenchRun", "bench", "calibrate_target", "devices", "farm_bench", "farm_check", "farm_prune", "push"]
+__all__ = [
+    "BenchRun",
+    "SshOptions",
+    "bench",
+    "calibrate_target",
+    "devices",
+    "farm_bench",
+    "farm_check",
+    "farm_progress",
+    "farm_prune",
+    "push",
+]
 
 
 def bench(bundle: str | os.PathLike, device: str = LOCAL_DEVICE, *, inventory=None, trust_new_host: bool = False,
@@ -55,6 +66,13 @@ def push(bundle: str | os.PathLike, device: str, *, inventory=None, trust_new_ho
 def devices(inventory=None, tags: tuple[str, ...] = (), names: tuple[str, ...] = ()) -> list[Device]:
     """The inventory's devices carrying every tag in ``tags`` (and named in ``names`` when given)."""
     return select_devices(load_inventory(inventory), tuple(tags), tuple(names))
+
+
+def farm_progress(selected: list[Device], enabled: bool) -> FarmProgress:
+    """A live table of ``selected`` devices on stderr for ``farm_bench`` (silent when not ``enabled``)."""
+    from edgec.deploy.farm import FarmProgress  # paramiko
+
+    return FarmProgress(selected, enabled=enabled)
 
 
 def farm_bench(bundle: str | os.PathLike, *, inventory=None, tags: tuple[str, ...] = (), names: tuple[str, ...] = (),

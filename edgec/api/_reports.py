@@ -7,14 +7,22 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgec.bundle import Bundle
 from edgec.deploy.results import ResultsStore
 from edgec.errors import ResultsError
-from edgec.report import collect, render_results_report, write_report
+from edgec.report import collect, render_compile_report, render_results_report, write_report
 from edgec.report.data import ReportData
 from edgec.report.regression import LatencyChange
 from edgec.report.results_page import latency_changes
 
-__all__ = ["ResultsReport", "compare_runs", "results_report", "stored_run", "stored_runs"]
+__all__ = ["ResultsReport", "compare_runs", "compile_report", "results_report", "stored_run", "stored_runs"]
+
+
+def compile_report(bundle: str | os.PathLike | Bundle, path: str | os.PathLike) -> Path:
+    """Write one bundle's compile report as an HTML page at ``path`` (atomically); returns the path."""
+    bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
+    write_report(path, render_compile_report(bundle))
+    return Path(path)
 
 
 @dataclass

@@ -82,10 +82,29 @@ def farm_check(address: str, *, inventory=None, tags: tuple[str, ...] = (), bund
                                      Bundle(bundle) if bundle else None)
 
 
-def deploy(address: str, devices: list, bundle, ssh, opts, *, store=None, canary: int = 0, progress=None, **_):
-    """``edgec deploy`` through the cluster: each device is deployed (push, activate, health check, rollback on
-    failure) by the actor of its site's node; the rollouts are recorded in ``store`` here. Canary rollouts watch
-    live latency from the driver, so they need a driver that reaches the devices: refused with --cluster."""
+def deploy(address: str, bundle, devices: tuple[str, ...] = (), *, tags: tuple[str, ...] = (), inventory=None,
+           results=None, ssh=None, canary: int = 0, progress=None, **serve):
+    """``edgec.api.deploy_bundle`` through the cluster at ``address``: each device is deployed (push, activate, health
+    check, rollback on failure) by the actor of its site's node; the rollouts are recorded in ``results`` here.
+    Canary rollouts watch live latency from the driver, so they need a driver that reaches the devices: refused."""
+    from edgec.api import deploy_targets
+    from edgec.bundle import Bundle
+    from edgec.deploy.results import ResultsStore
+    from edgec.deploy.rollout import ServeOptions
+    from edgec.deploy.ssh_options import SshOptions
+    from edgec.errors import UsageError
+
+    if canary:
+        raise UsageError("--canary with --cluster: canaries are watched from this machine, which may not reach "
+                         "them; deploy the canaries without --cluster from a machine on their network")
+    opts = ServeOptions(**serve)
+    selected = deploy_targets(tuple(devices), tuple(tags), inventory)
+    with ResultsStore(results) as store:
+        return _deploy(address, Bundle(bundle), selected, ssh or SshOptions(), opts, store, progress)
+
+
+def _deploy(address: str, bundle, devices: list, ssh, opts, store, progress):
+    """The rollout of ``deploy``, device by device on the actors of their sites."""
     import secrets
 
     from edgec.cluster.farm import unserved_site_error
@@ -93,9 +112,6 @@ def deploy(address: str, devices: list, bundle, ssh, opts, *, store=None, canary
     from edgec.deploy.rollout import DeviceRollout, Rollout, rollout_recorder
     from edgec.errors import UsageError
 
-    if canary:
-        raise UsageError("--canary with --cluster: canaries are watched from this machine, which may not reach "
-                         "them; deploy the canaries without --cluster from a machine on their network")
     if not devices:
         raise UsageError("no devices selected: give --device NAME or a --tag that matches the inventory")
     run = Rollout(secrets.token_hex(6), bundle.bundle_id)

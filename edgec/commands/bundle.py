@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from edgec import api
-from edgec.bundle import Bundle
 from edgec.commands._output import echo_json
 from edgec.commands.compile import print_summary
 
@@ -26,7 +25,7 @@ def inspect_cmd(bundle, explain, as_json):
     if as_json:
         echo_json(api.inspect_bundle(bundle))
         return
-    opened = Bundle(bundle)
+    opened = api.Bundle(bundle)
     print_summary(opened, explain)
     m = opened.manifest
     click.echo(f"source   {m['source']['path']} ({m['source']['kind']}, sha256 {m['source']['sha256'][:16]})")

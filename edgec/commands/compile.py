@@ -8,7 +8,6 @@ from edgec import api
 from edgec._progress import Progress
 from edgec.commands._output import echo_json, human_bytes
 from edgec.compare import FLOAT_ATOL, FLOAT_RTOL
-from edgec.report import render_compile_report, write_report
 
 __all__ = ["PruneRatio", "compile_cmd", "print_notices", "print_summary"]
 
@@ -71,12 +70,10 @@ def compile_cmd(ctx, source, target, out, fmt, input_shapes, quantize, calibrati
       edgec compile model.keras --target rpi4 -o build/model-rpi4
       edgec compile nets.py:mobilenet --input-shape x=1x3x224x224 --target x86-avx2 --format onnx
     """
-    from edgec.compiler.frontends import parse_input_shapes
-
     debug = ctx.obj.get("debug", False)
     bundle = api.compile(
         source, out, progress=Progress(enabled=None if not as_json else False, total=0), debug=debug,
-        target=target, format=fmt, quantize=quantize, input_shapes=parse_input_shapes(input_shapes),
+        target=target, format=fmt, quantize=quantize, input_shapes=api.parse_input_shapes(input_shapes),
         calibration=calibration, calibration_method=calibration_method, preprocess=preprocess, eval_data=eval_data,
         max_accuracy_drop=max_accuracy_drop, prune=prune, recover_time=recover_time, max_latency=max_latency,
         prune_rules=prune_rules, sparsity=sparsity,
@@ -85,7 +82,7 @@ def compile_cmd(ctx, source, target, out, fmt, input_shapes, quantize, calibrati
     )
     print_notices(bundle.manifest["report"])
     if report_path:
-        write_report(report_path, render_compile_report(bundle))
+        api.compile_report(bundle, report_path)
     if as_json:
         echo_json({"bundle_id": bundle.bundle_id, "path": str(bundle.path), **bundle.manifest})
         return

@@ -1,4 +1,4 @@
-"""``edgec deploy BUNDLE`` and ``edgec rollback``: the bundle as the devices' live model (``edgec.deploy.rollout``).
+"""``edgec deploy BUNDLE`` and ``edgec rollback``: the bundle as the devices' live model (``edgec.api.deploy_bundle``).
 
 Exit codes: 0 every device serves the bundle; 8 a device failed or was rolled back, or a canary stopped the
 rollout (the other devices untouched); 2 bad options (for example --canary without a benchmark baseline).
@@ -6,26 +6,17 @@ rollout (the other devices untouched); 2 bad options (for example --canary witho
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import click
 
+from edgec import api
+from edgec import cluster as on_cluster
 from edgec.commands._output import echo_json, table
 from edgec.commands.farm import device_options, ssh_settings
 
 __all__ = ["deploy_cmd", "rollback_cmd"]
-
-
-def _devices(device_names, tags, inventory):
-    from edgec.deploy.inventory import load_inventory, resolve_device, select_devices
-
-    if device_names and tags:
-        raise click.UsageError("give --device or --tag, not both")
-    if not device_names and not tags:
-        raise click.UsageError("give --device NAME|user@host[:port] (repeatable) or --tag TAG")
-    if tags:
-        return select_devices(load_inventory(inventory), tuple(tags))
-    return [resolve_device(name, inventory) for name in device_names]
 
 
 @click.command("deploy")
@@ -69,27 +60,22 @@ def deploy_cmd(bundle, device_names, tags, canary, canary_time, margin, probe_co
       edgec deploy model.bundle --device pi-kitchen
       edgec deploy model.bundle --tag lab --canary 1 --canary-time 300 --margin 30
     """
-    from edgec.bundle import Bundle
-    from edgec.deploy.results import ResultsStore
-    from edgec.deploy.rollout import ServeOptions, deploy
-
-    devices = _devices(device_names, tags, inventory)
-    opts = ServeOptions(port=port, host=bind, token_file=token_file, threads=threads, service=service,
-                        health_timeout=health_timeout)
-    ssh = ssh_settings(trust_new_host, connect_timeout, stall_timeout, transfer_retries)
     show = sys.stderr.isatty() and not as_json
 
     def progress(device: str, stage: str) -> None:
         if show:
             click.echo(f"  {device}: {stage}", err=True)
 
-    from edgec import cluster as on_cluster
-
     address = on_cluster.cluster_address(cluster)
-    run_deploy = (lambda *args, **kw: on_cluster.deploy(address, *args, **kw)) if address else deploy
-    with ResultsStore(results) as store:
-        run = run_deploy(devices, Bundle(bundle), ssh, opts, store=store, canary=canary, canary_time=canary_time,
-                         margin_pct=margin, probe_count=probe_count, parallel=parallel, progress=progress)
+    if address:
+        run_deploy = functools.partial(on_cluster.deploy, address)
+    else:
+        run_deploy = functools.partial(api.deploy_bundle, canary_time=canary_time, margin_pct=margin,
+                                       probe_count=probe_count, parallel=parallel)
+    run = run_deploy(bundle, tuple(device_names), tags=tuple(tags), inventory=inventory, results=results,
+                     canary=canary, progress=progress, port=port, host=bind, token_file=token_file,
+                     threads=threads, service=service, health_timeout=health_timeout,
+                     ssh=ssh_settings(trust_new_host, connect_timeout, stall_timeout, transfer_retries))
     if as_json:
         echo_json(run.to_dict())
     else:
@@ -113,14 +99,9 @@ def deploy_cmd(bundle, device_names, tags, canary, canary_time, margin, probe_co
 def rollback_cmd(device_names, to, health_timeout, results, inventory, trust_new_host, connect_timeout,
                  stall_timeout, transfer_retries, as_json):
     """Make the previously active bundle (or --to ID) live again on each device, and check the service serves it."""
-    from edgec.deploy.results import ResultsStore
-    from edgec.deploy.rollout import rollback_device, rollout_recorder
-
-    ssh = ssh_settings(trust_new_host, connect_timeout, stall_timeout, transfer_retries)
-    outs = []
-    with ResultsStore(results) as store:
-        for device in _devices(device_names, (), inventory):
-            outs.append(rollback_device(device, ssh, to, health_timeout, record=rollout_recorder(store)))
+    outs = api.rollback(tuple(device_names), to=to, health_timeout=health_timeout, inventory=inventory,
+                        results=results,
+                        ssh=ssh_settings(trust_new_host, connect_timeout, stall_timeout, transfer_retries))
     if as_json:
         echo_json([{"device": o.device, "active": o.bundle_id, "previous": o.previous, "status": o.status,
                     "reason": o.reason} for o in outs])

@@ -50,9 +50,7 @@ def estimate_cmd(source, target, input_shapes, show_all, as_json):
       edgec targets calibrate --device local --as host
       edgec estimate model-host.bundle --target host
     """
-    from edgec.compiler.frontends import parse_input_shapes
-
-    report = api.estimate(source, target, parse_input_shapes(input_shapes))
+    report = api.estimate(source, target, api.parse_input_shapes(input_shapes))
     if as_json:
         echo_json(report)
         return

@@ -16,18 +16,16 @@ from edgec import api
 from edgec import cluster as on_cluster
 from edgec.cluster import cluster_address
 from edgec.commands._output import echo_json, human_bytes, table
-from edgec.deploy.results import latency_figures
-from edgec.deploy.ssh_options import SshOptions
 
 __all__ = ["device_options", "farm_group", "push_cmd", "ssh_settings", "status_cmd"]
 
-_SSH = SshOptions()  # the defaults the options below show
+_SSH = api.SshOptions()  # the defaults the options below show
 
 
 def ssh_settings(trust_new_host: bool, connect_timeout: float = _SSH.connect_timeout,
-                 stall_timeout: float = _SSH.stall_timeout, transfer_retries: int = _SSH.transfer_retries) -> SshOptions:
+                 stall_timeout: float = _SSH.stall_timeout, transfer_retries: int = _SSH.transfer_retries) -> api.SshOptions:
     """The SshOptions of the ``device_options`` flags."""
-    return SshOptions(trust_new_host=trust_new_host, connect_timeout=connect_timeout, stall_timeout=stall_timeout,
+    return api.SshOptions(trust_new_host=trust_new_host, connect_timeout=connect_timeout, stall_timeout=stall_timeout,
                       transfer_retries=transfer_retries)
 
 
@@ -197,10 +195,8 @@ def prune_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, transfe
 def bench_cmd(bundle, inventory, trust_new_host, connect_timeout, stall_timeout, transfer_retries, tags, names,
               parallel, timeout, results, runs, warmup, threads, idle, power, as_json, cluster):
     """Benchmark BUNDLE on every selected device in parallel, with a live display, storing each outcome."""
-    from edgec.deploy.farm import FarmProgress  # paramiko, like every farm command
-
     selected = api.devices(inventory, tuple(tags), tuple(names))
-    progress = FarmProgress(selected, enabled=_stderr_is_terminal() and not as_json)
+    progress = api.farm_progress(selected, enabled=_stderr_is_terminal() and not as_json)
     common = dict(inventory=inventory, tags=tuple(tags), names=tuple(names), device_timeout=timeout,
                   results=results, progress=progress,
                   ssh=ssh_settings(trust_new_host, connect_timeout, stall_timeout, transfer_retries),
@@ -228,7 +224,7 @@ def _bench_row(outcome) -> list:
     if not outcome.ok:
         return [outcome.device.name, "failed", "", "", "", outcome.run_id, f"{outcome.error['type']}: "
                 f"{outcome.error['message']}"]
-    fig = latency_figures(outcome.result)
+    fig = outcome.latency
     fmt = [f"{fig[k]:.3f}" if fig[k] is not None else "" for k in ("latency_ms_mean", "latency_ms_p50", "latency_ms_p90")]
     return [outcome.device.name, "ok", *fmt, outcome.run_id, ""]
 
@@ -250,29 +246,19 @@ def status_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, transf
     """The inference service on each device: active bundle, uptime, request rate, live p50/p99 against the
     benchmark, errors, temperature, throttling, power; drift when latency or errors leave the band. Each sample
     is stored in the results database. Exit code 8 when a device could not be reached."""
-    import time
-
-    from edgec.deploy.inventory import load_inventory, select_devices
-    from edgec.deploy.live import farm_status
-    from edgec.deploy.results import ResultsStore
-
-    devices = select_devices(load_inventory(inventory), tuple(tags), tuple(names))
     ssh = ssh_settings(trust_new_host, connect_timeout, stall_timeout, transfer_retries)
-    with ResultsStore(results) as store:
-        while True:
-            rows = farm_status(devices, ssh, store, margin, parallel)
-            if as_json:
-                echo_json(rows)
-            else:
-                if watch and sys.stdout.isatty():
-                    click.echo("\x1b[2J\x1b[H", nl=False)
-                click.echo(table([_status_row(r) for r in rows], ["device", "bundle", "uptime", "req/s", "p50 ms",
-                                                                  "p99 ms", "bench p99", "errors", "temp C",
-                                                                  "throttled", "power W", "drift"]))
-            if not watch:
-                break
-            time.sleep(interval)
-    if any("unreachable" in r.get("drift", []) for r in rows):
+    for status in api.watch_farm_status(inventory=inventory, tags=tuple(tags), names=tuple(names), margin_pct=margin,
+                                        parallel=parallel, results=results, interval=interval if watch else None,
+                                        ssh=ssh):
+        if as_json:
+            echo_json(status.to_dict())
+        else:
+            if watch and sys.stdout.isatty():
+                click.echo("\x1b[2J\x1b[H", nl=False)
+            click.echo(table([_status_row(r) for r in status.samples], ["device", "bundle", "uptime", "req/s",
+                                                                        "p50 ms", "p99 ms", "bench p99", "errors",
+                                                                        "temp C", "throttled", "power W", "drift"]))
+    if status.unreachable:
         sys.exit(8)
 
 

@@ -61,10 +61,9 @@ def sweep_cmd(ctx, source, target, variants, devices, fmt, input_shapes, calibra
     import contextlib
 
     from edgec.cluster import cluster_address, open_cluster
-    from edgec.compiler.frontends import parse_input_shapes
 
     compile_options = {k: v for k, v in dict(
-        format=fmt, input_shapes=parse_input_shapes(input_shapes), calibration=calibration,
+        format=fmt, input_shapes=api.parse_input_shapes(input_shapes), calibration=calibration,
         calibration_method=calibration_method, preprocess=preprocess, eval_data=eval_data,
         max_accuracy_drop=max_accuracy_drop, seed=seed, trust_source=trust_source or None).items() if v is not None}
     opts = api.SweepOptions(target=target, devices=tuple(devices), workdir=Path(workdir),

@@ -7,7 +7,6 @@ import click
 from edgec import api
 from edgec.commands._output import echo_json, table
 from edgec.settings import LOCAL_DEVICE
-from edgec.targets import list_profiles, load_profile
 
 __all__ = ["targets_group"]
 
@@ -21,7 +20,7 @@ def targets_group():
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_cmd(as_json):
     """List known targets: built-in, your own (~/.edgec/targets) and the detected host."""
-    profiles = [load_profile(name) for name in list_profiles()]
+    profiles = [api.load_profile(name) for name in api.list_profiles()]
     if as_json:
         echo_json([{"name": p.name, "description": p.description, "format": p.runtime.format,
                     "runtime": p.runtime.preferred, "source": p.source_file} for p in profiles])
@@ -41,7 +40,7 @@ def show_cmd(name, as_json):
     Example:
       edgec targets show rpi4
     """
-    profile = load_profile(name)
+    profile = api.load_profile(name)
     data = profile.to_dict()
     if as_json:
         echo_json({**data, "source_file": profile.source_file, "sha256": profile.sha256})
@@ -101,12 +100,11 @@ def calibrate_cmd(device_spec, name, base, quick, threads, inventory, trust_new_
 
     from edgec.cluster import calibrate_target as calibrate_on_cluster
     from edgec.cluster import cluster_address
-    from edgec.deploy.ssh_options import SshOptions
 
     address = cluster_address(cluster)
     if address and device_spec != LOCAL_DEVICE:  # `local` is this machine, whatever cluster it belongs to
         path, doc = calibrate_on_cluster(address, device_spec, name, base, quick=quick, threads=threads,
-                                         inventory=inventory, ssh=SshOptions(trust_new_host=trust_new_host),
+                                         inventory=inventory, ssh=api.SshOptions(trust_new_host=trust_new_host),
                                          sysfs_root=sysfs_root)
     else:
         path, doc = api.calibrate_target(device_spec, name, base, quick=quick, threads=threads, inventory=inventory,

@@ -48,6 +48,11 @@ class DeviceOutcome:
     def ok(self) -> bool:
         return self.result is not None
 
+    @property
+    def latency(self) -> dict:
+        """``latency_ms_mean``/``_p50``/``_p90`` of the result (None where it has none)."""
+        return latency_figures(self.result or {})
+
     def to_dict(self) -> dict:
         return {"device": self.device.name, "address": self.device.address, "target": self.device.target,
                 "ok": self.ok, "seconds": round(self.seconds, 3), "pushed_bytes": self.pushed_bytes,

@@ -71,6 +71,19 @@ def test_nothing_below_the_command_line_imports_commands(graph):
         "\n".join(bad)
 
 
+# What a command may import besides edgec.api: the cluster driver (api's peer), the error tree, settings,
+# terminal helpers, and the agent's own result formatting/schema (what the device prints, the host prints too).
+COMMANDS_MAY_IMPORT = ("api", "cluster", "commands", "errors", "settings", "registry", "_progress", "compare",
+                       "device_agent")
+
+
+def test_commands_reach_the_library_only_through_the_api(graph):
+    """deploy, compiler, targets, report, bundle...: a command calls ``edgec.api`` for them."""
+    bad = _violations(graph, lambda m: _within(m, "commands"),
+                      lambda n: n not in ("edgec", "edgec.__version__") and not _within(n, *COMMANDS_MAY_IMPORT))
+    assert not bad, "a command imports library code directly; route it through edgec.api:\n" + "\n".join(bad)
+
+
 def test_targets_and_compiler_never_import_deploy(graph):
     bad = _violations(graph, lambda m: _within(m, "targets", "compiler"), lambda n: _within(n, "deploy"))
     assert not bad, "targets/compiler sit below deploy (hand them a runner instead):\n" + "\n".join(bad)
