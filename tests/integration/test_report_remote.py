@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_report_results import Tables, mlp_onnx
 
 from tests.farm.farm_testbed import SshServer, have_root_tools, make_key
+from tests.support.html_tables import Tables
+from tests.support.models import mlp_onnx
 
 pytestmark = pytest.mark.xdist_group("report_remote")
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,6 @@ import random
 import re
 import shutil
 import subprocess
-from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -22,6 +21,8 @@ from edgec.device_agent.stats import latency_stats
 from edgec.errors import ResultsError
 from edgec.report import collect, render_results_report, write_report
 from edgec.report.data import BundleInfo, ReportData, Run, describe_precision
+from tests.support.html_tables import Tables, records
+from tests.support.models import mlp_onnx
 
 pytestmark = pytest.mark.xdist_group("report_results")
 
@@ -35,25 +36,6 @@ def edgec_home(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("EDGEC_HOME", str(tmp_path_factory.mktemp("edgec_home")))
         yield
-
-
-def mlp_onnx(path, hidden: int, seed: int):
-    """x[?, 64] -> Gemm -> Relu -> Gemm -> logits[?, 10], deterministic weights."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    inits = [numpy_helper.from_array(rng.normal(0, 0.2, shape).astype(np.float32), name)
-             for name, shape in (("w1", (hidden, 64)), ("b1", (hidden,)), ("w2", (10, hidden)), ("b2", (10,)))]
-    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1", transB=1),
-             helper.make_node("Relu", ["h"], ["r"], name="relu"),
-             helper.make_node("Gemm", ["r", "w2", "b2"], ["logits"], name="fc2", transB=1)]
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
 
 
 def bench_docs(bundle, n: int, results=None, **overrides) -> list[dict]:
@@ -100,59 +82,6 @@ def world(tmp_path_factory):
         html = render_results_report(collect(store))
     path = write_report(tmp / "report.html", html)
     return {"tmp": tmp, "db": db, "bundles": bundles, "html": html, "path": path}
-
-
-class Tables(HTMLParser):
-    """Every <table> as rows of (row class, [cell text]); the <h3> heading before each table."""
-
-    def __init__(self, text: str):
-        super().__init__()
-        self.tables, self.headings, self._cell, self._row, self._heading = [], [], None, None, None
-        self._last_heading = ""
-        self.feed(text)
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "table":
-            self.tables.append([])
-            self.headings.append(self._last_heading)
-        elif tag == "tr":
-            self._row = (dict(attrs).get("class", ""), [])
-        elif tag in ("td", "th"):
-            self._cell = []
-        elif tag == "br" and self._cell is not None:
-            self._cell.append(" ")
-        elif tag == "h3":
-            self._heading = []
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self._row[1].append(" ".join("".join(self._cell).split()))
-            self._cell = None
-        elif tag == "tr":
-            self.tables[-1].append(self._row)
-        elif tag == "h3":
-            self._last_heading, self._heading = "".join(self._heading), None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
-        if self._heading is not None:
-            self._heading.append(data)
-
-    def find(self, first_header: str, heading: str | None = None) -> list[list]:
-        return [t for t, h in zip(self.tables, self.headings)
-                if t and t[0][1] and t[0][1][0] == first_header and (heading is None or h == heading)]
-
-    def with_columns(self, *headers: str) -> list[tuple[str, dict]]:
-        """The rows of the one table that has all these column headers, each as (row class, {header: cell})."""
-        (found,) = [t for t in self.tables if t and set(headers) <= set(t[0][1])]
-        return records(found)
-
-
-def records(table: list) -> list[tuple[str, dict]]:
-    """A parsed table's body rows as (row class, {column header: cell text}): tests name columns, not positions."""
-    header = table[0][1]
-    return [(cls, dict(zip(header, cells))) for cls, cells in table[1:]]
 
 
 def latest_runs(db) -> dict:

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_report_results import Tables, mlp_onnx
 
 from edgec.bundle import Bundle
 from edgec.cli import cli
@@ -16,6 +15,8 @@ from edgec.deploy.results import ResultsStore
 from edgec.report import render_compile_report
 from edgec.report.html import fmt
 from edgec.report.layers import layer_sizes
+from tests.support.html_tables import Tables
+from tests.support.models import mlp_onnx
 
 pytestmark = pytest.mark.xdist_group("report_sweep")
 

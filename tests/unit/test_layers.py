@@ -128,6 +128,33 @@ def test_no_import_cycles_between_packages(graph):
     assert not cycles, "package import cycles:\n" + "\n".join(cycles)
 
 
+def _test_module_imports(path: Path) -> list[str]:
+    """The ``test_*`` modules ``path`` imports (``from test_x import``, ``tests.unit.test_x``, ``from .test_x``)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names += [node.module or ""] + [alias.name for alias in node.names if not node.module]
+    return sorted(name for name in names if name and name.split(".")[-1].startswith("test_"))
+
+
+def test_no_test_module_imports_another():
+    """Shared test helpers live in tests/support/ (or a conftest/testbed module): a test module importing another
+    runs or skips with it, and its fixtures register twice."""
+    tests = PACKAGE.parent / "tests"
+    bad = [f"{path.relative_to(tests)} imports {name}" for path in sorted(tests.rglob("*.py"))
+           for name in _test_module_imports(path)]
+    assert not bad, "move what these share into tests/support/:\n" + "\n".join(bad)
+
+
+def test_the_test_module_scan_sees_imports_of_test_modules(tmp_path):
+    sample = tmp_path / "test_sample.py"
+    sample.write_text("from test_report_results import Tables\nimport tests.unit.test_x as x\n"
+                      "from . import test_y\nfrom tests.support.html_tables import Tables\n")
+    assert _test_module_imports(sample) == ["test_report_results", "test_y", "tests.unit.test_x"]
+
+
 def test_the_scan_sees_real_imports(graph):
     """Guards the guards: the scan finds imports that exist, lazy ones included."""
     assert "edgec.api" in graph["edgec.commands.bench"] or "edgec.api" in {
