@@ -1,7 +1,8 @@
 """The inputs every verification runs on: calibration samples when given, else seeded generated inputs, plus a
 second size when the model keeps dynamic dimensions.
 
-``verification_inputs(source, io, options, context)`` returns the input sets (the first becomes the bundle's
+``load_calibration(source, io, options)`` loads ``--calibration`` once per compile (the ``CompileState`` holds it);
+``verification_inputs(source, io, options, samples)`` returns the input sets (the first becomes the bundle's
 reference inputs, which the agent also benchmarks with) and a report entry saying what they were. Missing
 shapes of dynamic inputs come from ``--input-shape``, else from the calibration data; an input still unsized is
 refused with one line naming it and a usable ``--input-shape``.
@@ -14,7 +15,7 @@ import numpy as np
 from edgec.compiler.frontends import SourceModel, shape_hint
 from edgec.errors import UsageError
 
-__all__ = ["example_shape", "generate_inputs", "second_size", "verification_inputs"]
+__all__ = ["example_shape", "generate_inputs", "load_calibration", "second_size", "verification_inputs"]
 
 # Calibration samples the verification runs on at most (on top of the reference sample).
 VERIFY_SAMPLES = 16
@@ -118,15 +119,20 @@ def _second_set(source: SourceModel, io: dict, first: list[np.ndarray], seed: in
     return arrays, f"dynamic dimensions also checked at a second size ({described}, generated)"
 
 
-def verification_inputs(source: SourceModel, io: dict, options, context: dict) -> tuple[list, dict]:
-    """(input sets, report entry). Calibration samples go into ``context["calibration"]``."""
-    samples = None
-    if options.calibration:
-        from edgec.compiler.calibration import load_samples
+def load_calibration(source: SourceModel, io: dict, options):
+    """``--calibration`` as a CalibrationSet (None without it); inputs left with dynamic dimensions take their
+    example shapes from its first sample."""
+    if not options.calibration:
+        return None
+    from edgec.compiler.calibration import load_samples
 
-        samples = context["calibration"] = load_samples(options.calibration, io["inputs"],
-                                                        preprocess=options.preprocess)
-        _samples_shapes(source, io, samples)
+    samples = load_samples(options.calibration, io["inputs"], preprocess=options.preprocess)
+    _samples_shapes(source, io, samples)
+    return samples
+
+
+def verification_inputs(source: SourceModel, io: dict, options, samples) -> tuple[list, dict]:
+    """(input sets, report entry): the calibration ``samples`` (``load_calibration``) when given, else generated."""
     if samples is not None:
         # A model with a fixed batch is fed batches of that size (rows of whole inputs: one at a time).
         fixed = [i["shape"][0] for i in io["inputs"] if i["shape"] and i["shape"][0] is not None]

@@ -22,9 +22,10 @@ from edgec.compare import FLOAT_REFERENCE_RTOL, QUANT_REFERENCE_RTOL, REFERENCE_
 from edgec.compiler import verify
 from edgec.compiler.emit import EMITTERS, emitter_for
 from edgec.compiler.frontends import SourceModel, detect_kind, lower
-from edgec.compiler.inputs import verification_inputs
+from edgec.compiler.inputs import load_calibration, verification_inputs
 from edgec.compiler.options import CompileOptions
 from edgec.compiler.stages.quantize_policy import already_quantized
+from edgec.compiler.state import CompileState, PassRecord, pass_record, run_passes
 from edgec.errors import (
     AccuracyBudgetError,
     BundleError,
@@ -39,7 +40,8 @@ from edgec.targets import TargetProfile
 __all__ = ["build_float_passes", "compile_into", "run_passes"]
 
 # Stages the pipeline runs between the float passes and emission, each a module with
-# ``apply(model, source, profile, options, context) -> (model, records)`` (quantization, pruning, ...).
+# ``apply(model, source, profile, options, state) -> (model, records)`` (quantization, pruning, ...), ``state``
+# the compile's ``CompileState``.
 STAGES: list[str] = ["edgec.compiler.stages.compress", "edgec.compiler.stages.quantize"]
 
 
@@ -50,18 +52,6 @@ def build_float_passes(profile: TargetProfile, options: CompileOptions) -> list:
     from edgec.compiler.passes.simplify_graph import SimplifyGraph
 
     return [InferShapes(), FoldBatchNorm(), SimplifyGraph(), InferShapes()]
-
-
-def run_passes(model: ir.Model, passes: list) -> tuple[ir.Model, list[dict]]:
-    records = []
-    for pass_ in passes:
-        nodes_before = model.graph.num_nodes()
-        result = pass_(model)
-        model = result.model
-        records.append({"name": pass_.name, "settings": pass_.settings(), "modified": bool(result.modified),
-                        "nodes_before": nodes_before, "nodes_after": model.graph.num_nodes(),
-                        "notes": list(pass_.notes)})
-    return model, records
 
 
 def _source_hash(spec: str) -> str:
@@ -113,18 +103,18 @@ def _shapes_for_lowering(spec: str, options: CompileOptions) -> dict:
 
 
 def _stages_and_emit(model: ir.Model, source: SourceModel, bundle_dir: Path, profile: TargetProfile,
-                     options: CompileOptions, context: dict, progress):
-    """Precision/compression stages, then the emitter of ``context["format"]``: (model, records, emitted)."""
-    records: list[dict] = []
+                     options: CompileOptions, state: CompileState, progress):
+    """Precision/compression stages, then the emitter of ``state.format``: (model, records, emitted)."""
+    records: list[PassRecord] = []
     for stage in STAGES:
         progress.step(f"stage {stage.rsplit('.', 1)[-1]}")
         module = importlib.import_module(stage)
-        model, stage_records = module.apply(model, source, profile, options, context)
+        model, stage_records = module.apply(model, source, profile, options, state)
         records.extend(stage_records)
-    fmt = context["format"]
+    fmt = state.format
     progress.step(f"emitting {fmt}")
-    emitted = emitter_for(fmt)(model, source, bundle_dir, profile, options, context)
-    records.append({"name": f"emit-{fmt}", "settings": emitted.settings, "modified": True, "notes": emitted.notes})
+    emitted = emitter_for(fmt)(model, source, bundle_dir, profile, options, state)
+    records.append(pass_record(f"emit-{fmt}", emitted.settings, emitted.notes))
     return model, records, emitted
 
 
@@ -139,26 +129,26 @@ def _clear_outputs(bundle_dir: Path) -> None:
             path.unlink()
 
 
-def _emit_with_fallback(model, source, bundle_dir, profile, options, context, progress, fallback):
+def _emit_with_fallback(model, source, bundle_dir, profile, options, state: CompileState, progress, fallback):
     """``_stages_and_emit``; when converting to the chosen format fails and the device has another runtime
-    (``--format auto``), again from the float model for that one, saying why in the report and on the console."""
-    saved = {**context, "report": dict(context["report"])}
+    (``--format auto``), again from the float model for that one, saying why in the report and on the console.
+    Returns (model, records, emitted, the state the emitted model was made with)."""
+    saved = state.snapshot()
     try:
-        return _stages_and_emit(model, source, bundle_dir, profile, options, context, progress)
+        return (*_stages_and_emit(model, source, bundle_dir, profile, options, state, progress), state)
     except (CompileError, BundleError) as exc:  # BundleError: the runtime cannot load or run what was emitted
         # Only a failed conversion falls back: an accuracy budget or a size limit would not hold elsewhere either.
         if fallback is None or isinstance(exc, (AccuracyBudgetError, ResourceLimitError, VerificationError)):
             raise
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        failed, reason = context["format"], first if len(first) <= 240 else first[:240] + "..."
-    context.clear()
-    context.update({**saved, "format": fallback})
-    context["report"]["format"] = {**saved["report"]["format"],
-                                   "fallback": {"from": failed, "to": fallback, "reason": reason}}
+        failed, reason = state.format, first if len(first) <= 240 else first[:240] + "..."
+    state = saved
+    state.format = fallback
+    state.report["format"] = {**saved.report["format"], "fallback": {"from": failed, "to": fallback, "reason": reason}}
     progress.info(f"{failed} conversion failed ({reason}); falling back to {fallback}, which target "
                   f"{profile.name!r} also runs")
     _clear_outputs(bundle_dir)
-    return _stages_and_emit(model, source, bundle_dir, profile, options, context, progress)
+    return (*_stages_and_emit(model, source, bundle_dir, profile, options, state, progress), state)
 
 
 def compile_into(spec: str, bundle_dir: Path, options: CompileOptions, profile: TargetProfile,
@@ -169,10 +159,10 @@ def compile_into(spec: str, bundle_dir: Path, options: CompileOptions, profile: 
     source = lower(spec, _shapes_for_lowering(spec, options), options.trust_source)
     names = [v.name for v in source.model.graph.outputs]
     io = edgec_ir.io_signature(source.model, source.layouts)
-    context: dict = {"report": {"format": {"chosen": fmt, "reason": fmt_reason}}, "format": fmt,
-                     "progress": progress}
-    context["source_quantized"] = already_quantized(source.model)
-    input_sets, context["report"]["verification_inputs"] = verification_inputs(source, io, options, context)
+    state = CompileState(options, profile, fmt, io, progress, report={"format": {"chosen": fmt, "reason": fmt_reason}},
+                         calibration=load_calibration(source, io, options),
+                         source_quantized=already_quantized(source.model))
+    input_sets, state.report["verification_inputs"] = verification_inputs(source, io, options, state.calibration)
     tolerance = (options.rtol, options.atol)
     progress.step("verifying the lowered ONNX against the source framework")
     checks = [verify.verify_stage("front-end", source.reference, verify.ir_runner(source.model, spec), input_sets,
@@ -181,34 +171,33 @@ def compile_into(spec: str, bundle_dir: Path, options: CompileOptions, profile: 
     model, pass_records = run_passes(source.model, build_float_passes(profile, options))
     checks.append(verify.verify_stage("float passes", source.reference, verify.ir_runner(model, spec),
                                       input_sets, names, tolerance))
-    context.update({"input_sets": input_sets, "float_model": model})
-    model, records, emitted = _emit_with_fallback(model, source, bundle_dir, profile, options, context, progress,
-                                                  fallback)
+    state.input_sets, state.float_model = input_sets, model
+    model, records, emitted, state = _emit_with_fallback(model, source, bundle_dir, profile, options, state,
+                                                         progress, fallback)
     pass_records.extend(records)
-    fmt = context["report"]["format"]["chosen"] = context["format"]
+    fmt = state.report["format"]["chosen"] = state.format
     # The estimate also refuses a model that cannot fit the target (ResourceLimitError).
     from edgec.targets.estimate import compile_estimate
 
-    context["report"]["estimate"] = compile_estimate(model, bundle_dir / emitted.model_file, fmt, profile, options,
+    state.report["estimate"] = compile_estimate(model, bundle_dir / emitted.model_file, fmt, profile, options,
                                                      [a.shape for a in input_sets[0]])
 
     def emitted_in_ir_layout(inputs):
         return emitted.from_model(emitted.runner(emitted.to_model(inputs)))
 
-    lossy = emitted.quantized or context.get("lossy")
+    lossy = emitted.quantized or state.lossy
     checks.append(verify.verify_stage(f"emitted {fmt}", source.reference, emitted_in_ir_layout,
-                                      _emitted_sets(emitted, input_sets, context), names,
+                                      _emitted_sets(emitted, input_sets, state.report), names,
                                       None if lossy else tolerance))
     progress.step("writing the bundle")
-    context["compress_model"] = bool(options.sparsity)
-    context["float_model_bytes"] = context.get("float_model_bytes") or len(
-        edgec_ir.to_proto(context["float_model"]).SerializeToString())
-    manifest = _manifest(bundle_dir, spec, source, profile, emitted, input_sets[0], pass_records, checks, context)
+    state.compress_model = bool(options.sparsity)
+    state.float_model_bytes = state.float_model_bytes or len(edgec_ir.to_proto(state.float_model).SerializeToString())
+    manifest = _manifest(bundle_dir, spec, source, profile, emitted, input_sets[0], pass_records, checks, state)
     (bundle_dir / MANIFEST_NAME).write_bytes(manifest_bytes(manifest))
     return manifest
 
 
-def _emitted_sets(emitted, input_sets: list, context: dict) -> list:
+def _emitted_sets(emitted, input_sets: list, report: dict) -> list:
     """The input sets the emitted model takes: all of them, or for a model with pinned shapes (TFLite) those of
     the pinned sizes (the report says the dynamic dimensions were pinned)."""
     pinned = [[d for d in i["shape"]] for i in emitted.io["inputs"]]
@@ -217,7 +206,7 @@ def _emitted_sets(emitted, input_sets: list, context: dict) -> list:
     sizes = sorted(int(np.prod(s)) for s in pinned)
     kept = [s for s in input_sets if sorted(int(np.prod(a.shape)) for a in s) == sizes]
     if len(kept) < len(input_sets):
-        context["report"].setdefault("pinned", {})["verified_sizes_dropped"] = len(input_sets) - len(kept)
+        report.setdefault("pinned", {})["verified_sizes_dropped"] = len(input_sets) - len(kept)
     return kept or input_sets[:1]
 
 
@@ -252,18 +241,19 @@ def _file_table(bundle_dir: Path) -> dict:
 
 
 def _manifest(bundle_dir: Path, spec: str, source: SourceModel, profile: TargetProfile, emitted,
-              inputs: list[np.ndarray], pass_records: list[dict], checks: list[dict], context: dict) -> dict:
+              inputs: list[np.ndarray], pass_records: list[PassRecord], checks: list[dict],
+              state: CompileState) -> dict:
     outputs = _write_reference(bundle_dir, emitted, inputs)
     model_size = (bundle_dir / emitted.model_file).stat().st_size
     # --sparsity targets storage-bound devices: the zeros it makes only save space in a compressed file.
-    encoding = deflate_model(bundle_dir, emitted.model_file) if context.get("compress_model") else None
+    encoding = deflate_model(bundle_dir, emitted.model_file) if state.compress_model else None
     files = _file_table(bundle_dir)
-    size = {"model_bytes": model_size, "float_model_bytes": context.get("float_model_bytes", model_size)}
+    size = {"model_bytes": model_size, "float_model_bytes": state.float_model_bytes or model_size}
     if encoding:
         size["stored_model_bytes"] = files[encoding["file"]]["size"]
-    report = {"source_notes": source.notes, "verification": checks, "size": size, **context["report"]}
+    report = {"source_notes": source.notes, "verification": checks, "size": size, **state.report}
     # An already quantized source runs integer kernels too: they round differently from machine to machine.
-    rtol = QUANT_REFERENCE_RTOL if emitted.quantized or context.get("source_quantized") else FLOAT_REFERENCE_RTOL
+    rtol = QUANT_REFERENCE_RTOL if emitted.quantized or state.source_quantized else FLOAT_REFERENCE_RTOL
     return {
         "schema_version": SCHEMA_VERSION,
         "edgec_version": __version__,

@@ -268,15 +268,16 @@ def test_keras_source_whose_ir_a_stage_changed_goes_through_onnx2tf(keras_cnn_fi
     from edgec.compiler.emit.tflite import emit_tflite
     from edgec.compiler.frontends import lower
     from edgec.compiler.options import CompileOptions
+    from edgec.compiler.state import CompileState
     from edgec.targets import load_profile
 
     source = lower(str(keras_cnn_file))
     changed = edgec_ir.from_proto(edgec_ir.to_proto(source.model))  # stands in for a stage's new model
     name = source.input_names[0]
     x = np.random.default_rng(8).standard_normal((2, 16, 16, 3)).astype(np.float32)
-    context = {"float_model": source.model, "report": {}, "input_sets": [[x]]}
     options = CompileOptions(target="rpi4", format="tflite", quantize="none")
-    emitted = emit_tflite(changed, source, tmp_path, load_profile("rpi4"), options, context)
+    state = CompileState(options, load_profile("rpi4"), "tflite", {}, float_model=source.model, input_sets=[[x]])
+    emitted = emit_tflite(changed, source, tmp_path, state.profile, options, state)
     assert emitted.settings["converter"].startswith("onnx2tf")
     meta = emitted.io["inputs"][0]
     assert meta["name"] == name and meta["layout"] == "NHWC" and meta["permutation"] == [0, 1, 2, 3]

@@ -115,15 +115,16 @@ def test_same_padding_cnn_converts_after_preparation(same_pad_onnx, tmp_path):
     from edgec.compiler.emit.tflite import emit_tflite
     from edgec.compiler.frontends import lower
     from edgec.compiler.options import CompileOptions
+    from edgec.compiler.state import CompileState
     from edgec.compiler.verify import generate_inputs
     from edgec.targets import load_profile
 
     source = lower(str(same_pad_onnx))
     x = np.random.default_rng(6).standard_normal((3, 3, 32, 32)).astype(np.float32)
-    context = {"float_model": source.model, "report": {},
-               "input_sets": [generate_inputs([{"name": "x", "shape": [2, 3, 32, 32], "dtype": "float32"}], {})]}
     options = CompileOptions(target="rpi4", format="tflite", quantize="none")
-    emitted = emit_tflite(source.model, source, tmp_path, load_profile("rpi4"), options, context)
+    state = CompileState(options, load_profile("rpi4"), "tflite", {}, float_model=source.model, input_sets=[
+        generate_inputs([{"name": "x", "shape": [2, 3, 32, 32], "dtype": "float32"}], {})])
+    emitted = emit_tflite(source.model, source, tmp_path, state.profile, options, state)
     got = emitted.from_model(emitted.runner(emitted.to_model([x])))[0]
     assert _rel(got, _ort(same_pad_onnx, x)) <= 1e-4
     assert emitted.io["inputs"][0]["layout"] == "NHWC" and emitted.io["inputs"][0]["shape"] == [1, 32, 32, 3]

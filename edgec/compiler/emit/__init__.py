@@ -1,7 +1,7 @@
 """Emitters: IR -> the model file of a bundle, plus a runner for it and its io signature.
 
 ``EMITTERS`` (an ``edgec.registry.Registry``) maps a format to ``module:function``; the function takes ``(model, source, bundle_dir, profile,
-options, context)`` and returns an ``EmittedModel``.
+options, state)`` (``state`` the compile's ``edgec.compiler.state.CompileState``) and returns an ``EmittedModel``.
 """
 
 from __future__ import annotations

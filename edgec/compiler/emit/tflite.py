@@ -29,11 +29,11 @@ KERAS_KINDS = ("keras", "keras-h5", "savedmodel")
 MAX_CALIBRATION_SAMPLES = 256
 
 
-def requested_precision(options, profile, context: dict) -> tuple[str, bool]:
-    """(precision, explicitly asked for). The quantization stage's ``context["precision"]`` wins once it exists;
+def requested_precision(options, profile, state) -> tuple[str, bool]:
+    """(precision, explicitly asked for). The quantization stage's ``state.precision`` wins once it exists;
     until then ``--quantize``, else the profile's default."""
-    if context.get("precision"):
-        return context["precision"], options.quantize is not None
+    if state.precision:
+        return state.precision, options.quantize is not None
     if options.quantize is not None:
         return options.quantize, True
     return profile.quantization.default, False
@@ -119,37 +119,28 @@ def _onnx2tf_model(model, source, options, io: dict) -> _TFModel:
                     converter="onnx2tf + tf.lite.TFLiteConverter")
 
 
-def _tf_model(model, source, options, io: dict, context: dict) -> _TFModel:
+def _tf_model(model, source, options, io: dict, state) -> _TFModel:
     """Keras sources convert from the Keras model, unless a stage (pruning, ...) changed the IR: then the changed
     IR is what must ship, and it goes through onnx2tf like every other source."""
     if source.kind not in KERAS_KINDS:
         return _onnx2tf_model(model, source, options, io)
-    if model is context.get("float_model"):
+    if model is state.float_model:
         return _keras_model(source, io)
     tf_model = _onnx2tf_model(model, source, options, io)
     tf_model.notes.insert(0, "a compile stage changed the Keras model's IR: converted from that IR with onnx2tf")
     return tf_model
 
 
-def _calibration(options, io: dict, context: dict):
-    if context.get("calibration") is None and options.calibration:
-        from edgec.compiler.calibration import load_samples
-
-        context["calibration"] = load_samples(options.calibration, io["inputs"], preprocess=options.preprocess)
-    return context.get("calibration")
-
-
-def _evaluation(float_model, samples, options, io: dict):
+def _evaluation(state, samples):
     """(calibration part, Evaluator or None, what it measures on): labelled --eval-data, else held-out
     calibration samples, exactly as the ONNX quantization stage splits them."""
     from edgec.compiler import verify
     from edgec.compiler.accuracy import Evaluator
-    from edgec.compiler.calibration import load_samples
 
-    reference = verify.ir_runner(float_model, "float IR")
+    options = state.options
+    reference = verify.ir_runner(state.float_model, "float IR")
     if options.eval_data:
-        data = load_samples(options.eval_data, io["inputs"], need_labels=True, preprocess=options.preprocess)
-        return samples, Evaluator(reference, data, 1), f"labelled evaluation data {options.eval_data}"
+        return samples, Evaluator(reference, state.eval_set(), 1), f"labelled evaluation data {options.eval_data}"
     if samples is None or len(samples) < 2:
         return samples, None, "no --eval-data and too few calibration samples to hold some out: not measured"
     calib, held = samples.random_split(0.5, options.seed)
@@ -182,7 +173,7 @@ def _refuse(accuracy: dict, tried: list[str]) -> None:
         "representative --calibration data, --max-accuracy-drop, or --quantize none")
 
 
-def _select(tf_model, io, calibration, io_dtype, evaluator, measured_on, budget, emitted, path, profile, context):
+def _select(tf_model, io, calibration, io_dtype, evaluator, measured_on, budget, emitted, path, profile, state):
     """(accuracy, float op types, emitted): full int8 first; over budget, op types go float cheapest first."""
     from edgec.compiler.emit._tflite_select import float_op_steps
 
@@ -190,7 +181,7 @@ def _select(tf_model, io, calibration, io_dtype, evaluator, measured_on, budget,
     tried = [f"full int8: {accuracy.get('evidence', {}).get('estimate', 0):.2f}"]
     if not accuracy["measured"] or accuracy["evidence"]["accept"]:
         return accuracy, (), emitted
-    for float_ops, share in float_op_steps(context["float_model"]):
+    for float_ops, share in float_op_steps(state.float_model):
         path.write_bytes(_tflite_file(tf_model, io, "int8", calibration, io_dtype, float_ops))
         emitted = _tflite_io.wrap(path, io, tf_model.input_perms, tf_model.output_perms, profile.threads)
         accuracy = _accuracy(evaluator, emitted, measured_on, budget)
@@ -227,15 +218,15 @@ def _pinned(ir_io: dict, model_io: dict) -> list[str]:
             for meta in ir_io["inputs"] if meta["shape"] and None in meta["shape"]]
 
 
-def emit_tflite(model, source, bundle_dir: Path, profile, options, context) -> EmittedModel:
+def emit_tflite(model, source, bundle_dir: Path, profile, options, state) -> EmittedModel:
     io = edgec_ir.io_signature(model, source.layouts)
-    precision, explicit = requested_precision(options, profile, context)
-    calibration = _calibration(options, io, context) if precision not in ("none", "fp16") else None
+    precision, explicit = requested_precision(options, profile, state)
+    calibration = state.calibration if precision not in ("none", "fp16") else None
     variant, notes = choose_variant(precision, explicit, calibration is not None, profile)
     evaluator, measured_on = None, "float variant: not measured"
     if variant == "int8":
-        calibration, evaluator, measured_on = _evaluation(context["float_model"], calibration, options, io)
-    tf_model = _tf_model(model, source, options, io, context)
+        calibration, evaluator, measured_on = _evaluation(state, calibration)
+    tf_model = _tf_model(model, source, options, io, state)
     io_dtype = profile.quantization.tflite_io_dtype if variant == "int8" else "float32"
     path = bundle_dir / "model.tflite"
     path.write_bytes(_tflite_file(tf_model, io, variant, calibration, io_dtype))
@@ -245,33 +236,33 @@ def emit_tflite(model, source, bundle_dir: Path, profile, options, context) -> E
         reason = str(exc).replace(f"{path}: ", "")
         raise CompileError(f"the converted {variant} TFLite model does not load: {reason}; "
                            "use --format onnx or another --quantize") from exc
-    budget = profile.quantization.max_accuracy_drop if options.max_accuracy_drop is None else options.max_accuracy_drop
+    budget = state.budget
     float_ops: tuple[str, ...] = ()
     if variant == "int8":
         accuracy, float_ops, emitted = _select(tf_model, io, calibration, io_dtype, evaluator, measured_on, budget,
-                                               emitted, path, profile, context)
-        full = context.get("calibration")
+                                               emitted, path, profile, state)
+        full = state.calibration
         if full is not None and calibration is not None and len(full) > len(calibration):
             path.write_bytes(_tflite_file(tf_model, io, variant, full, io_dtype, float_ops))  # calibrate on all
             emitted = _tflite_io.wrap(path, io, tf_model.input_perms, tf_model.output_perms, profile.threads)
     emitted.settings = {"variant": variant, "io_dtype": io_dtype, "converter": tf_model.converter,
                         "threads": profile.threads}
     emitted.notes = [*tf_model.notes, *notes]
-    emitted.quantized = bool(context.get("quantized")) or variant != "fp32"
-    context["quantized"] = emitted.quantized
-    context["report"]["tflite"] = {
+    emitted.quantized = state.quantized or variant != "fp32"
+    state.quantized = emitted.quantized
+    state.report["tflite"] = {
         "variant": variant, "precision_requested": precision, "converter": tf_model.converter, "io_dtype": io_dtype,
         "calibration_samples": min(len(calibration), MAX_CALIBRATION_SAMPLES) if variant == "int8" else 0,
-        "agreement_with_float": _tflite_io.agreement(context["float_model"], emitted, context["input_sets"],
+        "agreement_with_float": _tflite_io.agreement(state.float_model, emitted, state.input_sets,
                                                      [o["name"] for o in io["outputs"]]),
     }
     pinned = _pinned(io, emitted.io)
     if pinned:
-        context["report"]["tflite"]["pinned"] = pinned
+        state.report["tflite"]["pinned"] = pinned
         emitted.notes.append(f"TFLite has fixed shapes: dynamic dimensions pinned ({'; '.join(pinned)})")
     if variant == "int8":
-        context["report"]["tflite"]["float_ops"] = list(float_ops)
-        context["report"]["accuracy"] = accuracy
+        state.report["tflite"]["float_ops"] = list(float_ops)
+        state.report["accuracy"] = accuracy
         emitted.notes.append(accuracy["summary"])
         if float_ops:
             emitted.notes.append(f"selective int8: {', '.join(float_ops)} kept in float (quantization debugger "

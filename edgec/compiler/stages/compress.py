@@ -27,6 +27,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgec import ir as edgec_ir
+from edgec.compiler.state import CompileState, PassRecord, pass_record, run_passes
 from edgec.errors import AccuracyBudgetError, UsageError
 
 __all__ = ["Trials", "apply", "channel_multiple", "load_rules", "within_budget"]
@@ -78,32 +79,23 @@ def _ratio(path: str, where: str, value) -> float:
     return float(value)
 
 
-def _samples(options, io: dict, context: dict):
-    if context.get("calibration") is None and options.calibration:
-        from edgec.compiler.calibration import load_samples
-
-        context["calibration"] = load_samples(options.calibration, io["inputs"], preprocess=options.preprocess)
-    return context.get("calibration")
-
-
 def _batch_size(io: dict) -> int:
     shapes = [meta["shape"] for meta in io["inputs"]]
     return 16 if all(s and s[0] is None for s in shapes) else (shapes[0][0] if shapes and shapes[0] else 1)
 
 
-def _data(model: ir.Model, options, io: dict, context: dict):
+def _data(model: ir.Model, io: dict, state: CompileState):
     """(calibration set or None, Evaluator or None, what the guard measures on, notes)."""
     from edgec.compiler import verify
     from edgec.compiler.accuracy import Evaluator
-    from edgec.compiler.calibration import load_samples
 
-    samples = _samples(options, io, context)
+    options, samples = state.options, state.calibration
     batch = _batch_size(io)
     reference = verify.ir_runner(model, "float IR")
     evaluator, measured_on, notes = None, "not measured (no --eval-data, too few calibration samples)", []
     if options.eval_data:
-        data = load_samples(options.eval_data, io["inputs"], need_labels=True, preprocess=options.preprocess)
-        evaluator, measured_on = Evaluator(reference, data, batch), f"labelled evaluation data {options.eval_data}"
+        evaluator = Evaluator(reference, state.eval_set(), batch)
+        measured_on = f"labelled evaluation data {options.eval_data}"
     elif samples is not None and len(samples) >= 2:
         samples, held = samples.split(0.5)
         evaluator, measured_on = Evaluator(reference, held, batch), f"{len(held)} held-out calibration samples"
@@ -143,17 +135,12 @@ def _passes(options, profile, batches, factor: float, rules, ratio: float | None
     return passes
 
 
-def _record(pass_, result_modified: bool, before: int, after: int) -> dict:
-    return {"name": pass_.name, "settings": pass_.settings(), "modified": bool(result_modified),
-            "nodes_before": before, "nodes_after": after, "notes": list(pass_.notes)}
-
-
 class Trials:
     """Compressed candidates of one model: each pruned, recovered and measured under the same settings."""
 
-    def __init__(self, model: ir.Model, options, profile, context: dict, rules, samples, evaluator, batch: int):
+    def __init__(self, model: ir.Model, options, profile, progress, rules, samples, evaluator, batch: int):
         self.model, self.proto, self.options, self.profile = model, edgec_ir.to_proto(model), options, profile
-        self.rules, self.evaluator, self.progress = rules, evaluator, context.get("progress")
+        self.rules, self.evaluator, self.progress = rules, evaluator, progress
         self.batches = [] if samples is None else list(samples.batches(batch, limit=CALIBRATION_LIMIT))
         self.recovery_batches = [] if samples is None else list(samples.batches(batch, limit=RECOVERY_LIMIT))
         self.cache: dict = {}  # sensitivities measured once, reused by every trial
@@ -172,33 +159,28 @@ class Trials:
 
     def run(self, factor: float = 1.0, ratio: float | None = None, seconds: float | None = None):
         """(candidate, pass records, passes, accuracy measure or None) at ``factor`` x the strength / ``ratio``."""
-        model = edgec_ir.from_proto(self.proto)
-        records, passes = [], _passes(self.options, self.profile, self.batches, factor, self.rules, ratio,
-                                      self.cache)
-        for pass_ in passes:
-            before = model.graph.num_nodes()
-            result = pass_(model)
-            model = result.model
-            records.append(_record(pass_, result.modified, before, model.graph.num_nodes()))
+        passes = _passes(self.options, self.profile, self.batches, factor, self.rules, ratio, self.cache)
+        model, records = run_passes(edgec_ir.from_proto(self.proto), passes)
         seconds = max(0.0, self.recover_seconds() - self.spent) if seconds is None else seconds
         pruned = next((p for p in passes if getattr(p, "kept_inputs", None)), None)
         if pruned is not None and (seconds > 0 or self.options.recover_steps):
             records.append(self._recover(model, pruned, seconds))
         return model, records, passes, self.measure(model)
 
-    def _recover(self, model: ir.Model, pruned, seconds: float) -> dict:
+    def _recover(self, model: ir.Model, pruned, seconds: float) -> PassRecord:
         from edgec.compiler.recover import recover
 
         if self.options.sparsity:
-            return {"name": "recover-distill", "settings": {}, "modified": False,
-                    "notes": ["recovery skipped: training would refill the zeros --sparsity made"]}
+            return pass_record("recover-distill", {}, ["recovery skipped: training would refill the zeros --sparsity "
+                                                       "made"], False)
         say = self.progress.info if self.progress is not None else None
         result = recover(self.model, model, self.recovery_batches, pruned.kept_inputs, seconds, self.options.seed,
                          self.options.recover_steps, self.measure, say)
         self.spent += result.seconds
-        return {"name": "recover-distill", "modified": result.applied, "recovery": result.as_report(),
-                "settings": {"seconds": round(seconds), "steps": self.options.recover_steps, "seed": self.options.seed},
-                "notes": result.notes + [_stage_line(stage) for stage in result.stages]}
+        return pass_record("recover-distill",
+                           {"seconds": round(seconds), "steps": self.options.recover_steps, "seed": self.options.seed},
+                           result.notes + [_stage_line(stage) for stage in result.stages], result.applied,
+                           recovery=result.as_report())
 
 
 def _stage_line(stage: dict) -> str:
@@ -232,7 +214,7 @@ def _guarded(trials: Trials, budget: float, notes: list):
         f"{BACKOFF[-1]:g}x the requested strength; lower --prune/--sparsity, raise --low-rank, or raise the budget")
 
 
-def apply(model: ir.Model, source, profile, options, context: dict):
+def apply(model: ir.Model, source, profile, options, state: CompileState):
     """Run the requested compression passes under the accuracy guard; see the module docstring."""
     if not (options.prune or options.prune_rules or options.sparsity or options.low_rank or options.max_latency):
         return model, []
@@ -240,9 +222,9 @@ def apply(model: ir.Model, source, profile, options, context: dict):
 
     rules = load_rules(options.prune_rules) if options.prune_rules else None
     io = edgec_ir.io_signature(model, source.layouts)
-    samples, evaluator, measured_on, notes = _data(model, options, io, context)
-    budget = profile.quantization.max_accuracy_drop if options.max_accuracy_drop is None else options.max_accuracy_drop
-    trials = Trials(model, options, profile, context, rules, samples, evaluator, _batch_size(io))
+    samples, evaluator, measured_on, notes = _data(model, io, state)
+    budget = state.budget
+    trials = Trials(model, options, profile, state.progress, rules, samples, evaluator, _batch_size(io))
     search = None
     if options.prune == "auto" or options.max_latency:
         factor, (candidate, records, passes, measured), search = 1.0, *prune_search.search(trials, budget, io)
@@ -252,10 +234,10 @@ def apply(model: ir.Model, source, profile, options, context: dict):
     changed = any(r["modified"] for r in records)
     # outputs differ from the source by design: the emitted model is not held to the float tolerance; the guard
     # above bounds the loss instead
-    context["lossy"] = changed
+    state.lossy = changed
     if not changed:
         notes.append(f"nothing was compressed at strength x{factor:g} (groups too small or all kept)")
-    context["float_model_bytes"] = len(trials.proto.SerializeToString())
+    state.float_model_bytes = len(trials.proto.SerializeToString())
     report = {"strength": factor, "parameters_before": _parameters(model), "parameters_after": _parameters(candidate),
               "size": _sizes(model, candidate), "notes": notes}
     for pass_ in passes:
@@ -269,7 +251,7 @@ def apply(model: ir.Model, source, profile, options, context: dict):
     report["accuracy"] = ({"summary": evaluator.summary(measured) + f"; budget {budget:g} points; measured on "
                            f"{measured_on}", "budget": budget, **measured} if measured
                           else {"summary": f"accuracy not measured: {measured_on}"})
-    context["report"]["compression"] = report
-    records.append({"name": "compression-guard", "settings": {"max_accuracy_drop": budget}, "modified": factor < 1,
-                    "notes": [*notes, report["accuracy"]["summary"]]})
+    state.report["compression"] = report
+    records.append(pass_record("compression-guard", {"max_accuracy_drop": budget},
+                               [*notes, report["accuracy"]["summary"]], factor < 1))
     return candidate, records

@@ -28,6 +28,7 @@ from edgec.compiler.passes import const
 from edgec.compiler.passes.quantize_common import batch_size, compact_proto, weighted_nodes
 from edgec.compiler.stages.quantize_guard import run_guard
 from edgec.compiler.stages.quantize_policy import isa_requirements, resolve_precision
+from edgec.compiler.state import pass_record as _record
 from edgec.errors import CalibrationDataError, UsageError
 
 __all__ = ["apply"]
@@ -111,10 +112,6 @@ def _node_rows(model: ir.Model, precision: str, chosen: dict, result, spec, budg
         row["reason"] = _reason(node, row, result, spec, precision, budget)
         rows.append(row)
     return rows
-
-
-def _record(name: str, settings: dict, notes: list[str], modified: bool = True) -> dict:
-    return {"name": name, "settings": settings, "modified": modified, "notes": notes}
 
 
 def _int8_quantizer(model, calib, spec, method, tools: tuple[bool, bool], records):

@@ -85,15 +85,16 @@ def test_tflite_gets_the_precision_and_calibration_not_a_qdq_model(nets):
     from edgec.compiler.frontends import lower
     from edgec.compiler.options import CompileOptions
     from edgec.compiler.stages import quantize
+    from edgec.compiler.state import CompileState
     from edgec.targets import load_profile
 
     source = lower(f"{nets / 'nets.py'}:convnet", SHAPES)
     options = CompileOptions(target="rpi4", format="tflite", quantize="int8", calibration=str(nets / "calib.npz"))
-    context = {"report": {}, "format": "tflite"}
+    context = CompileState(options, load_profile("rpi4"), "tflite", edgec_ir.io_signature(source.model, source.layouts))
     before = edgec_ir.to_proto(source.model).SerializeToString()
     model, records = quantize.apply(source.model, source, load_profile("rpi4"), options, context)
     assert context["precision"] == "int8" and isinstance(context["calibration"], CalibrationSet)
-    assert len(context["calibration"]) == 24 and not context.get("quantized")
+    assert len(context["calibration"]) == 24 and not context.quantized
     assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph)
     assert edgec_ir.to_proto(model).SerializeToString() == before
     assert records[0]["name"] == "quantize-deferred" and "tflite emitter" in context["report"]["quantization"]["note"]
@@ -102,17 +103,19 @@ def test_tflite_gets_the_precision_and_calibration_not_a_qdq_model(nets):
 def test_the_stage_quantizes_for_the_format_the_pipeline_chose_not_the_profiles(nets):
     """The pipeline may choose ONNX for a TFLite-first profile (measured tables, a fallback); the stage used to
     recompute ``options.format or profile.runtime.format`` and deferred to a TFLite emitter that never ran."""
+    from edgec import ir as edgec_ir
     from edgec.compiler.frontends import lower
     from edgec.compiler.options import CompileOptions
     from edgec.compiler.stages import quantize
+    from edgec.compiler.state import CompileState
     from edgec.targets import load_profile
 
     source = lower(f"{nets / 'nets.py'}:convnet", SHAPES)
     options = CompileOptions(target="rpi4", quantize="int8", calibration=str(nets / "calib.npz"))
-    context = {"report": {}, "format": "onnx"}
+    context = CompileState(options, load_profile("rpi4"), "onnx", edgec_ir.io_signature(source.model, source.layouts))
     model, records = quantize.apply(source.model, source, load_profile("rpi4"), options, context)
     assert load_profile("rpi4").runtime.format == "tflite"
-    assert context.get("quantized") and "quantize-deferred" not in [r["name"] for r in records]
+    assert context.quantized and "quantize-deferred" not in [r["name"] for r in records]
     assert any(n.op_type == "DequantizeLinear" for n in model.graph)
 
 
