@@ -49,7 +49,7 @@ def _lower(tmp: Path):
 
 
 def _session(proto: onnx.ModelProto):
-    from edgec.compiler.passes.quantize_common import make_session
+    from edgec.compiler.quantizers.common import make_session
 
     return make_session(proto, THREADS)
 
@@ -65,7 +65,7 @@ def ort_per_channel(float_path: Path, out: Path, calib: np.ndarray, method: str)
     from onnxruntime.quantization.calibrate import save_tensors_data
 
     from edgec.compiler.calibration import CalibrationSet
-    from edgec.compiler.passes.quantize_int8 import ort_ranges
+    from edgec.compiler.quantizers.int8 import ort_ranges
 
     ranges = ort_ranges(float_path, CalibrationSet("calib", [calib]), method, len(calib), 1, False)
     cache = out.with_suffix(".ranges.json")

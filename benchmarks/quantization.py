@@ -174,7 +174,7 @@ def _wide_ranges(model):
 
 
 def _session(proto: onnx.ModelProto):
-    from edgec.compiler.passes.quantize_common import make_session
+    from edgec.compiler.quantizers.common import make_session
 
     return make_session(proto, THREADS)
 

@@ -9,10 +9,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgec.compiler.passes._channel_groups import analyse_groups
 from edgec.compiler.passes.factorize_linear import FactorizeLinear, rank_for_energy
 from edgec.compiler.passes.prune_filters import PruneFilters, keep_count
 from edgec.compiler.passes.sparsify_weights import SparsifyWeights
+from edgec.compiler.pruning.channel_groups import analyse_groups
 from edgec.compiler.stages.compress import load_rules
 from edgec.errors import UsageError
 

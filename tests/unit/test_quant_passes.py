@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgec import ir as edgec_ir
 from edgec.compiler.calibration import CalibrationSet
-from edgec.compiler.passes.quantize_common import proto_runner
+from edgec.compiler.quantizers.common import proto_runner
 
 pytestmark = pytest.mark.unit
 
@@ -99,7 +99,7 @@ def test_bias_correction_cancels_the_mean_shift_of_weight_rounding():
 
 
 def test_mse_ranges_clip_a_rare_outlier_that_minmax_keeps():
-    from edgec.compiler.passes.quantize_int8 import mse_ranges
+    from edgec.compiler.quantizers.int8 import mse_ranges
 
     rng = np.random.default_rng(3)
     model = _model([helper.make_node("Relu", ["x"], ["y"], name="relu")], {}, [1, 1 << 20], [1, 1 << 20])
@@ -112,7 +112,7 @@ def test_mse_ranges_clip_a_rare_outlier_that_minmax_keeps():
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile", "mse"])
 def test_int8_quantizer_calibrates_with_each_method_and_excludes_nodes(method):
-    from edgec.compiler.passes.quantize_int8 import Int8Quantizer, quantized_nodes
+    from edgec.compiler.quantizers.int8 import Int8Quantizer, quantized_nodes
     from edgec.targets import load_profile
 
     rng = np.random.default_rng(4)

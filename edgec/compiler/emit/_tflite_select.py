@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgec.compiler.passes import const
-from edgec.compiler.passes.quantize_common import weighted_nodes
+from edgec.compiler.quantizers.common import weighted_nodes
 
 __all__ = ["float_op_steps", "op_type_weights"]
 

@@ -15,7 +15,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common
 
 from edgec.compiler.passes import EdgecPass, const
-from edgec.compiler.passes.quantize_common import channel_stats, replace_const, weighted_nodes
+from edgec.compiler.quantizers.common import channel_stats, replace_const, weighted_nodes
 
 __all__ = ["CorrectBias", "fake_quantize_weight", "input_means", "weight_axis"]
 

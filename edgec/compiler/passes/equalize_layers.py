@@ -21,7 +21,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common
 
 from edgec.compiler.passes import EdgecPass, const
-from edgec.compiler.passes.quantize_common import channel_stats, replace_const
+from edgec.compiler.quantizers.common import channel_stats, replace_const
 
 __all__ = ["EqualizeLayers"]
 

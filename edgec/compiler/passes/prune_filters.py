@@ -1,7 +1,7 @@
 """Structured filter pruning: remove whole filters (output channels) and the matching inputs of every consumer.
 
 Filters are ranked by the L1 norm of their weights ("Pruning Filters for Efficient ConvNets", Li et al. 2017),
-summed over all producers of a channel group (``_channel_groups``) after normalising each producer by its mean,
+summed over all producers of a channel group (``edgec.compiler.pruning.channel_groups``) after normalising each producer by its mean,
 so a residual stage's producers vote equally. Each group gets a ratio: per-layer rules, or a global ratio spread
 by sensitivity (groups whose removal changes the output most on calibration data are pruned less). Kept channel
 counts are rounded to the target's SIMD width where that keeps the ratio honest. Pruned consumer layers are then
@@ -18,14 +18,14 @@ import onnx_ir as ir
 import onnx_ir.passes.common as ir_common
 
 from edgec.compiler.passes import EdgecPass
-from edgec.compiler.passes._channel_groups import (
+from edgec.compiler.pruning.channel_groups import (
     ChannelGroup,
     Edit,
     GroupAnalysis,
     analyse_groups,
     const_array,
 )
-from edgec.compiler.passes.reconstruct_layers import capture, reconstruct_layers, set_const
+from edgec.compiler.pruning.reconstruct import capture, reconstruct_layers, set_const
 
 __all__ = ["PruneFilters", "apply_keep", "filter_importance", "prunable_groups", "removal_cost"]
 

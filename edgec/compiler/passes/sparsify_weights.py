@@ -11,8 +11,8 @@ import numpy as np
 import onnx_ir as ir
 
 from edgec.compiler.passes import EdgecPass
-from edgec.compiler.passes._channel_groups import const_array
-from edgec.compiler.passes.reconstruct_layers import set_const
+from edgec.compiler.pruning.channel_groups import const_array
+from edgec.compiler.pruning.reconstruct import set_const
 
 __all__ = ["SparsifyWeights"]
 

@@ -25,7 +25,7 @@ import onnx_ir as ir
 from edgec import ir as edgec_ir
 from edgec.compiler.calibration import load_samples, warn_if_few
 from edgec.compiler.passes import const
-from edgec.compiler.passes.quantize_common import batch_size, compact_proto, weighted_nodes
+from edgec.compiler.quantizers.common import batch_size, compact_proto, weighted_nodes
 from edgec.compiler.stages.quantize_guard import run_guard
 from edgec.compiler.stages.quantize_policy import isa_requirements, resolve_precision
 from edgec.compiler.state import pass_record as _record
@@ -64,7 +64,7 @@ def _evaluator(model: ir.Model, samples, options, io: dict, split: bool):
     calibration data (the final model is calibrated on all of them); otherwise every sample measures.
     """
     from edgec.compiler.accuracy import Evaluator
-    from edgec.compiler.passes.quantize_common import proto_runner
+    from edgec.compiler.quantizers.common import proto_runner
 
     reference = proto_runner(edgec_ir.to_proto(model))
     batch = batch_size(model)
@@ -117,7 +117,7 @@ def _node_rows(model: ir.Model, precision: str, chosen: dict, result, spec, budg
 def _int8_quantizer(model, calib, spec, method, tools: tuple[bool, bool], records):
     """(work model, Int8Quantizer) with ``tools`` = (equalization, bias correction)."""
     from edgec.compiler.passes.equalize_layers import EqualizeLayers
-    from edgec.compiler.passes.quantize_int8 import Int8Quantizer
+    from edgec.compiler.quantizers.int8 import Int8Quantizer
 
     work = edgec_ir.from_proto(edgec_ir.to_proto(model))
     if tools[0]:
@@ -131,7 +131,7 @@ def _choose_tools(model, calib, evaluator, spec, method, options, records):
     """Equalization and bias correction as the options or the profile say; when only the profile says and data
     can tell, they are kept only if they lower the full-int8 model's measured drop (the guard's measure; output
     noise breaks ties), else undone."""
-    from edgec.compiler.passes.quantize_common import proto_runner
+    from edgec.compiler.quantizers.common import proto_runner
     from edgec.compiler.stages.quantize_evidence import decide
     from edgec.compiler.stages.quantize_guard import SENSITIVITY_SAMPLES
 
@@ -159,7 +159,7 @@ def _choose_tools(model, calib, evaluator, spec, method, options, records):
 
 
 def _run_int8(model, samples, calib, evaluator, profile, method, budget, options, records):
-    from edgec.compiler.passes.quantize_int8 import quantized_nodes
+    from edgec.compiler.quantizers.int8 import quantized_nodes
     from edgec.compiler.stages.quantize_cost import layer_costs
 
     spec = profile.quantization
@@ -184,8 +184,8 @@ def _run_int8(model, samples, calib, evaluator, profile, method, budget, options
 
 
 def _run_int4(model, evaluator, spec, budget, records):
-    from edgec.compiler.passes.quantize_int4 import Int4Quantizer
     from edgec.compiler.passes.rewrite_gemm import RewriteGemm
+    from edgec.compiler.quantizers.int4 import Int4Quantizer
 
     work = edgec_ir.from_proto(edgec_ir.to_proto(model))
     rewrite = RewriteGemm()
@@ -209,7 +209,7 @@ def _run_int4(model, evaluator, spec, budget, records):
 
 
 def _run_fp16(model, evaluator, budget, records):
-    from edgec.compiler.passes.convert_fp16 import Fp16Converter
+    from edgec.compiler.quantizers.fp16 import Fp16Converter
 
     converter = Fp16Converter(model)
     result = run_guard(converter, evaluator, converter.candidates, budget,

@@ -35,7 +35,7 @@ def int8_speedup(profile) -> tuple[float, str]:
 
 def layer_costs(model, profile, names) -> dict[str, dict]:
     """Node name -> {"bytes": extra bytes in float, "size_share", "time_share", "cost"} for ``names``."""
-    from edgec.compiler.passes.quantize_common import weighted_nodes
+    from edgec.compiler.quantizers.common import weighted_nodes
     from edgec.compiler.stages.quantize_policy import layer_figures
 
     figures = {n.name: layer_figures(n) for n in weighted_nodes(model)}

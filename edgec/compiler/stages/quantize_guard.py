@@ -21,7 +21,7 @@ import warnings
 
 import onnx
 
-from edgec.compiler.passes.quantize_common import proto_runner
+from edgec.compiler.quantizers.common import proto_runner
 from edgec.compiler.stages.quantize_evidence import decide
 from edgec.errors import AccuracyBudgetError
 

@@ -8,7 +8,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgec.compiler.passes import const
-from edgec.compiler.passes.quantize_common import weighted_nodes
+from edgec.compiler.quantizers.common import weighted_nodes
 from edgec.errors import UsageError
 
 __all__ = ["already_quantized", "isa_requirements", "layer_figures", "model_profile", "resolve_precision"]

@@ -11,7 +11,7 @@ import pytest
 from edgec import api
 from edgec.bundle import Bundle
 from edgec.compiler.passes.prune_filters import PruneFilters
-from edgec.compiler.passes.reconstruct_layers import capture
+from edgec.compiler.pruning.reconstruct import capture
 
 from .conftest import float_ir
 

@@ -10,7 +10,7 @@ import pytest
 from edgec import api
 from edgec.bundle import Bundle, check_reference
 from edgec.compiler.passes.prune_filters import PruneFilters
-from edgec.compiler.passes.reconstruct_layers import capture
+from edgec.compiler.pruning.reconstruct import capture
 from edgec.runtimes import runtime_for_format
 from edgec.targets.model_stats import analyse
 

@@ -8,7 +8,7 @@ import pytest
 
 from edgec import api
 from edgec.compiler.passes.prune_filters import PruneFilters
-from edgec.compiler.passes.reconstruct_layers import capture
+from edgec.compiler.pruning.reconstruct import capture
 from edgec.compiler.recover import recover
 from edgec.compiler.recover._torch_graph import TorchGraph
 

@@ -25,7 +25,7 @@ import onnx_ir as ir
 
 from edgec import ir as edgec_ir
 from edgec.compiler.passes.correct_bias import CorrectBias, input_means
-from edgec.compiler.passes.quantize_common import batch_size, make_session, with_outputs
+from edgec.compiler.quantizers.common import batch_size, make_session, with_outputs
 from edgec.errors import CompileError
 
 __all__ = ["Int8Quantizer", "mse_ranges", "quantized_nodes"]

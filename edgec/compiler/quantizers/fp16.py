@@ -11,7 +11,7 @@ import onnx
 import onnx_ir as ir
 
 from edgec import ir as edgec_ir
-from edgec.compiler.passes.quantize_common import weighted_nodes
+from edgec.compiler.quantizers.common import weighted_nodes
 from edgec.errors import CompileError
 
 __all__ = ["Fp16Converter"]

@@ -18,7 +18,7 @@ import onnx_ir as ir
 
 from edgec import ir as edgec_ir
 from edgec.compiler.passes import set_input_const
-from edgec.compiler.passes._channel_groups import const_array
+from edgec.compiler.pruning.channel_groups import const_array
 
 __all__ = ["capture", "reconstruct_layers", "set_const"]
 
