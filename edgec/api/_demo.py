@@ -187,8 +187,8 @@ class _Demo:
     def measure(self, label: str, model: str, bundle: Bundle, target: str, reference=None,
                 float_bytes: int | None = None) -> DemoRecord:
         """Verify, benchmark through the agent, score against float, store with the score."""
+        from edgec.compiler.accuracy import score
         from edgec.report.data import describe_precision
-        from edgec.report.evaluate import score
 
         check = verify_bundle(bundle.path)
         record = DemoRecord(label=label, model=model, target=target, format=bundle.format,

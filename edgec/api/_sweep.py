@@ -18,13 +18,14 @@ from pathlib import Path
 from edgec._progress import Progress
 from edgec.api._bundles import compile as compile_bundle
 from edgec.api._reports import ResultsReport, results_report
+from edgec.compiler.accuracy import score
 from edgec.deploy.bench import bench_device, with_power_model
 from edgec.deploy.results import ResultsStore
 from edgec.deploy.ssh_options import SshOptions
 from edgec.device_agent.options import BenchOptions
 from edgec.errors import CompileError, EdgecError, UsageError
 from edgec.report.data import describe_precision
-from edgec.report.evaluate import load_eval, run_bundle, score
+from edgec.report.evaluate import load_eval, run_bundle
 from edgec.settings import HOST_PROFILE, LOCAL_DEVICE
 from edgec.targets import load_profile
 

@@ -15,7 +15,10 @@ drop, and for classifiers the flip (disagreement) interval and the *expected* ac
 model's softmax (a flip between near-tied classes costs little), plus the output noise power (1 / SQNR).
 
 ``Evaluator(reference, samples)`` runs the float model once; ``evaluator.measure(runner)`` then scores any number
-of candidates on the same samples.
+of candidates on the same samples. ``score(outputs, labels, reference)`` is the same measure, without the
+intervals, for outputs already computed (``edgec sweep``, the demo, the report). Each metric is defined once here
+(``top1_accuracy``, ``top1_agreement``, ``cosine``/``cosine_rows``/``output_cosine``, ``relative_error``) and used
+by compile, the quantization guard, the TFLite emitter, sweeps, the demo and the corpus fidelity checks.
 """
 
 from __future__ import annotations
@@ -26,9 +29,15 @@ import numpy as np
 
 from edgec.errors import CalibrationDataError
 
-__all__ = ["Evaluator", "run_all"]
+__all__ = ["COSINE", "TOP1_ACCURACY", "TOP1_AGREEMENT", "Evaluator", "cosine", "cosine_rows", "is_classifier",
+           "output_cosine", "relative_error", "run_all", "score", "top1_accuracy", "top1_agreement"]
 
 Runner = Callable[[list], list]
+
+# The metrics' names, as the reports show them.
+TOP1_ACCURACY = "top-1 accuracy"
+TOP1_AGREEMENT = "top-1 agreement with float"
+COSINE = "cosine similarity with float x100"
 
 
 def run_all(runner: Runner, samples, batch: int) -> list[np.ndarray]:
@@ -39,11 +48,23 @@ def run_all(runner: Runner, samples, batch: int) -> list[np.ndarray]:
     return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))] if parts else []
 
 
-def _is_classifier(output: np.ndarray) -> bool:
+def is_classifier(output: np.ndarray) -> bool:
+    """Scores per class: [N, C] floats with C >= 2."""
     return output.ndim == 2 and output.shape[1] >= 2 and np.issubdtype(output.dtype, np.floating)
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def top1_accuracy(output: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of samples whose arg-max class is the label."""
+    return float(np.mean(np.asarray(output).argmax(1) == np.asarray(labels).reshape(-1)))
+
+
+def top1_agreement(reference: np.ndarray, got: np.ndarray, axis: int = 1) -> float:
+    """Fraction of positions along ``axis`` where both arg-maxes agree (per sample; per window for a map)."""
+    return float(np.mean(np.asarray(reference).argmax(axis) == np.asarray(got).argmax(axis)))
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each sample (row) of ``a`` with the same row of ``b``; 1 for two equal zero rows."""
     a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     dots = np.sum(a * b, axis=1)
@@ -59,14 +80,20 @@ def _probabilities(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(1, keepdims=True)
 
 
-def _output_cosine(reference: np.ndarray, got: np.ndarray) -> float:
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two arrays taken whole."""
+    return float(cosine_rows(np.reshape(a, (1, -1)), np.reshape(b, (1, -1)))[0])
+
+
+def output_cosine(reference: np.ndarray, got: np.ndarray) -> float:
     """Mean per-sample cosine; over all samples at once when each holds at most one value."""
     if reference.ndim == 0 or reference.size <= len(reference):
-        return float(_cosine(reference.reshape(1, -1), got.reshape(1, -1))[0])
-    return float(np.mean(_cosine(reference, got)))
+        return cosine(reference, got)
+    return float(np.mean(cosine_rows(reference, got)))
 
 
-def _relative_error(reference: np.ndarray, got: np.ndarray) -> float:
+def relative_error(reference: np.ndarray, got: np.ndarray) -> float:
+    """||got - reference|| / ||reference|| (||got|| for a zero reference)."""
     reference, got = reference.astype(np.float64), got.astype(np.float64)
     scale = np.linalg.norm(reference)
     return float(np.linalg.norm(got - reference) / scale) if scale > 0 else float(np.linalg.norm(got))
@@ -90,7 +117,7 @@ class Evaluator:
         first = self.reference[0]
         self.labels = None if samples.labels is None else np.asarray(samples.labels)
         if self.labels is not None:
-            if not _is_classifier(first):
+            if not is_classifier(first):
                 raise CalibrationDataError(f"{samples.source}: 'labels' given but the model's first output has shape "
                                            f"{list(first.shape)}, not [N, classes]; drop the labels to measure "
                                            "agreement with the float model")
@@ -100,13 +127,13 @@ class Evaluator:
             if self.labels.shape[0] != first.shape[0]:
                 raise CalibrationDataError(f"{samples.source}: 'labels' has {self.labels.shape[0]} entries for "
                                            f"{first.shape[0]} samples")
-        self.classifier = _is_classifier(first)
+        self.classifier = is_classifier(first)
         self.probabilities = _probabilities(first) if self.classifier else None
         if self.labels is not None:
-            self.metric = "top-1 accuracy"
-            self.float_score = 100.0 * float(np.mean(first.argmax(1) == self.labels))
+            self.metric = TOP1_ACCURACY
+            self.float_score = 100.0 * top1_accuracy(first, self.labels)
         else:
-            self.metric = "top-1 agreement with float" if self.classifier else "cosine similarity with float x100"
+            self.metric = TOP1_AGREEMENT if self.classifier else COSINE
             self.float_score = 100.0
 
     def measure(self, runner: Runner) -> dict:
@@ -115,15 +142,15 @@ class Evaluator:
 
         outputs = run_all(runner, self.samples, self.batch)
         first, ref = outputs[0], self.reference[0]
-        cosines = _cosine(ref, first)
+        cosines = cosine_rows(ref, first)
         noise = float(np.sum((first.astype(np.float64) - ref) ** 2) / max(np.sum(ref.astype(np.float64) ** 2),
                                                                            1e-30))
         n = int(ref.shape[0])
         result = {"metric": self.metric, "samples": n, "float_score": round(self.float_score, 4),
-                  "cosine": round(min(_output_cosine(r, o) for r, o in zip(self.reference, outputs)), 6),
+                  "cosine": round(min(output_cosine(r, o) for r, o in zip(self.reference, outputs)), 6),
                   "labels": self.labels is not None,
                   "noise": noise, "sqnr_db": round(float(-10 * np.log10(max(noise, 1e-30))), 2),
-                  "rel_error": round(max(_relative_error(r, o) for r, o in zip(self.reference, outputs)), 6)}
+                  "rel_error": round(max(relative_error(r, o) for r, o in zip(self.reference, outputs)), 6)}
         per_sample = 100.0 * (1.0 - cosines)
         if self.classifier:
             chosen, top = first.argmax(1), ref.argmax(1)
@@ -138,7 +165,7 @@ class Evaluator:
             per_sample = 100.0 * (chosen != top)
         if self.labels is not None:
             per_sample = 100.0 * ((ref.argmax(1) == self.labels).astype(float) - (first.argmax(1) == self.labels))
-            score = 100.0 * float(np.mean(first.argmax(1) == self.labels))
+            score = 100.0 * top1_accuracy(first, self.labels)
         elif self.classifier:
             score = result["agreement"]
         else:
@@ -162,7 +189,7 @@ class Evaluator:
         part.labels = None if self.labels is None else self.labels[:count]
         part.probabilities = None if self.probabilities is None else self.probabilities[:count]
         if self.labels is not None:
-            part.float_score = 100.0 * float(np.mean(part.reference[0].argmax(1) == part.labels))
+            part.float_score = 100.0 * top1_accuracy(part.reference[0], part.labels)
         return part
 
     def summary(self, result: dict) -> str:
@@ -170,3 +197,18 @@ class Evaluator:
         return (f"{result['metric']} {result['float_score']:.2f} -> {result['score']:.2f} "
                 f"({-result['drop']:+.2f} points) on {result['samples']} samples; relative error "
                 f"{result['rel_error']:.4f}, cosine {result['cosine']:.5f}")
+
+
+def score(outputs: list[np.ndarray], labels: np.ndarray | None,
+          reference: list[np.ndarray] | None) -> tuple[float | None, str]:
+    """(points 0..100, metric) of outputs already computed, by the rule ``Evaluator`` measures with: top-1
+    accuracy with labels (a classifier), else top-1 agreement with the ``reference`` (float) outputs for a
+    classifier, else 100 x the worst output's cosine with them; (None, "") with neither labels nor reference."""
+    first = outputs[0]
+    if labels is not None and is_classifier(first):
+        return 100.0 * top1_accuracy(first, labels), TOP1_ACCURACY
+    if reference is None:
+        return None, ""
+    if is_classifier(first):
+        return 100.0 * top1_agreement(reference[0], first), TOP1_AGREEMENT
+    return 100.0 * min(output_cosine(r, o) for r, o in zip(reference, outputs)), COSINE

@@ -20,18 +20,14 @@ from typing import Callable
 
 import numpy as np
 
+from edgec.compiler.accuracy import cosine, top1_agreement
+
 __all__ = ["METRICS", "bundle_runner", "fidelity", "keras_runner", "onnx_runner", "source_runner", "tflite_runner",
            "torch_runner", "vad_stream_inputs"]
 
 Runner = Callable[[dict], list]
 DB_THRESHOLD = 0.3  # rapidocr's Det.thresh
 VAD_CHUNK, VAD_CONTEXT, VAD_RATE = 512, 64, 16000
-
-
-def _cosine(a, b) -> float:
-    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
-    denominator = np.linalg.norm(a) * np.linalg.norm(b)
-    return float(a @ b / denominator) if denominator else float(np.array_equal(a, b))
 
 
 def _edit_distance(a: str, b: str) -> int:
@@ -65,7 +61,7 @@ def _per_sample(outputs: list[list[np.ndarray]], k: int) -> np.ndarray:
 def _top1(ref, got, model) -> dict:
     last = len(ref[0]) - 1
     # Per sample, or per window for P-Net's map of face probabilities.
-    agree = np.mean([np.mean(r[last].argmax(axis=1) == g[last].argmax(axis=1)) for r, g in zip(ref, got)])
+    agree = np.mean([top1_agreement(r[last], g[last]) for r, g in zip(ref, got)])
     return {"top1_agreement": float(agree)}
 
 
@@ -129,7 +125,7 @@ def fidelity(model, source: Runner, candidate: Runner, samples: dict) -> dict:
     got = [_align(r, [np.asarray(o, np.float32) for o in candidate(f)]) for r, f in zip(ref, feeds)]
     scores = METRICS[model.metric](ref, got, model)
     # Over the whole set: one sample's near-empty map (a photo without text) has no meaningful direction.
-    scores["cosine"] = _cosine(np.concatenate([r[0].ravel() for r in ref]), np.concatenate([g[0].ravel() for g in got]))
+    scores["cosine"] = cosine(np.concatenate([r[0].ravel() for r in ref]), np.concatenate([g[0].ravel() for g in got]))
     return scores
 
 
@@ -160,7 +156,7 @@ def _vad_agreement(source: Runner, candidate: Runner, samples: dict) -> dict:
         flags.append(np.array(probs))
     return {"speech_agreement": float(np.mean((flags[0] > 0.5) == (flags[1] > 0.5))),
             "speech_fraction": float(np.mean(flags[0] > 0.5)),
-            "cosine": _cosine(flags[0], flags[1])}
+            "cosine": cosine(flags[0], flags[1])}
 
 
 def onnx_runner(path, threads: int = 1) -> Runner:

@@ -3,7 +3,8 @@
 Samples come from an ``.npz`` (one array per model input, named after it, samples on axis 0, optional integer
 ``labels``), in the source model's layout; they are converted to each bundle's layout and dtype with the io
 signature the emitter recorded (``permutation``, int8 ``quantization`` scale/zero point), so ONNX and TFLite,
-float and quantized variants are scored on the same data the same way.
+float and quantized variants are scored on the same data the same way (``edgec.compiler.accuracy.score``: the
+compile report's measure).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from edgec.bundle import from_model_layout, to_model_layout
 from edgec.errors import CalibrationDataError
 
-__all__ = ["MAX_SAMPLES", "load_eval", "run_bundle", "score"]
+__all__ = ["MAX_SAMPLES", "load_eval", "run_bundle"]
 
 MAX_SAMPLES = 1000
 
@@ -75,20 +76,3 @@ def run_bundle(bundle, arrays: list[np.ndarray], source: str = "evaluation data"
         by_name = dict(zip(names, produced))
         parts.append([from_model_layout(by_name.get(e["name"], produced[j]), e) for j, e in enumerate(outs)])
     return [np.concatenate([p[k] for p in parts]) for k in range(len(outs))]
-
-
-def score(outputs: list[np.ndarray], labels: np.ndarray | None,
-          reference: list[np.ndarray] | None) -> tuple[float | None, str]:
-    """(points 0..100, metric): top-1 accuracy with labels, else agreement with the reference (fp32) outputs."""
-    first = outputs[0]
-    classifier = first.ndim == 2 and first.shape[1] >= 2
-    if labels is not None and classifier:
-        return float(np.mean(first.argmax(axis=1) == labels.reshape(-1)) * 100), "top-1 accuracy (%)"
-    if reference is None:
-        return None, ""
-    if classifier:
-        return float(np.mean(first.argmax(axis=1) == reference[0].argmax(axis=1)) * 100), \
-            "top-1 agreement with fp32 (%)"
-    ref = reference[0].astype(np.float64)
-    error = np.linalg.norm(first.astype(np.float64) - ref) / max(np.linalg.norm(ref), 1e-12)
-    return float(max(0.0, 1.0 - error) * 100), "100 x (1 - relative error vs fp32)"

@@ -108,6 +108,7 @@ def agreement(float_model, emitted: EmittedModel, input_sets: list, names: list[
     """How far the emitted model is from the float IR (onnxruntime) on the verification/calibration inputs:
     worst relative error per output, and top-1 agreement for outputs shaped (batch, classes)."""
     from edgec.compiler import verify
+    from edgec.compiler.accuracy import top1_agreement
 
     reference = verify.ir_runner(float_model, "float IR")
     worst = {n: 0.0 for n in names}
@@ -118,7 +119,7 @@ def agreement(float_model, emitted: EmittedModel, input_sets: list, names: list[
         for record, name, a, b in zip(verify.compare(want, got, names), names, want, got):
             worst[name] = max(worst[name], record["rel_diff"])
             if np.ndim(a) == 2 and np.shape(a)[1] > 1 and np.shape(a) == np.shape(b):
-                same[name][0] += int(np.sum(np.argmax(a, 1) == np.argmax(b, 1)))
+                same[name][0] += top1_agreement(a, b) * np.shape(a)[0]
                 same[name][1] += int(np.shape(a)[0])
     outputs = []
     for name in names:
