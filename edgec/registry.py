@@ -1,5 +1,5 @@
-"""One registry style for everything chosen by name: commands, runtimes (and, next, emitters, stages and
-front-ends).
+"""One registry style for everything chosen by name: commands, runtimes, emitters, compile stages and
+front-ends.
 
 A ``Registry`` maps names to entries and rejects a name registered twice, so two plug-ins claiming one name is
 an error where it happens, not a silent override. An entry is an object, or a lazy ``"module:attribute"``

@@ -24,6 +24,7 @@ from edgec.compiler.emit import EMITTERS, emitter_for
 from edgec.compiler.frontends import SourceModel, detect_kind, lower
 from edgec.compiler.inputs import load_calibration, verification_inputs
 from edgec.compiler.options import CompileOptions
+from edgec.compiler.stages import STAGE_ORDER, STAGES
 from edgec.compiler.stages.quantize_policy import already_quantized
 from edgec.compiler.state import CompileState, PassRecord, pass_record, run_passes
 from edgec.errors import (
@@ -39,10 +40,6 @@ from edgec.targets import TargetProfile
 
 __all__ = ["build_float_passes", "compile_into", "run_passes"]
 
-# Stages the pipeline runs between the float passes and emission, each a module with
-# ``apply(model, source, profile, options, state) -> (model, records)`` (quantization, pruning, ...), ``state``
-# the compile's ``CompileState``.
-STAGES: list[str] = ["edgec.compiler.stages.compress", "edgec.compiler.stages.quantize"]
 
 
 def build_float_passes(profile: TargetProfile, options: CompileOptions) -> list:
@@ -106,10 +103,9 @@ def _stages_and_emit(model: ir.Model, source: SourceModel, bundle_dir: Path, pro
                      options: CompileOptions, state: CompileState, progress):
     """Precision/compression stages, then the emitter of ``state.format``: (model, records, emitted)."""
     records: list[PassRecord] = []
-    for stage in STAGES:
-        progress.step(f"stage {stage.rsplit('.', 1)[-1]}")
-        module = importlib.import_module(stage)
-        model, stage_records = module.apply(model, source, profile, options, state)
+    for stage in STAGE_ORDER:  # each ``apply(model, source, profile, options, state) -> (model, records)``
+        progress.step(f"stage {stage}")
+        model, stage_records = STAGES.get(stage)(model, source, profile, options, state)
         records.extend(stage_records)
     fmt = state.format
     progress.step(f"emitting {fmt}")

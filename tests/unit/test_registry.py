@@ -50,3 +50,34 @@ def test_commands_runtimes_and_emitters_use_it():
     with pytest.raises(UsageError, match="--format 'coreml': this edgec emits onnx, tflite"):
         emitter_for("coreml")
     assert {"bench", "compile", "farm", "sweep"} <= set(COMMANDS) and set(RUNTIMES) == {"litert", "onnxruntime"}
+
+
+def test_stages_and_front_ends_use_it_with_one_signature_each():
+    """Every kind ``detect_kind`` returns has a front-end, every stage in the pipeline's order is registered, and
+    each entry takes the same arguments as its neighbours (resolved here: importing torch/TF is not needed for
+    the signature, so only the module-level references are compared)."""
+    import ast
+    import inspect
+    from pathlib import Path
+
+    import edgec.compiler.frontends as frontends
+    from edgec.compiler.stages import STAGE_ORDER, STAGES
+
+    assert isinstance(frontends.FRONTENDS, Registry) and isinstance(STAGES, Registry)
+    returned = {node.value.value for node in ast.walk(ast.parse(inspect.getsource(frontends)))
+                if isinstance(node, ast.Return) and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)}
+    assert returned - {"zip"} == set(frontends.FRONTENDS)  # "zip": an unknown archive, refused by detect_kind
+    assert list(STAGE_ORDER) == ["compress", "quantize"] and set(STAGE_ORDER) == set(STAGES)
+
+    def parameters(registry, name):
+        module, _, function = registry.reference(name).partition(":")
+        path = Path(frontends.__file__).parents[3] / (module.replace(".", "/") + ".py")
+        (node,) = [n for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef) and n.name == function]
+        return [a.arg for a in node.args.args]
+
+    assert {tuple(parameters(frontends.FRONTENDS, k)) for k in frontends.FRONTENDS} == {
+        ("spec", "kind", "input_shapes", "trust_source")}
+    # stages/quantize.py still names the CompileState ``context`` (kept while the quantization branches merge)
+    assert {(*parameters(STAGES, s)[:4], len(parameters(STAGES, s))) for s in STAGES} == {
+        ("model", "source", "profile", "options", 5)}

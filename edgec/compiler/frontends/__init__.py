@@ -2,6 +2,8 @@
 
 ``lower(spec, input_shapes)`` picks the front-end from what the file is (its content, not only its name):
 ONNX, Keras (.keras, .h5, SavedModel directory), PyTorch (torch.export .pt2, TorchScript, ``file.py:factory``).
+``FRONTENDS`` (an ``edgec.registry.Registry``) maps each kind to ``lower_<x>(spec, kind, input_shapes,
+trust_source)``.
 Pickled whole-model ``.pt``/``.pth`` files are refused: loading one runs arbitrary code. Other model files are
 checked for constructs that run code before their framework loads them (``_safety``) unless ``trust_source``.
 ``file.py:factory`` / ``module:factory`` (``edgec.source_spec``) run the user's code by design; such a spec is taken only
@@ -21,12 +23,21 @@ import numpy as np
 import onnx_ir as ir
 
 from edgec.errors import InputError, UnsafeInputError, UsageError
+from edgec.registry import Registry
 from edgec.source_spec import parse_source_spec
 
-__all__ = ["ONLY_INPUT", "SourceModel", "detect_kind", "lower", "parse_input_shapes", "resolve_input_shapes",
+__all__ = ["FRONTENDS", "ONLY_INPUT", "SourceModel", "detect_kind", "lower", "parse_input_shapes", "resolve_input_shapes",
            "shape_hint"]
 
 Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+# Source kinds (``detect_kind``) -> their front-end, imported only for the kind compiled.
+FRONTENDS = Registry("front-end")
+FRONTENDS.add("onnx", "edgec.compiler.frontends.onnx:lower_onnx")
+for _kind in ("keras", "keras-h5", "savedmodel"):
+    FRONTENDS.add(_kind, "edgec.compiler.frontends.keras:lower_keras")
+for _kind in ("torch-export", "torchscript", "torch-factory"):
+    FRONTENDS.add(_kind, "edgec.compiler.frontends.pytorch:lower_pytorch")
 
 
 @dataclass
@@ -170,15 +181,4 @@ def _looks_like_onnx(path: Path) -> bool:
 def lower(spec: str, input_shapes: dict[str, list[int]] | None = None, trust_source: bool = False) -> SourceModel:
     """Lower the source model named by ``spec`` to the IR; ``trust_source`` lets the file's own code run."""
     kind = detect_kind(spec)
-    input_shapes = input_shapes or {}
-    if kind == "onnx":
-        from edgec.compiler.frontends.onnx import lower_onnx
-
-        return lower_onnx(Path(spec), input_shapes)
-    if kind in ("keras", "keras-h5", "savedmodel"):
-        from edgec.compiler.frontends.keras import lower_keras
-
-        return lower_keras(Path(spec), kind, input_shapes, trust_source)
-    from edgec.compiler.frontends.pytorch import lower_pytorch
-
-    return lower_pytorch(spec, kind, input_shapes, trust_source)
+    return FRONTENDS.get(kind)(spec, kind, input_shapes or {}, trust_source)

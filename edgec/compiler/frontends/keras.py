@@ -147,7 +147,8 @@ def _rename_outputs(model, names: list[str]) -> None:
         used.add(clean)
 
 
-def lower_keras(path: Path, kind: str, input_shapes: dict[str, list[int]], trust_source: bool = False) -> SourceModel:
+def lower_keras(spec: str, kind: str, input_shapes: dict[str, list[int]], trust_source: bool = False) -> SourceModel:
+    path = Path(spec)
     tf = _tensorflow()
     if kind == "savedmodel":
         return _lower_savedmodel(path, input_shapes, trust_source)

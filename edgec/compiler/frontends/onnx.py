@@ -102,7 +102,9 @@ def _initializers_out_of_inputs(proto: onnx.ModelProto) -> list[str]:
     return [f"{removed} initializers removed from the graph inputs (IR version raised to {proto.ir_version})"]
 
 
-def lower_onnx(path: Path, input_shapes: dict[str, list[int]]) -> SourceModel:
+def lower_onnx(spec: str, kind: str, input_shapes: dict[str, list[int]], trust_source: bool = False) -> SourceModel:
+    """An ONNX file as the IR (``kind`` is "onnx"; an ONNX file runs no code, so ``trust_source`` changes nothing)."""
+    path = Path(spec)
     proto = edgec_ir.load_proto(path)
     try:
         onnx.checker.check_model(proto)
