@@ -29,7 +29,7 @@ import numpy as np
 from edgec.errors import CalibrationDataError, UnsafeInputError, UsageError
 from edgec.source_spec import parse_source_spec
 
-__all__ = ["MIN_SAMPLES", "CalibrationSet", "load_samples", "npz_shapes", "parse_preprocess"]
+__all__ = ["MIN_SAMPLES", "CalibrationSet", "load_samples", "npz_shapes", "open_npz", "parse_preprocess"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 # Fewest calibration samples each range method gives stable ranges with (histogram methods need more).
@@ -210,7 +210,9 @@ class _NpyMember:
                                        f"({type(exc).__name__}: {exc})") from None
 
 
-def _open_npz(path: Path) -> tuple[dict[str, _NpyMember], np.ndarray | None]:
+def open_npz(path: Path) -> tuple[dict[str, _NpyMember], np.ndarray | None]:
+    """(array name -> member read row-range by row-range, labels or None): headers checked against the file's
+    size before anything is allocated (the one reader of untrusted .npz samples)."""
     try:
         with zipfile.ZipFile(path) as archive:
             members = [n for n in archive.namelist() if n.endswith(".npy")]
@@ -231,13 +233,13 @@ def npz_shapes(path: str | Path) -> dict[str, list[int]]:
     ``ONLY_INPUT`` when it holds one array: input shapes for a front-end that needs them before lowering."""
     from edgec.compiler.frontends import ONLY_INPUT
 
-    members, _ = _open_npz(Path(path))
+    members, _ = open_npz(Path(path))
     shapes = {name: [1, *member.shape[1:]] for name, member in members.items()}
     return {ONLY_INPUT: next(iter(shapes.values()))} if len(shapes) == 1 else shapes
 
 
 def _load_npz(path: Path, inputs: list[dict]) -> CalibrationSet:
-    members, labels = _open_npz(path)
+    members, labels = open_npz(path)
     if len(inputs) == 1 and len(members) == 1:  # one array for a one-input model: its name does not matter
         members = {inputs[0]["name"]: next(iter(members.values()))}
     missing = [i["name"] for i in inputs if i["name"] not in members]

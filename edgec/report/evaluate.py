@@ -22,22 +22,19 @@ MAX_SAMPLES = 1000
 
 
 def load_eval(path: str | Path, input_names: list[str]) -> tuple[list[np.ndarray], np.ndarray | None]:
-    """(one array per input in ``input_names`` order, labels or None) from an .npz, at most MAX_SAMPLES."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [n for n in input_names if n not in data.files]
-            if missing and len(input_names) == 1 and len([f for f in data.files if f != "labels"]) == 1:
-                missing, names = [], [next(f for f in data.files if f != "labels")]
-            else:
-                names = input_names
-            if missing:
-                raise CalibrationDataError(f"{path}: no array for input {missing[0]!r} (has {', '.join(data.files)}); "
-                                           "name each array after a model input")
-            arrays = [np.asarray(data[n][:MAX_SAMPLES]) for n in names]
-            labels = np.asarray(data["labels"][:MAX_SAMPLES]) if "labels" in data.files else None
-    except (OSError, ValueError) as exc:
-        raise CalibrationDataError(f"{path}: not a readable .npz ({exc}); write it with numpy.savez") from None
-    return arrays, labels
+    """(one array per input in ``input_names`` order, labels or None) from an .npz, at most MAX_SAMPLES, read
+    with the calibration loader's bounded reader (``edgec.compiler.calibration.open_npz``)."""
+    from edgec.compiler.calibration import open_npz
+
+    members, labels = open_npz(Path(path))
+    if len(input_names) == 1 and len(members) == 1:  # one array for a one-input model: its name does not matter
+        members = {input_names[0]: next(iter(members.values()))}
+    missing = [n for n in input_names if n not in members]
+    if missing:
+        raise CalibrationDataError(f"{path}: no array for input {missing[0]!r} (has {', '.join(sorted(members))}); "
+                                   "name each array after a model input")
+    arrays = [members[n].rows(0, min(MAX_SAMPLES, members[n].shape[0])) for n in input_names]
+    return arrays, (labels[:MAX_SAMPLES] if labels is not None else None)
 
 
 
