@@ -81,13 +81,15 @@ def edgec_int8(source, model, calib: np.ndarray, budget: float) -> tuple[onnx.Mo
     from edgec.compiler.calibration import CalibrationSet
     from edgec.compiler.options import CompileOptions
     from edgec.compiler.stages import quantize
+    from edgec.compiler.state import CompileState
     from edgec.targets import load_profile
 
-    context = {"report": {}, "calibration": CalibrationSet("photo crops", [calib])}
     work = edgec_ir.from_proto(edgec_ir.to_proto(model))
     options = CompileOptions(target=PROFILE, quantize="int8", max_accuracy_drop=budget)
-    work, _ = quantize.apply(work, source, load_profile(PROFILE), options, context)
-    return edgec_ir.to_proto(work), context["report"]
+    state = CompileState(options, load_profile(PROFILE), "onnx", edgec_ir.io_signature(work, source.layouts),
+                         calibration=CalibrationSet("photo crops", [calib]))
+    work, _ = quantize.apply(work, source, state.profile, options, state)
+    return edgec_ir.to_proto(work), state.report
 
 
 def edgec_tflite(tmp: Path, calib: np.ndarray, budget: float):

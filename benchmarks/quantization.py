@@ -221,20 +221,21 @@ def edgec_variant(case: Case, precision: str, calib: np.ndarray, **spec_changes)
     from edgec.compiler.calibration import CalibrationSet
     from edgec.compiler.options import CompileOptions
     from edgec.compiler.stages import quantize
+    from edgec.compiler.state import CompileState
     from edgec.targets import load_profile
 
     profile = load_profile("host")
     if spec_changes:
         profile = dataclasses.replace(profile, quantization=dataclasses.replace(profile.quantization,
                                                                                 **spec_changes))
-    samples = CalibrationSet("benchmark", [calib])
-    context = {"report": {}, "calibration": samples}
     model = edgec_ir.from_proto(edgec_ir.to_proto(case.model))
     # The benchmark compares quantizers at full int8, so the accuracy guard only measures (budget 100 points):
     # it would otherwise move layers back to float on models where top-1 margins are tiny (random weights).
     options = CompileOptions(target="host", quantize=precision, max_accuracy_drop=100.0)
-    model, _ = quantize.apply(model, case.source, profile, options, context)
-    return edgec_ir.to_proto(model), context["report"]
+    state = CompileState(options, profile, "onnx", edgec_ir.io_signature(model, case.source.layouts),
+                         calibration=CalibrationSet("benchmark", [calib]))
+    model, _ = quantize.apply(model, case.source, profile, options, state)
+    return edgec_ir.to_proto(model), state.report
 
 
 def _latencies(sessions: dict, name: str, example: np.ndarray, rounds: int, block: int = 10) -> dict[str, float]:
