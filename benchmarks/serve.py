@@ -139,6 +139,7 @@ def _client(port: int, body: bytes, kind: str):
         answer.read()
         if answer.status != 200:
             raise RuntimeError(f"HTTP {answer.status}")
+    call.close = conn.close
     return call
 
 
@@ -147,24 +148,41 @@ def _request(body: bytes, kind: str = "application/x-npy") -> bytes:
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
-def _raw_client(port: int, request: bytes):
+class RawClient:
     """A minimal keep-alive client on a bare socket (request bytes built once, TCP_NODELAY): what remains is the
-    server's own cost, not http.client's parsing."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    server's own cost, not http.client's parsing. It reconnects when the server closes the connection (the
+    service does when other connections wait for a worker)."""
 
-    def call():
-        sock.sendall(request)
+    def __init__(self, port: int, request: bytes):
+        self.port, self.request, self.sock = port, request, None
+
+    def __call__(self) -> None:
+        if self.sock is None:
+            self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.sendall(self.request)
         data = b""
         while b"\r\n\r\n" not in data:
-            data += sock.recv(65536)
+            data += self._recv()
         head, _, rest = data.partition(b"\r\n\r\n")
         length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
         while len(rest) < length:
-            rest += sock.recv(65536)
+            rest += self._recv()
         if not head.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(head[:40])
-    return call
+        if b"connection: close" in head.lower():
+            self.close()
+
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection mid-answer")
+        return chunk
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 class BareSocket:
@@ -189,29 +207,54 @@ def _session(bundle):
     return ort.InferenceSession(str(bundle.model_path), opts, providers=["CPUExecutionProvider"])
 
 
-def overhead(bundle, port: int) -> dict:
+def _cpu_ns(pid: int) -> int:
+    """CPU time of every thread of ``pid`` so far (``/proc/PID/task/*/schedstat``), 0 where it cannot be read."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as handle:
+                total += int(handle.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def overhead(bundle, port: int, service_pid: int) -> dict:
     """Per-request time of each variant (median over rounds of each round's block median), and the service's
-    overhead against the bare socket and the bare loop (median and spread of the per-round differences)."""
+    overhead against the bare socket and the bare loop (median and spread of the per-round differences). Also
+    the server processes' CPU time per request (wake-up waits excluded: the service's own work)."""
     sess = _session(bundle)
     inputs, _ = bundle.reference()
     feeds = {sess.get_inputs()[0].name: inputs[0]}
     request = _request(_npy(inputs[0]))
     bare = BareSocket(bundle, len(request), inputs[0])
     try:
-        calls = {"bare_loop": lambda: sess.run(None, feeds), "bare_socket": _raw_client(bare.port, request),
-                 "service": _raw_client(port, request),
+        calls = {"bare_loop": lambda: sess.run(None, feeds), "bare_socket": RawClient(bare.port, request),
+                 "service": RawClient(port, request),
                  "service_http_client": _client(port, _npy(inputs[0]), "application/x-npy"),
                  "service_json": _client(port, json.dumps({"inputs": {"x": inputs[0].tolist()}}).encode(),
                                          "application/json")}
         for call in calls.values():
             _timed(call, 50)  # warm-up
         rounds: dict = {name: [] for name in calls}
+        pids, cpu = {"bare_socket": bare.proc.pid, "service": service_pid}, {"bare_socket": 0, "service": 0}
         for _ in range(ROUNDS):
             for name, call in calls.items():
+                before = _cpu_ns(pids[name]) if name in pids else 0
                 rounds[name].append(_timed(call, BLOCK, REFILL) * 1e3)
+                if name in pids:
+                    cpu[name] += _cpu_ns(pids[name]) - before
+        for call in calls.values():
+            getattr(call, "close", lambda: None)()
     finally:
         bare.close()
     row = {f"{name}_ms": statistics.median(values) for name, values in rounds.items()}
+    for name, ns in cpu.items():
+        row[f"{name}_cpu_ms"] = ns / 1e6 / (ROUNDS * BLOCK)
     for base in ("bare_socket", "bare_loop"):
         diffs = sorted(s - b for s, b in zip(rounds["service"], rounds[base]))
         row[f"overhead_vs_{base}_ms"] = statistics.median(diffs)
@@ -261,8 +304,8 @@ def throughput(bundle, port: int, clients: int = 4, seconds: float = 2.0, rounds
     got: dict = {"service": [], "bare_socket": []}
     try:
         for _ in range(rounds):
-            got["service"].append(_hammer(lambda: _raw_client(port, request), clients, seconds))
-            got["bare_socket"].append(_hammer(lambda: _raw_client(bare.port, request), clients, seconds))
+            got["service"].append(_hammer(lambda: RawClient(port, request), clients, seconds))
+            got["bare_socket"].append(_hammer(lambda: RawClient(bare.port, request), clients, seconds))
     finally:
         bare.close()
     service, bare_rps = statistics.median(got["service"]), statistics.median(got["bare_socket"])
@@ -288,6 +331,8 @@ def _hammer(connect, clients: int, seconds: float) -> float:
     stop.set()
     for thread in threads:
         thread.join()
+    for call in calls:
+        call.close()
     return sum(counts) / seconds
 
 
@@ -335,7 +380,7 @@ def arm64(bundle, seconds: float = 10.0) -> dict:
         bench = json.loads((where / "bench.json").read_text())
         one = _timed(call, 200) * 1e3
         return {"agent_bench_p50_ms": bench["latency_ms"]["p50"], "service_request_p50_ms": one,
-                "service_rps_4_clients": _hammer(lambda: _raw_client(port, _request(_npy(inputs[0]))), 4, seconds),
+                "service_rps_4_clients": _hammer(lambda: RawClient(port, _request(_npy(inputs[0]))), 4, seconds),
                 "arch": bench["conditions"]["cpu"]["arch"],
                 "note": "under qemu-user emulation: absolute times mean nothing, the ratio is the figure"}
     finally:
@@ -350,7 +395,8 @@ def _print_overhead(name: str, row: dict) -> None:
           f"{row['service_ms']:.3f} (http.client {row['service_http_client_ms']:.3f}, json "
           f"{row['service_json_ms']:.3f}) | service - bare socket {row['overhead_vs_bare_socket_ms']:+.3f} ms "
           f"(rounds 10-90%: {low:+.3f}..{high:+.3f}), - bare loop {row['overhead_vs_bare_loop_ms']:+.3f} | goal "
-          f"<= +{row['goal_ms']:.3f}", flush=True)
+          f"<= +{row['goal_ms']:.3f} | server CPU per request: service {row['service_cpu_ms']:.3f} ms, bare socket "
+          f"{row['bare_socket_cpu_ms']:.3f}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -369,11 +415,12 @@ def main(argv: list[str] | None = None) -> dict:
         first = next(iter(bundles.values()))
         _agent(edgec_dir, "activate", first.bundle_id)
         _agent(edgec_dir, "start", "--port", "0", "--threads", str(THREADS), "--power", "none", "--workers", "4")
-        port = json.loads((edgec_dir / "serve.json").read_text())["port"]
+        state = json.loads((edgec_dir / "serve.json").read_text())
+        port, pid = state["port"], state["pid"]
         for name, bundle in bundles.items():
             _agent(edgec_dir, "activate", bundle.bundle_id)
             _agent(edgec_dir, "wait-healthy", bundle.bundle_id)
-            out["models"][name] = overhead(bundle, port)
+            out["models"][name] = overhead(bundle, port, pid)
             _print_overhead(name, out["models"][name])
         medium = bundles["mlp-512x4"]
         _agent(edgec_dir, "activate", medium.bundle_id)
