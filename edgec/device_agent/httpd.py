@@ -179,6 +179,8 @@ class ServiceHandler(BaseHTTPRequestHandler):
         head += [f"{key}: {value}\r\n" for key, value in (headers or {}).items()]
         if self.close_connection:
             head.append("Connection: close\r\n")
+        elif self.request_version == "HTTP/1.0":  # it asked for keep-alive; without this it would wait for a close
+            head.append("Connection: keep-alive\r\n")
         head.append("\r\n")
         self.wfile.write("".join(head).encode("latin-1") + body)  # one write: headers and body in one segment
 

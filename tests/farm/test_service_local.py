@@ -218,5 +218,15 @@ def test_request_heads_are_parsed_strictly_and_the_service_stays_up(service):
         while chunk := sock.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200") and json.loads(answer.split(b"\r\n\r\n", 1)[1])["outputs"]
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:  # HTTP/1.0 keep-alive: two answers
+        request = b"POST /v1/infer HTTP/1.0\r\nConnection: keep-alive\r\n" + auth + length + b"\r\n" + body
+        sock.sendall(request)
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200") and b"Connection: keep-alive" in first
+        sock.sendall(request.replace(b"keep-alive", b"close"))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200") and b"Connection: close" in answer
     code, raw = get(port, "/healthz", AUTH)
     assert code == 200 and json.loads(raw)["reference_ok"]
