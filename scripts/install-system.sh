@@ -10,6 +10,8 @@ command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 command -v arch-test >/dev/null 2>&1 || need+=(arch-test)  # mmdebstrap needs it for a foreign --arch
 command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the report tests open the HTML report headless
+# systemd-analyze verify checks the unit of `edgec deploy --service systemd` (no systemd manager needs to run).
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "edgec: the test farm needs: ${need[*]} (apt-get install -y ${need[*]}, as root)" >&2

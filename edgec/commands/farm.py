@@ -8,6 +8,7 @@ finishes. Exit codes of ``farm bench``: 0 all devices ok, 8 one or more failed, 
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -235,31 +236,52 @@ def _bench_row(outcome) -> list:
 @click.option("--device", "names", multiple=True, help="Only this inventory device (repeatable).")
 @click.option("--margin", type=click.FloatRange(min=0), default=50.0, show_default=True,
               help="Percent above the benchmark p99 at which live latency counts as drift.")
-@click.option("--watch", is_flag=True, help="Sample again every --interval seconds until Ctrl-C.")
+@click.option("--watch", is_flag=True, help="Sample again every --interval seconds until Ctrl-C (or --count).")
 @click.option("--interval", type=click.FloatRange(min=0.5), default=5.0, show_default=True)
+@click.option("--count", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With --watch: stop after this many rounds (0: until Ctrl-C).")
 @click.option("--parallel", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--results", type=click.Path(dir_okay=False), default=None,
               help="Results database: baselines, and where samples are stored (default ~/.edgec/results.db).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document per sampling round.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: one document; with --watch one line per sampling round (JSON Lines).")
 def status_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, transfer_retries, tags, names, margin,
-               watch, interval, parallel, results, as_json):
+               watch, interval, count, parallel, results, as_json):
     """The inference service on each device: active bundle, uptime, request rate, live p50/p99 against the
     benchmark, errors, temperature, throttling, power; drift when latency or errors leave the band. Each sample
-    is stored in the results database. Exit code 8 when a device could not be reached."""
+    is stored in the results database. With --watch, Ctrl-C ends the watch after the last complete round.
+    Exit code 8 when a device of the last round could not be reached."""
     ssh = ssh_settings(trust_new_host, connect_timeout, stall_timeout, transfer_retries)
-    for status in api.watch_farm_status(inventory=inventory, tags=tuple(tags), names=tuple(names), margin_pct=margin,
-                                        parallel=parallel, results=results, interval=interval if watch else None,
-                                        ssh=ssh):
-        if as_json:
-            echo_json(status.to_dict())
-        else:
-            if watch and sys.stdout.isatty():
-                click.echo("\x1b[2J\x1b[H", nl=False)
-            click.echo(table([_status_row(r) for r in status.samples], ["device", "bundle", "uptime", "req/s",
-                                                                        "p50 ms", "p99 ms", "bench p99", "errors",
-                                                                        "temp C", "throttled", "power W", "drift"]))
-    if status.unreachable:
+    status, rounds = None, 0
+    try:
+        for status in api.watch_farm_status(inventory=inventory, tags=tuple(tags), names=tuple(names),
+                                            margin_pct=margin, parallel=parallel, results=results,
+                                            interval=interval if watch else None, ssh=ssh):
+            rounds += 1
+            _print_status(status.to_dict(), watch, as_json)
+            if rounds == count:
+                break
+    except KeyboardInterrupt:
+        if not rounds:
+            raise  # nothing printed yet: an interruption (exit 130)
+    if status is not None and status.unreachable:
         sys.exit(8)
+
+
+def _print_status(rows: list[dict], watch: bool, as_json: bool) -> None:
+    """One round: a JSON document (a line of its own when watching), or the table (the screen cleared first
+    when watching on a terminal; appended when piped)."""
+    if as_json:
+        if watch:
+            click.echo(json.dumps(rows, sort_keys=True, default=str))
+        else:
+            echo_json(rows)
+        return
+    if watch and sys.stdout.isatty():
+        click.echo("\x1b[2J\x1b[H", nl=False)
+    click.echo(table([_status_row(r) for r in rows], ["device", "bundle", "uptime", "req/s", "p50 ms", "p99 ms",
+                                                      "bench p99", "errors", "temp C", "throttled", "power W",
+                                                      "drift"]))
 
 
 def _status_row(row: dict) -> list:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import posixpath
 import secrets
-import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -28,10 +27,9 @@ from edgec.deploy.live import device_status, sample_from_status
 from edgec.deploy.push import install_agent, push_bundle, remote_home
 from edgec.deploy.remote import agent_call, agent_zipapp, check_runtime
 from edgec.deploy.ssh import Connection, SshOptions, connect
-from edgec.errors import DeviceError, EdgecError, UsageError
+from edgec.errors import EdgecError, UsageError
 
-__all__ = ["DeviceRollout", "Rollout", "ServeOptions", "deploy", "rollback_device", "rollout_recorder",
-           "systemd_unit"]
+__all__ = ["DeviceRollout", "Rollout", "ServeOptions", "deploy", "rollback_device", "rollout_recorder"]
 
 
 @dataclass(frozen=True)
@@ -124,7 +122,10 @@ class _Device:
                 return
             self.call("stop")  # another agent version: a clean restart (drain, exit, start again)
         if opts.service == "systemd":
-            _install_unit(self, opts)
+            from edgec.deploy.systemd import install_unit
+
+            install_unit(self.conn, [self.device.python, self.agent, "run", "--edgec-dir", self.edgec_dir,
+                                     *opts.run_args()])
         else:
             self.call("start", *opts.run_args(), "--timeout", f"{opts.health_timeout:g}",
                       timeout=opts.health_timeout + 60)
@@ -134,29 +135,6 @@ class _Device:
 
     def rollback(self, previous: str | None) -> dict:
         return self.call("rollback", *(["--to", previous] if previous else ["--none"]))
-
-
-def systemd_unit(python: str, agent: str, edgec_dir: str, opts: ServeOptions, user: str | None = None) -> str:
-    """A unit that runs the service; ``systemctl stop`` sends SIGTERM, which drains and exits cleanly."""
-    args = " ".join(shlex.quote(a) for a in [python, agent, "run", "--edgec-dir", edgec_dir, *opts.run_args()])
-    return ("[Unit]\nDescription=edgec inference service\nAfter=network-online.target\n\n"
-            f"[Service]\nExecStart={args}\nRestart=on-failure\nRestartSec=2\nKillSignal=SIGTERM\n"
-            "TimeoutStopSec=30\n" + (f"User={user}\n" if user else "") + "\n[Install]\nWantedBy=default.target\n")
-
-
-def _install_unit(dev: _Device, opts: ServeOptions) -> None:
-    """A system unit as root, a user unit otherwise (``loginctl enable-linger`` keeps it after logout)."""
-    root = dev.conn.run("id -u", timeout=30, what="id").stdout.strip() == "0"
-    path = "/etc/systemd/system/edgec-serve.service" if root else "~/.config/systemd/user/edgec-serve.service"
-    ctl = "systemctl" if root else "systemctl --user"
-    unit = systemd_unit(dev.device.python, dev.agent, dev.edgec_dir, opts)
-    script = (f"mkdir -p $(dirname {path}) && cat > {path}.tmp <<'EDGEC_EOF'\n{unit}EDGEC_EOF\n"
-              f"mv {path}.tmp {path} && {ctl} daemon-reload && {ctl} enable edgec-serve && {ctl} restart edgec-serve")
-    result = dev.conn.run(script, timeout=120, what="systemctl")
-    if result.exit_code != 0:
-        raise DeviceError(f"{dev.conn.target.label}: installing the systemd unit failed (exit {result.exit_code}: "
-                          f"{(result.stderr or result.stdout).strip()[-200:]}); use --service pidfile on boards "
-                          "without systemd")
 
 
 def deploy_device(device: Device, bundle: Bundle, ssh: SshOptions, opts: ServeOptions, record,

@@ -47,7 +47,7 @@ def _ordered(values: list, names: list[str], wanted: list[str]) -> list:
 class LoadedModel:
     """A checked bundle with its runtime session, and what loading it cost."""
 
-    def __init__(self, bundle_dir, threads: int | None):
+    def __init__(self, bundle_dir, threads: int | None, spinning: bool = True):
         try:
             import numpy  # noqa: F401  # part of the idle agent: the increase is the runtime's and the model's
         except ImportError:
@@ -62,7 +62,8 @@ class LoadedModel:
         self.runtime_version = self.runtime.version()  # raises RuntimeMissingError with the pip command
         self.threads = threads
         start = time.perf_counter()
-        self.session = self.runtime.load(bundle.model_bytes(), threads=threads, name=str(bundle.path / bundle.manifest["model_file"]))
+        self.session = self.runtime.load(bundle.model_bytes(), threads=threads, spinning=spinning,
+                                         name=str(bundle.path / bundle.manifest["model_file"]))
         self.load_s = time.perf_counter() - start
         self.rss_after_load = memory.rss_bytes()
         inputs, _ = bundle.reference()
@@ -91,9 +92,11 @@ class LoadedModel:
         return doc
 
 
-def load_model(bundle_dir, threads: int | None = None) -> LoadedModel:
-    """Check ``bundle_dir`` (hashes, then reference outputs) and load it. Raises BundleError/RuntimeMissingError."""
-    return LoadedModel(bundle_dir, threads)
+def load_model(bundle_dir, threads: int | None = None, spinning: bool = True) -> LoadedModel:
+    """Check ``bundle_dir`` (hashes, then reference outputs) and load it. Raises BundleError/RuntimeMissingError.
+    ``spinning=False`` for a service: runtime threads that spin between requests take the CPU its own threads
+    need."""
+    return LoadedModel(bundle_dir, threads, spinning)
 
 
 def check_bundle(bundle_dir, threads: int | None = None) -> dict:

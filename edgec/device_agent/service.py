@@ -132,7 +132,7 @@ class InferenceService:
         """Load and self-check ``bundle_id``, switch to it, drain the old slot. False when it failed its check."""
         start = time.perf_counter()
         try:
-            new = ModelSlot(load_model(store.bundle_dir(self.edgec_dir, bundle_id), self.threads))
+            new = ModelSlot(load_model(store.bundle_dir(self.edgec_dir, bundle_id), self.threads, spinning=False))
         except Exception as exc:  # anything a bundle can do wrong must leave the old one serving
             from edgec.device_agent.cli import error_doc
 

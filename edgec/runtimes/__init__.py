@@ -10,7 +10,7 @@ from edgec.registry import Registry
 
 __all__ = ["RUNTIMES", "load_runtime", "runtime_for_format"]
 
-# name -> module implementing ``available()``, ``version()``, ``load(path, threads)``
+# name -> module implementing ``available()``, ``version()``, ``load(path, threads, name=None, spinning=True)``
 RUNTIMES = Registry("runtime")
 RUNTIMES.add("onnxruntime", "edgec.runtimes.onnxruntime")
 RUNTIMES.add("litert", "edgec.runtimes.litert")

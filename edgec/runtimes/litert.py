@@ -191,5 +191,6 @@ class LiteRTSession:
         self._shapes = [tuple(int(n) for n in d["shape"]) for d in self._inputs]
 
 
-def load(path, threads: int | None = None, name: str | None = None) -> LiteRTSession:
+def load(path, threads: int | None = None, name: str | None = None, spinning: bool = True) -> LiteRTSession:
+    """``spinning`` is accepted for the common protocol; LiteRT's Python API has no such setting."""
     return LiteRTSession(path, threads, name)

@@ -39,15 +39,19 @@ def package() -> str:
 class OnnxSession:
     """One loaded model. ``run`` takes a list of arrays in input order and returns a list in output order."""
 
-    def __init__(self, path, threads: int | None = None, name: str | None = None):
+    def __init__(self, path, threads: int | None = None, name: str | None = None, spinning: bool = True):
         """``path``: the model file, or its bytes (what a bundle hands over after checking them), then called
-        ``name`` in errors."""
+        ``name`` in errors. ``spinning=False``: intra-op threads sleep as soon as a run ends instead of spinning
+        for the next one (a service between requests; measured with 2 threads on 2 loaded cores, a 32 MB MLP
+        behind a socket: 2.1 -> 1.5 ms of CPU a request)."""
         ort = _ort()
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors; name the file and its reason
@@ -65,5 +69,5 @@ class OnnxSession:
         return functools.partial(self._session.run, None, dict(zip(self.input_names, inputs)))
 
 
-def load(path, threads: int | None = None, name: str | None = None) -> OnnxSession:
-    return OnnxSession(path, threads, name)
+def load(path, threads: int | None = None, name: str | None = None, spinning: bool = True) -> OnnxSession:
+    return OnnxSession(path, threads, name, spinning)

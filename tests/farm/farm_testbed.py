@@ -70,6 +70,7 @@ class SshServer:
     netns: str | None = None
     disk_mb: int | None = None
     chroot: Path | None = None
+    setup: str = ""  # shell run in the device's own mount namespace before sshd starts ("mount ... && ")
     proc: subprocess.Popen | None = None
     log: list = field(default_factory=list)
 
@@ -109,10 +110,10 @@ class SshServer:
 
     def _command(self, inner: str, config: Path) -> list[str]:
         sshd = f"/usr/sbin/sshd -D -e -f {inner}/sshd_config"
-        setup = ""
+        setup = self.setup
         if self.disk_mb:
             # Mounted in the device's own mount namespace before sshd starts, so only it sees the small disk.
-            setup = f"mount -t tmpfs -o size={self.disk_mb}m edgec-disk {self.home} && "
+            setup += f"mount -t tmpfs -o size={self.disk_mb}m edgec-disk {self.home} && "
         if self.chroot is not None:
             r = self.chroot
             setup += (f"mount -t proc proc {r}/proc && mount --bind /sys {r}/sys && mount --rbind /dev {r}/dev && "
@@ -158,7 +159,7 @@ class SshServer:
 
     def stop(self) -> None:
         self.kill()
-        if self.disk_mb or self.chroot:
+        if self.disk_mb or self.chroot or self.setup:
             pass  # those mounts lived in the server's own mount namespace and went with it
         self.proc = None
 
@@ -338,12 +339,22 @@ def tiny_onnx(path: Path, n: int, seed: int) -> Path:
     return path
 
 
-def edgec(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """``edgec ARGS`` as a user with HOME ``home`` (its ~/.ssh holds the key; no ssh-agent) would run it."""
+def _user_env(home: Path) -> dict:
     env = {**os.environ, "HOME": str(home), "EDGEC_HOME": str(home / ".edgec"), "PYTHONPATH": str(REPO)}
     env.pop("SSH_AUTH_SOCK", None)
-    return subprocess.run([sys.executable, "-m", "edgec", *args], env=env, cwd=home, capture_output=True, text=True,
-                          timeout=timeout)
+    return env
+
+
+def edgec(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``edgec ARGS`` as a user with HOME ``home`` (its ~/.ssh holds the key; no ssh-agent) would run it."""
+    return subprocess.run([sys.executable, "-m", "edgec", *args], env=_user_env(home), cwd=home, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def edgec_process(home: Path, *args: str) -> subprocess.Popen:
+    """``edgec ARGS`` running in the background (output piped: not a terminal), for commands that keep going."""
+    return subprocess.Popen([sys.executable, "-m", "edgec", *args], env=_user_env(home), cwd=home, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def inventory(home: Path, rows: list[tuple]) -> Path:
