@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from edgec.bundle import Bundle
 from edgec.deploy.bench import run_bench
+from edgec.deploy.interrupt import ctrl_c
 from edgec.deploy.inventory import Device
 from edgec.deploy.prune import prune_device, store_usage
 from edgec.deploy.remote import SshAgent, agent_zipapp, check_runtime
@@ -145,11 +146,14 @@ class _FarmRunner:
         pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="edgec-farm")
         futures = [pool.submit(self.work, d) for d in devices]
         try:
-            pending = set(futures)
-            while pending:
-                _, pending = wait(pending, timeout=0.2)
-                self.enforce_deadlines()
-                self.progress.draw()
+            with ctrl_c() as pressed:
+                pending = set(futures)
+                while pending and not pressed.is_set():
+                    _, pending = wait(pending, timeout=0.2)
+                    self.enforce_deadlines()
+                    self.progress.draw()
+                if pressed.is_set():
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
             run.interrupted = True
             self.cancel.set()
