@@ -28,6 +28,7 @@ from edgec.compiler.passes import const
 from edgec.compiler.passes.quantize_common import batch_size, compact_proto, weighted_nodes
 from edgec.compiler.stages.quantize_guard import run_guard
 from edgec.compiler.stages.quantize_policy import isa_requirements, resolve_precision
+from edgec.compiler.stages.quantize_select import WORTH, sensitivity_groups
 from edgec.errors import CalibrationDataError, UsageError
 
 __all__ = ["apply"]
@@ -86,6 +87,10 @@ def _evaluator(model: ir.Model, samples, options, io: dict, split: bool):
 
 def _reason(node, row: dict, result, spec, precision: str, budget: float) -> str:
     sens, cost = row["sensitivity"], row.get("cost")
+    if node.name in result.cheap:
+        return (f"kept float for its cost by the accuracy guard: alone it gives output SQNR {sens['sqnr_db']:.1f} "
+                f"dB (noise {sens['noise']:.2e}) for {cost['bytes']:,} extra bytes and {cost['time_share']:.1%} of "
+                f"the time in float: noise share per cost share over {WORTH:g}, and the measured output noise fell")
     if node.name in result.excluded:
         return (f"returned to float by the accuracy guard: alone it gives output SQNR {sens['sqnr_db']:.1f} dB "
                 f"(noise {sens['noise']:.2e}) for {cost['bytes']:,} extra bytes and {cost['time_share']:.1%} of "
@@ -170,7 +175,8 @@ def _run_int8(model, samples, calib, evaluator, profile, method, budget, options
     candidates = [n.name for n in weighted_nodes(work) if n.op_type not in spec.float_ops]
     result = run_guard(quantizer, evaluator, candidates, budget,
                        always_measure=len(candidates) <= ALWAYS_MEASURE_LAYERS,
-                       costs=layer_costs(work, profile, candidates))
+                       costs=layer_costs(work, profile, candidates), groups=sensitivity_groups(work, candidates),
+                       cheap=True)
     notes = [f"calibration: {method} over {min(len(calib), CALIBRATION_LIMIT)} samples"]
     if calib is not samples:  # the guard measured a model calibrated on part of the data: calibrate on all now
         work, quantizer = _int8_quantizer(model, samples, spec, method, tools, [])
@@ -180,6 +186,7 @@ def _run_int8(model, samples, calib, evaluator, profile, method, budget, options
     chosen = {name: "int8" for name in quantized_nodes(result.proto)}
     notes.insert(0, f"{len(chosen)} nodes run on int8 data; {len(result.excluded)} returned to float")
     notes.extend(tool_notes)
+    notes.extend(result.notes)
     if quantizer.bias_correction:
         notes.append("bias correction applied to every quantized Conv/Gemm")
     records.append(_record("quantize-int8", quantizer.settings(), notes))
