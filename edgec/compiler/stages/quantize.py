@@ -132,13 +132,37 @@ def _int8_quantizer(model, calib, spec, method, tools: tuple[bool, bool], record
         cle = EqualizeLayers(calib, absorb_bias=spec.absorb_bias)
         cle(work)
         records.append(_record(cle.name, cle.settings(), cle.notes))
-    return work, Int8Quantizer(work, calib, spec, method, tools[1], CALIBRATION_LIMIT)
+    quantizer = Int8Quantizer(work, calib, spec, method, tools[1], CALIBRATION_LIMIT)
+    if spec.adaptive_rounding and spec.weight_dtype == "int8":
+        from edgec.compiler.passes.round_weights import AdaptiveRounding
+
+        rounding = AdaptiveRounding(work, calib, spec.per_channel, spec.reduce_range)
+        quantizer.rounding = rounding.replacements
+        records.append(_record("round-weights", {"samples": min(len(calib), 16)},
+                               [rounding.summary(), *(f"{r['node']}: held-out output error {r['nearest_error']:.3g} "
+                                                      f"nearest, {r['adaptive_error']:.3g} adaptive: "
+                                                      f"{'kept' if r['kept'] else 'nearest kept'}"
+                                                      for r in rounding.rows)]))
+    return work, quantizer
+
+
+def _tool_options(tools: tuple[bool, bool]) -> list[tuple[bool, bool]]:
+    """The profile's (equalization, bias correction), then each with fewer tools: (T, T) -> (F, T) -> (F, F)."""
+    options = [tools]
+    if tools[0] and tools[1]:
+        options.append((False, True))
+    if (False, False) not in options:
+        options.append((False, False))
+    return options
 
 
 def _choose_tools(model, calib, evaluator, spec, method, options, records):
     """Equalization and bias correction as the options or the profile say; when only the profile says and data
-    can tell, they are kept only if they lower the full-int8 model's measured drop (the guard's measure; output
-    noise breaks ties), else undone."""
+    can tell, each tool is kept only if it lowers the full-int8 model's measured drop (the guard's measure;
+    output noise breaks ties), else undone. Bias correction alone is tried too (equalization can hurt where bias
+    correction helps); it reuses the calibration of the unequalized model."""
+    import copy
+
     from edgec.compiler.passes.quantize_common import proto_runner
     from edgec.compiler.stages.quantize_evidence import decide
     from edgec.compiler.stages.quantize_guard import SENSITIVITY_SAMPLES
@@ -149,20 +173,26 @@ def _choose_tools(model, calib, evaluator, spec, method, options, records):
     if evaluator is None or explicit or tools == (False, False):
         return (*_int8_quantizer(model, calib, spec, method, tools, records), tools, [])
     part = evaluator.subset(SENSITIVITY_SAMPLES)
-    tried = {}
-    for option in (tools, (False, False)):
+    tried, plain = {}, None
+    for option in _tool_options(tools):
         notes: list[dict] = []
-        work, quantizer = _int8_quantizer(model, calib, spec, method, option, notes)
+        if option == (False, False) and plain is not None:  # same ranges, no bias correction
+            work, quantizer = plain[0], copy.copy(plain[1])
+            quantizer.bias_correction = False
+        else:
+            work, quantizer = _int8_quantizer(model, calib, spec, method, option, notes)
+        if not option[0]:
+            plain = (work, quantizer)
         measured = part.measure(proto_runner(quantizer.quantize(), unfused=True))  # the target's arithmetic
         tried[option] = ((decide(measured, 0.0)["estimate"], measured["noise"]), work, quantizer, notes)
     best = min(tried, key=lambda k: (tried[k][0], k != tools))
     _, work, quantizer, notes = tried[best]
     records.extend(notes)
-    verdict = "kept" if best == tools else "undone"
-    (drop_with, noise_with), (drop_without, noise_without) = tried[tools][0], tried[(False, False)][0]
+    verdict = {tools: "kept", (False, False): "undone"}.get(best, "partly undone (bias correction only)")
+    figures = "; ".join(f"equalization {k[0]}, bias correction {k[1]}: {v[0][0]:.2f} points (output noise "
+                        f"{v[0][1]:.2e})" for k, v in tried.items())
     line = (f"equalization {tools[0]}, bias correction {tools[1]} (profile) {verdict}: full-int8 drop estimate "
-            f"{drop_with:.2f} points (output noise {noise_with:.2e}) with them, {drop_without:.2f} "
-            f"({noise_without:.2e}) without, on {len(part.samples)} held-out samples")
+            f"on {len(part.samples)} held-out samples with {figures}")
     return work, quantizer, best, [line]
 
 

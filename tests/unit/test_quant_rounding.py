@@ -1,0 +1,83 @@
+"""Adaptive int8 weight rounding and the sensitivity groups of the guard, on small graphs run with onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgec import ir as edgec_ir
+from edgec.compiler.calibration import CalibrationSet
+
+pytestmark = pytest.mark.unit
+
+
+def _stem_net(rng):
+    """A stem Conv(6, 3x3, stride 2) -> ReLU6 -> depthwise Conv(6, 5x5) -> ReLU6 -> 1x1 Conv(4) -> Flatten -> Gemm."""
+    inits = {"w1": rng.standard_normal((6, 3, 3, 3)) * 2, "b1": rng.standard_normal(6),
+             "w2": rng.standard_normal((6, 1, 5, 5)), "b2": rng.standard_normal(6) * 0.1,
+             "w3": rng.standard_normal((4, 6, 1, 1)), "w4": rng.standard_normal((3, 64)) * 0.2,
+             "b4": np.zeros(3), "lo": np.array(0.0), "hi": np.array(6.0)}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="stem", pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Clip", ["a", "lo", "hi"], ["r"], name="clip"),
+             helper.make_node("Conv", ["r", "w2", "b2"], ["d"], name="dw", pads=[2, 2, 2, 2], group=6),
+             helper.make_node("Clip", ["d", "lo", "hi"], ["e"], name="clip2"),
+             helper.make_node("Conv", ["e", "w3"], ["p"], name="pw"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w4", "b4"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return edgec_ir.from_proto(onnx.shape_inference.infer_shapes(proto))
+
+
+def test_adaptive_rounding_picks_floor_or_ceiling_and_lowers_the_output_error():
+    from edgec.compiler.passes.round_weights import round_rows
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-20, 20, (6, 12))
+    patches = rng.standard_normal((12, 400)) + rng.standard_normal((1, 400))  # correlated inputs
+    cov = np.cov(patches)
+    q = round_rows(x, cov)
+    assert np.all((q == np.floor(x)) | (q == np.ceil(x)))
+    nearest = np.round(x)
+    error = np.einsum("ri,ij,rj->", x - q, cov, x - q)
+    assert error < 0.8 * np.einsum("ri,ij,rj->", x - nearest, cov, x - nearest)
+    np.testing.assert_array_equal(q, round_rows(x, cov))  # deterministic
+    per_row = round_rows(x[:, :4], np.stack([np.cov(patches[:4])] * 6))  # depthwise form: one covariance per row
+    assert np.all((per_row == np.floor(x[:, :4])) | (per_row == np.ceil(x[:, :4])))
+
+
+def test_adaptive_rounding_of_a_small_net_stays_on_the_quantizer_grid():
+    from edgec.compiler.passes.quantize_int8 import Int8Quantizer
+    from edgec.compiler.passes.round_weights import AdaptiveRounding
+    from edgec.targets import load_profile
+    rng = np.random.default_rng(3)
+    model = _stem_net(rng)
+    base = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    samples = CalibrationSet("calib", [(base + 0.3 * rng.standard_normal((24, 3, 8, 8))).astype(np.float32)])
+    spec = load_profile("x86-avx512-vnni").quantization
+    rounding = AdaptiveRounding(model, samples, spec.per_channel, spec.reduce_range)
+    assert {r["node"] for r in rounding.rows} == {"stem", "dw", "pw", "fc"}
+    for row in rounding.rows:
+        assert row["kept"] == (row["adaptive_error"] < row["nearest_error"])
+    assert rounding.replacements  # correlated inputs: at least one layer gains on held-out samples
+    quantizer = Int8Quantizer(model, samples, spec, "minmax", False)
+    quantizer.rounding = rounding.replacements
+    proto = quantizer.quantize()
+    ints = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for name, (weight, _) in rounding.replacements.items():
+        stored = next(v for k, v in ints.items() if k.startswith(name) and v.dtype == np.int8
+                      and v.shape == weight.shape)
+        scale = np.abs(weight).reshape(len(weight), -1).max(1) / 127
+        np.testing.assert_array_equal(stored.reshape(len(weight), -1),
+                                      np.round(weight.reshape(len(weight), -1) / scale[:, None]))
+
+
+def test_sensitivity_groups_put_a_layer_with_the_activation_it_alone_feeds():
+    from edgec.compiler.stages.quantize_select import sensitivity_groups
+    model = _stem_net(np.random.default_rng(0))
+    groups = sensitivity_groups(model, ["stem", "dw", "pw", "fc"])
+    assert groups == {"stem": {"stem", "clip"}, "dw": {"dw", "clip2"}, "pw": {"pw"}, "fc": {"fc"}}
