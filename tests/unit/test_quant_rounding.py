@@ -1,4 +1,4 @@
-"""Adaptive int8 weight rounding and the sensitivity groups of the guard, on small graphs run with onnxruntime."""
+"""Adaptive int8 rounding, sensitivity groups, equalization headroom: small graphs run with onnxruntime."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from edgec.compiler.calibration import CalibrationSet
 pytestmark = pytest.mark.unit
 
 
-def _stem_net(rng):
+def _stem_net(rng, bias: float = 1.0):
     """A stem Conv(6, 3x3, stride 2) -> ReLU6 -> depthwise Conv(6, 5x5) -> ReLU6 -> 1x1 Conv(4) -> Flatten -> Gemm."""
-    inits = {"w1": rng.standard_normal((6, 3, 3, 3)) * 2, "b1": rng.standard_normal(6),
-             "w2": rng.standard_normal((6, 1, 5, 5)), "b2": rng.standard_normal(6) * 0.1,
+    spread = 10.0 ** np.linspace(-2, 0.5, 6)  # very unequal channel ranges: equalization scales some of them up
+    inits = {"w1": rng.standard_normal((6, 3, 3, 3)) * spread[:, None, None, None] * 2, "b1": rng.standard_normal(6) * bias,
+             "w2": rng.standard_normal((6, 1, 5, 5)), "b2": rng.standard_normal(6) * 0.1 * bias,
              "w3": rng.standard_normal((4, 6, 1, 1)), "w4": rng.standard_normal((3, 64)) * 0.2,
              "b4": np.zeros(3), "lo": np.array(0.0), "hi": np.array(6.0)}
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="stem", pads=[1, 1, 1, 1], strides=[2, 2]),
@@ -81,3 +82,23 @@ def test_sensitivity_groups_put_a_layer_with_the_activation_it_alone_feeds():
     model = _stem_net(np.random.default_rng(0))
     groups = sensitivity_groups(model, ["stem", "dw", "pw", "fc"])
     assert groups == {"stem": {"stem", "clip"}, "dw": {"dw", "clip2"}, "pw": {"pw"}, "fc": {"fc"}}
+
+
+def test_equalized_relu6_pairs_stay_the_float_model_beyond_the_calibration_range():
+    from edgec.compiler.passes.equalize_layers import EqualizeLayers
+    from edgec.compiler.passes.quantize_common import proto_runner
+
+    rng = np.random.default_rng(5)
+    model = _stem_net(rng, bias=0.0)  # no biases: 1.5x the input is 1.5x every pre-activation
+    calib = CalibrationSet("calib", [rng.standard_normal((16, 3, 8, 8)).astype(np.float32)])
+    before = proto_runner(edgec_ir.to_proto(model))
+    equalize = EqualizeLayers(calib, absorb_bias=True)
+    equalize(model)
+    after = proto_runner(edgec_ir.to_proto(model))
+    assert "equalized 2 layer pairs" in equalize.notes[0]
+    # Inputs 1.5x the calibration samples (no channel the float model leaves unclipped saturates): within the 2x
+    # headroom the equalized model is exact; scaled to the clip by the calibration data (headroom 1) it was not.
+    wider = (1.5 * calib.read(0, 16)[0]).astype(np.float32)
+    for x in wider:
+        expected = before([x[None]])[0]
+        np.testing.assert_allclose(after([x[None]])[0], expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
