@@ -90,8 +90,9 @@ def edgec_int8(source, model, calib: np.ndarray, budget: float | None) -> tuple[
     context = {"report": {}, "calibration": CalibrationSet("photo crops", [calib]), "format": "onnx"}
     work = edgec_ir.from_proto(edgec_ir.to_proto(model))
     options = CompileOptions(target=PROFILE, quantize="int8", max_accuracy_drop=budget)
-    work, _ = quantize.apply(work, source, load_profile(PROFILE), options, context)
-    return edgec_ir.to_proto(work), context["report"]
+    work, records = quantize.apply(work, source, load_profile(PROFILE), options, context)
+    notes = [n for r in records if r["name"] == "quantize-int8" for n in r["notes"]]
+    return edgec_ir.to_proto(work), {**context["report"], "notes": notes}
 
 
 def edgec_tflite(tmp: Path, calib: np.ndarray, budget: float):
@@ -149,8 +150,11 @@ def _edgec_variants(source, model, calib, full: bool) -> tuple[dict, dict]:
     for key, budget in variants:
         start = time.perf_counter()
         protos[key], report = edgec_int8(source, model, calib, budget)
-        extras[key] = {**_float_layers(report), "compile_s": round(time.perf_counter() - start, 1)}
+        extras[key] = {**_float_layers(report), "compile_s": round(time.perf_counter() - start, 1),
+                       "notes": report["notes"]}
         print(f"  {key}: compiled in {extras[key]['compile_s']} s", flush=True)
+        for note in report["notes"]:
+            print(f"    {note}", flush=True)
     return protos, extras
 
 

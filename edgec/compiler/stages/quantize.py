@@ -35,6 +35,8 @@ __all__ = ["apply"]
 
 # Samples used at most for calibration and for measuring accuracy without labelled data.
 CALIBRATION_LIMIT, HELD_OUT_LIMIT = 256, 256
+# Activation range methods tried beside the profile's (kept by held-out output noise) unless --calibration-method.
+RANGE_METHODS = ("mse", "percentile")
 # With this few layers, every layer's sensitivity is measured even when the budget holds (a full report).
 ALWAYS_MEASURE_LAYERS = 12
 
@@ -198,12 +200,38 @@ def _choose_tools(model, calib, evaluator, spec, method, options, records):
     best = _best_tools(tried, tools)
     _, work, quantizer, notes, _ = tried[best]
     records.extend(notes)
+    range_line = ""
+    if options.calibration_method is None:
+        work, quantizer, range_line = _choose_ranges(model, calib, part, spec, best, tried[best])
     verdict = {tools: "kept", (False, False): "undone"}.get(best, "partly undone (bias correction only)")
     figures = "; ".join(f"equalization {k[0]}, bias correction {k[1]}: {v[0][0]:.2f} points (output noise "
                         f"{v[0][1]:.2e})" for k, v in tried.items())
     line = (f"equalization {tools[0]}, bias correction {tools[1]} (profile) {verdict}: full-int8 drop estimate "
             f"on {len(part.samples)} held-out samples with {figures}")
-    return work, quantizer, best, [line]
+    return work, quantizer, best, [line] + ([range_line] if range_line else [])
+
+
+def _choose_ranges(model, calib, part, spec, tools: tuple[bool, bool], chosen: tuple):
+    """(work, quantizer, note): the activation range method with the lowest held-out output noise among the
+    profile's and ``RANGE_METHODS`` (``mse`` chooses each tensor's clipping range by its measured quantization
+    error), under the same rule as the tools (``_best_tools``)."""
+    from edgec.compiler.passes.quantize_common import proto_runner
+    from edgec.compiler.stages.quantize_evidence import decide
+
+    default = chosen[2].method
+    tried = {default: chosen}
+    for method in RANGE_METHODS:
+        if method in tried:
+            continue
+        work, quantizer = _int8_quantizer(model, calib, spec, method, tools, [])
+        measured = part.measure(proto_runner(quantizer.quantize(), unfused=True))
+        evidence = decide(measured, 0.0)
+        tried[method] = ((evidence["estimate"], measured["noise"]), work, quantizer, [], evidence["interval"])
+    best = _best_tools(tried, default)
+    figures = "; ".join(f"{k}: {v[0][0]:.2f} points (output noise {v[0][1]:.2e})" for k, v in tried.items())
+    note = (f"activation ranges: {best} ({'the profile' if best == default else 'lower held-out output noise'}); "
+            f"full-int8 drop estimate on {len(part.samples)} held-out samples with {figures}")
+    return tried[best][1], tried[best][2], note
 
 
 def _run_int8(model, samples, calib, evaluator, profile, method, budget, options, records):
@@ -217,6 +245,7 @@ def _run_int8(model, samples, calib, evaluator, profile, method, budget, options
                        always_measure=len(candidates) <= ALWAYS_MEASURE_LAYERS,
                        costs=layer_costs(work, profile, candidates), groups=sensitivity_groups(work, candidates),
                        cheap=True)
+    method = quantizer.method  # the one measured best (or the option's / profile's)
     notes = [f"calibration: {method} over {min(len(calib), CALIBRATION_LIMIT)} samples"]
     if calib is not samples:  # the guard measured a model calibrated on part of the data: calibrate on all now
         work, quantizer = _int8_quantizer(model, samples, spec, method, tools, [])
