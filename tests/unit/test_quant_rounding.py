@@ -102,3 +102,17 @@ def test_equalized_relu6_pairs_stay_the_float_model_beyond_the_calibration_range
     for x in wider:
         expected = before([x[None]])[0]
         np.testing.assert_allclose(after([x[None]])[0], expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_tools_and_ranges_go_by_output_noise_unless_a_drop_is_decisively_lower():
+    from edgec.compiler.stages.quantize import _best_tools
+
+    def entry(drop, noise, interval):
+        return ((drop, noise), None, None, [], interval)
+
+    tried = {"minmax": entry(0.30, 2.1e-2, (0.1, 0.6)), "mse": entry(0.40, 1.8e-2, (0.1, 0.8))}
+    assert _best_tools(tried, "minmax") == "mse"  # drops overlap: the continuous measure decides
+    tried["minmax"] = entry(0.05, 2.1e-2, (0.0, 0.2))
+    assert _best_tools(tried, "minmax") == "minmax"  # its whole interval is below mse's estimate
+    tried = {"minmax": entry(0.3, 2e-2, (0.1, 0.6)), "mse": entry(0.3, 2e-2, (0.1, 0.6))}
+    assert _best_tools(tried, "minmax") == "minmax"  # ties: the profile's choice

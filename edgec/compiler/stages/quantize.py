@@ -8,9 +8,10 @@
   int8) and ``context["calibration"]`` (the CalibrationSet, or None) and leaves quantization to the TFLite
   emitter, which can measure its result with ``edgec.compiler.accuracy.Evaluator``;
 * int8: cross-layer equalization + bias absorption, calibration (profile or ``--calibration-method``), bias
-  correction, onnxruntime QDQ; int4: Gemm -> MatMul+Add, MatMulNBits; fp16: float16 with float32 I/O;
-* the accuracy guard (``stages/quantize_guard.py``) returns sensitive layers to float until
-  ``--max-accuracy-drop`` holds.
+  correction, onnxruntime QDQ; without explicit options, equalization/bias correction and the activation range
+  method (profile's or ``mse``) are each kept by the held-out output noise (``_best_tools``); int4: Gemm -> MatMul+Add, MatMulNBits; fp16: float16 with float32 I/O;
+* the accuracy guard (``stages/quantize_guard.py``) keeps float the layers worth their cost
+  (``stages/quantize_select.py``), then returns sensitive layers to float until ``--max-accuracy-drop`` holds.
 
 The report gets ``quantization`` (precision, reason, settings, a row per quantizable node: precision chosen,
 sensitivity, reason) and ``accuracy`` (summary line, scores, what the guard tried).

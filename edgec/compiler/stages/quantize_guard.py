@@ -10,6 +10,9 @@
    float); the first guess is the shortest prefix of that order predicted to reach the target noise, then the
    shortest prefix that passes is found by measuring and bisecting (a dozen measurements at most, not one per
    layer).
+   Before that, with ``cheap``, the layers whose noise share is many times their cost share are kept float
+   whatever the budget (``quantize_select``: measured, undone unless the output noise falls); sensitivities are
+   measured with the Relu/Clip a layer alone feeds (``quantize_select.sensitivity_groups``).
 3. ``AccuracyBudgetError`` only when the last measurement's interval is wholly above the budget; its message
    shows the interval. An undecided end warns (saying how many samples would decide) and returns, of the
    models measured, the one with the fewest float layers whose estimate is within the best one's interval.
