@@ -111,6 +111,10 @@ class QuantizationSpec:
     equalize_layers: bool = True
     absorb_bias: bool = True
     bias_correction: bool = True
+    # AdaRound-style weight rounding fitted on the calibration data, kept per layer where its held-out output error
+    # is lower (passes/round_weights.py). Off: on EfficientNet-Lite2 it lowered every layer's weight error but not
+    # the model's agreement (activation ranges dominate there); on for weight-limited models (e.g. per-tensor).
+    adaptive_rounding: bool = False
     # --quantize auto, measured on x86 (benchmarks/quantization.py): below this many multiply-accumulates per
     # sample, or with narrower layers (MAC-weighted mean output channels), Q/DQ overhead outweighs int8 kernels.
     auto_min_macs: int = 10000000

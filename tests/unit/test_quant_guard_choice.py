@@ -76,3 +76,32 @@ def test_a_refusal_needs_an_interval_wholly_over_the_budget():
     with pytest.raises(AccuracyBudgetError) as caught:
         quantize_guard.run_guard(Quantizer(), Evaluator(spread=0.01), list(NOISE), budget=0.001, costs=_costs())
     assert "95% interval [" in str(caught.value)
+
+
+def test_layers_worth_their_cost_stay_float_even_when_the_budget_holds():
+    from edgec.compiler.stages.quantize_select import CHEAP_LIMIT, WORTH
+
+    evaluator = Evaluator(spread=0.05)
+    result = quantize_guard.run_guard(Quantizer(), evaluator, list(NOISE), budget=100.0, costs=_costs(), cheap=True)
+    assert result.evidence["verdict"] == "holds"
+    assert result.cheap == ["stem", "dw1"] == result.excluded  # best noise share per cost first; "big" is dear
+    total = sum(NOISE.values())
+    assert all(NOISE[n] / total / COST[n] >= WORTH for n in result.cheap)
+    assert sum(COST[n] for n in result.cheap) <= CHEAP_LIMIT
+    assert "kept" in result.tried[-1]["change"] and result.measured["noise"] < 0.75 * total
+    plain = quantize_guard.run_guard(Quantizer(), Evaluator(spread=0.05), list(NOISE), budget=100.0, costs=_costs())
+    assert plain.excluded == [] and plain.cheap == []  # without ``cheap`` a holding budget keeps full int8
+
+
+def test_cheap_float_layers_are_undone_when_the_measured_noise_does_not_fall():
+    class Stubborn(Evaluator):  # the noise measured on the whole model does not follow the layers' sum
+        def measure(self, quantized):
+            result = super().measure(quantized)
+            if len(quantized) > 1:
+                result["noise"] = sum(NOISE.values())
+            return result
+
+    result = quantize_guard.run_guard(Quantizer(), Stubborn(spread=0.05), list(NOISE), budget=100.0,
+                                      costs=_costs(), cheap=True)
+    assert result.excluded == [] and result.cheap == []
+    assert "undone" in result.tried[-1]["change"]

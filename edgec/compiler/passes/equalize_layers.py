@@ -9,9 +9,15 @@ swept repeatedly until the scales settle.
 
 ReLU6 (Clip 0..6) is not scale-invariant, so instead of replacing it with ReLU (as the paper does, changing the
 function) a channel is only scaled within the range the calibration data keep it below the clip (s_i >= max_i / 6);
-channels that do saturate keep s_i = 1. Bias absorption then moves ``c_i = max(0, min_i)`` (the smallest
+channels that do saturate keep s_i = 1. The bound keeps ``HEADROOM`` x the calibration maximum below the clip
+(s_i >= HEADROOM * max_i / 6): with s_i = max_i / 6 exactly, a channel scaled up to the clip by the calibration
+data saturated on any input beyond them, so the equalized model was no longer the float model on other photos
+(EfficientNet-Lite2, all ReLU6: 0.873 top-1 agreement on crops of other photos against 0.900 without
+equalization, while the calibration photos' own held-out crops showed no loss). Bias absorption then moves ``c_i = max(0, min_i)`` (the smallest
 pre-activation value seen) from layer1's bias into layer2's, shrinking activation ranges, where layer2 has no
-spatial padding (so the shift is exact) and the channel does not saturate.
+spatial padding (so the shift is exact) and the channel does not saturate; with the same headroom (the shift is
+``c_i / HEADROOM`` and the channel's maximum must stay below ``clip / HEADROOM``), since inputs below the shift or
+above the clip are where the absorbed model differs from the float one.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from edgec.compiler.quantizers.common import channel_stats, replace_const
 __all__ = ["EqualizeLayers"]
 
 SWEEPS = 12
+HEADROOM = 2.0  # a ReLU6 channel's calibration maximum is kept below clip / HEADROOM (see the module docstring)
 
 
 def _activation(node: ir.Node) -> float | None:
@@ -176,7 +183,7 @@ class EqualizeLayers(EdgecPass):
             if high is None:  # no data: a ReLU6 pair cannot be rescaled safely
                 return
             # Keep every channel's data below the clip; channels that saturate are not rescaled.
-            scale = np.where(high > clip, 1.0, np.maximum(scale, high / clip))
+            scale = np.where(high > clip, 1.0, np.maximum(scale, HEADROOM * high / clip))
         weights[id(layer1)] = _scale_axis(w1, axis1, 1.0 / scale)
         biases[id(layer1)] = biases[id(layer1)] / scale
         weights[id(layer2)] = _scale_axis(w2, _in_axis(layer2), scale)
@@ -192,7 +199,8 @@ class EqualizeLayers(EdgecPass):
         pads = layer2.attributes.get_ints("pads", ()) if layer2.op_type == "Conv" else ()
         if any(pads) or layer2.attributes.get_string("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
             return 0
-        shift = np.where(highs[name] <= clip, np.maximum(lows[name], 0.0), 0.0)
+        # exact for inputs in [shift, clip]: both ends keep HEADROOM x the calibration data's margin
+        shift = np.where(HEADROOM * highs[name] <= clip, np.maximum(lows[name], 0.0) / HEADROOM, 0.0)
         if not np.any(shift > 0):
             return 0
         w2 = weights[id(layer2)]

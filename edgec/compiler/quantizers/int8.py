@@ -153,7 +153,12 @@ class Int8Quantizer:
         method: activation range method (minmax, entropy, percentile, mse).
         bias_correction: pre-compensate the bias of quantized layers.
         limit: calibration samples used at most.
+
+    ``rounding``: node name -> (weight, bias) from ``round_weights.AdaptiveRounding``, substituted in every layer
+    being quantized (None: nearest rounding).
     """
+
+    rounding: dict | None = None
 
     def __init__(self, model: ir.Model, samples, spec, method: str, bias_correction: bool, limit: int = 256):
         self.model, self.spec, self.method, self.bias_correction = model, spec, method, bias_correction
@@ -197,10 +202,15 @@ class Int8Quantizer:
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
         source = self.path
-        if self.bias_correction:
+        if self.bias_correction or self.rounding:
+            from edgec.compiler.passes.round_weights import apply_rounding
+
             model = edgec_ir.from_proto(edgec_ir.to_proto(self.model))
             skip = set(exclude) if only is None else {n.name for n in model.graph} - set(only)
-            CorrectBias(self.means, skip, self.spec.per_channel, self.spec.weight_dtype, self.spec.reduce_range)(model)
+            apply_rounding(model, self.rounding or {}, skip)
+            if self.bias_correction:  # a no-op on the rounded layers: their weights are on the grid already
+                CorrectBias(self.means, skip, self.spec.per_channel, self.spec.weight_dtype,
+                            self.spec.reduce_range)(model)
             source = Path(self._dir.name) / "corrected.onnx"
             edgec_ir.save(model, source)
         out = Path(self._dir.name) / "int8.onnx"

@@ -8,9 +8,10 @@
   int8) and ``context["calibration"]`` (the CalibrationSet, or None) and leaves quantization to the TFLite
   emitter, which can measure its result with ``edgec.compiler.accuracy.Evaluator``;
 * int8: cross-layer equalization + bias absorption, calibration (profile or ``--calibration-method``), bias
-  correction, onnxruntime QDQ; int4: Gemm -> MatMul+Add, MatMulNBits; fp16: float16 with float32 I/O;
-* the accuracy guard (``stages/quantize_guard.py``) returns sensitive layers to float until
-  ``--max-accuracy-drop`` holds.
+  correction, onnxruntime QDQ; without explicit options, equalization/bias correction and the activation range
+  method (profile's or ``mse``) are each kept by the held-out output noise (``_best_tools``); int4: Gemm -> MatMul+Add, MatMulNBits; fp16: float16 with float32 I/O;
+* the accuracy guard (``stages/quantize_guard.py``) keeps float the layers worth their cost
+  (``stages/quantize_select.py``), then returns sensitive layers to float until ``--max-accuracy-drop`` holds.
 
 The report gets ``quantization`` (precision, reason, settings, a row per quantizable node: precision chosen,
 sensitivity, reason) and ``accuracy`` (summary line, scores, what the guard tried).
@@ -28,6 +29,7 @@ from edgec.compiler.passes import const
 from edgec.compiler.quantizers.common import batch_size, compact_proto, weighted_nodes
 from edgec.compiler.stages.quantize_guard import run_guard
 from edgec.compiler.stages.quantize_policy import isa_requirements, resolve_precision
+from edgec.compiler.stages.quantize_select import WORTH, sensitivity_groups
 from edgec.compiler.state import pass_record as _record
 from edgec.errors import CalibrationDataError, UsageError
 
@@ -35,6 +37,8 @@ __all__ = ["apply"]
 
 # Samples used at most for calibration and for measuring accuracy without labelled data.
 CALIBRATION_LIMIT, HELD_OUT_LIMIT = 256, 256
+# Activation range methods tried beside the profile's (kept by held-out output noise) unless --calibration-method.
+RANGE_METHODS = ("mse",)  # percentile measured too on EfficientNet-Lite2: never better than mse there
 # With this few layers, every layer's sensitivity is measured even when the budget holds (a full report).
 ALWAYS_MEASURE_LAYERS = 12
 
@@ -87,6 +91,10 @@ def _evaluator(model: ir.Model, samples, options, io: dict, split: bool):
 
 def _reason(node, row: dict, result, spec, precision: str, budget: float) -> str:
     sens, cost = row["sensitivity"], row.get("cost")
+    if node.name in result.cheap:
+        return (f"kept float for its cost by the accuracy guard: alone it gives output SQNR {sens['sqnr_db']:.1f} "
+                f"dB (noise {sens['noise']:.2e}) for {cost['bytes']:,} extra bytes and {cost['time_share']:.1%} of "
+                f"the time in float: noise share per cost share over {WORTH:g}, and the measured output noise fell")
     if node.name in result.excluded:
         return (f"returned to float by the accuracy guard: alone it gives output SQNR {sens['sqnr_db']:.1f} dB "
                 f"(noise {sens['noise']:.2e}) for {cost['bytes']:,} extra bytes and {cost['time_share']:.1%} of "
@@ -124,13 +132,46 @@ def _int8_quantizer(model, calib, spec, method, tools: tuple[bool, bool], record
         cle = EqualizeLayers(calib, absorb_bias=spec.absorb_bias)
         cle(work)
         records.append(_record(cle.name, cle.settings(), cle.notes))
-    return work, Int8Quantizer(work, calib, spec, method, tools[1], CALIBRATION_LIMIT)
+    quantizer = Int8Quantizer(work, calib, spec, method, tools[1], CALIBRATION_LIMIT)
+    if spec.adaptive_rounding and spec.weight_dtype == "int8":
+        from edgec.compiler.passes.round_weights import AdaptiveRounding
+
+        rounding = AdaptiveRounding(work, calib, spec.per_channel, spec.reduce_range)
+        quantizer.rounding = rounding.replacements
+        records.append(_record("round-weights", {"samples": min(len(calib), 16)},
+                               [rounding.summary(), *(f"{r['node']}: held-out output error {r['nearest_error']:.3g} "
+                                                      f"nearest, {r['adaptive_error']:.3g} adaptive: "
+                                                      f"{'kept' if r['kept'] else 'nearest kept'}"
+                                                      for r in rounding.rows)]))
+    return work, quantizer
+
+
+def _tool_options(tools: tuple[bool, bool]) -> list[tuple[bool, bool]]:
+    """The profile's (equalization, bias correction), then each with fewer tools: (T, T) -> (F, T) -> (F, F)."""
+    options = [tools]
+    if tools[0] and tools[1]:
+        options.append((False, True))
+    if (False, False) not in options:
+        options.append((False, False))
+    return options
+
+
+def _best_tools(tried: dict, tools: tuple[bool, bool]) -> tuple[bool, bool]:
+    """The option with the lowest output noise (the continuous measure: it ranks on a few dozen samples), unless
+    another one's drop estimate is decisively lower (its whole 95% interval below the noise-best one's estimate).
+    The profile's option wins ties."""
+    by_noise = min(tried, key=lambda k: (tried[k][0][1], k != tools))
+    decisive = [k for k in tried if tried[k][4][1] < tried[by_noise][0][0]]
+    return min(decisive, key=lambda k: (tried[k][0][0], k != tools)) if decisive else by_noise
 
 
 def _choose_tools(model, calib, evaluator, spec, method, options, records):
     """Equalization and bias correction as the options or the profile say; when only the profile says and data
-    can tell, they are kept only if they lower the full-int8 model's measured drop (the guard's measure; output
-    noise breaks ties), else undone."""
+    can tell, each tool is kept only if it lowers the full-int8 model's measured output noise on the held-out
+    samples (``_best_tools``), else undone. Bias correction alone is tried too (equalization can hurt where bias
+    correction helps); it reuses the calibration of the unequalized model."""
+    import copy
+
     from edgec.compiler.quantizers.common import proto_runner
     from edgec.compiler.stages.quantize_evidence import decide
     from edgec.compiler.stages.quantize_guard import SENSITIVITY_SAMPLES
@@ -141,21 +182,54 @@ def _choose_tools(model, calib, evaluator, spec, method, options, records):
     if evaluator is None or explicit or tools == (False, False):
         return (*_int8_quantizer(model, calib, spec, method, tools, records), tools, [])
     part = evaluator.subset(SENSITIVITY_SAMPLES)
-    tried = {}
-    for option in (tools, (False, False)):
+    tried, plain = {}, None
+    for option in _tool_options(tools):
         notes: list[dict] = []
-        work, quantizer = _int8_quantizer(model, calib, spec, method, option, notes)
+        if option == (False, False) and plain is not None:  # same ranges, no bias correction
+            work, quantizer = plain[0], copy.copy(plain[1])
+            quantizer.bias_correction = False
+        else:
+            work, quantizer = _int8_quantizer(model, calib, spec, method, option, notes)
+        if not option[0]:
+            plain = (work, quantizer)
         measured = part.measure(proto_runner(quantizer.quantize(), unfused=True))  # the target's arithmetic
-        tried[option] = ((decide(measured, 0.0)["estimate"], measured["noise"]), work, quantizer, notes)
-    best = min(tried, key=lambda k: (tried[k][0], k != tools))
-    _, work, quantizer, notes = tried[best]
+        evidence = decide(measured, 0.0)
+        tried[option] = ((evidence["estimate"], measured["noise"]), work, quantizer, notes, evidence["interval"])
+    best = _best_tools(tried, tools)
+    _, work, quantizer, notes, _ = tried[best]
     records.extend(notes)
-    verdict = "kept" if best == tools else "undone"
-    (drop_with, noise_with), (drop_without, noise_without) = tried[tools][0], tried[(False, False)][0]
+    range_line = ""
+    if options.calibration_method is None:
+        work, quantizer, range_line = _choose_ranges(model, calib, part, spec, best, tried[best])
+    verdict = {tools: "kept", (False, False): "undone"}.get(best, "partly undone (bias correction only)")
+    figures = "; ".join(f"equalization {k[0]}, bias correction {k[1]}: {v[0][0]:.2f} points (output noise "
+                        f"{v[0][1]:.2e})" for k, v in tried.items())
     line = (f"equalization {tools[0]}, bias correction {tools[1]} (profile) {verdict}: full-int8 drop estimate "
-            f"{drop_with:.2f} points (output noise {noise_with:.2e}) with them, {drop_without:.2f} "
-            f"({noise_without:.2e}) without, on {len(part.samples)} held-out samples")
-    return work, quantizer, best, [line]
+            f"on {len(part.samples)} held-out samples with {figures}")
+    return work, quantizer, best, [line] + ([range_line] if range_line else [])
+
+
+def _choose_ranges(model, calib, part, spec, tools: tuple[bool, bool], chosen: tuple):
+    """(work, quantizer, note): the activation range method with the lowest held-out output noise among the
+    profile's and ``RANGE_METHODS`` (``mse`` chooses each tensor's clipping range by its measured quantization
+    error), under the same rule as the tools (``_best_tools``)."""
+    from edgec.compiler.quantizers.common import proto_runner
+    from edgec.compiler.stages.quantize_evidence import decide
+
+    default = chosen[2].method
+    tried = {default: chosen}
+    for method in RANGE_METHODS:
+        if method in tried:
+            continue
+        work, quantizer = _int8_quantizer(model, calib, spec, method, tools, [])
+        measured = part.measure(proto_runner(quantizer.quantize(), unfused=True))
+        evidence = decide(measured, 0.0)
+        tried[method] = ((evidence["estimate"], measured["noise"]), work, quantizer, [], evidence["interval"])
+    best = _best_tools(tried, default)
+    figures = "; ".join(f"{k}: {v[0][0]:.2f} points (output noise {v[0][1]:.2e})" for k, v in tried.items())
+    note = (f"activation ranges: {best} ({'the profile' if best == default else 'lower held-out output noise'}); "
+            f"full-int8 drop estimate on {len(part.samples)} held-out samples with {figures}")
+    return tried[best][1], tried[best][2], note
 
 
 def _run_int8(model, samples, calib, evaluator, profile, method, budget, options, records):
@@ -167,7 +241,9 @@ def _run_int8(model, samples, calib, evaluator, profile, method, budget, options
     candidates = [n.name for n in weighted_nodes(work) if n.op_type not in spec.float_ops]
     result = run_guard(quantizer, evaluator, candidates, budget,
                        always_measure=len(candidates) <= ALWAYS_MEASURE_LAYERS,
-                       costs=layer_costs(work, profile, candidates))
+                       costs=layer_costs(work, profile, candidates), groups=sensitivity_groups(work, candidates),
+                       cheap=True)
+    method = quantizer.method  # the one measured best (or the option's / profile's)
     notes = [f"calibration: {method} over {min(len(calib), CALIBRATION_LIMIT)} samples"]
     if calib is not samples:  # the guard measured a model calibrated on part of the data: calibrate on all now
         work, quantizer = _int8_quantizer(model, samples, spec, method, tools, [])
@@ -177,6 +253,7 @@ def _run_int8(model, samples, calib, evaluator, profile, method, budget, options
     chosen = {name: "int8" for name in quantized_nodes(result.proto)}
     notes.insert(0, f"{len(chosen)} nodes run on int8 data; {len(result.excluded)} returned to float")
     notes.extend(tool_notes)
+    notes.extend(result.notes)
     if quantizer.bias_correction:
         notes.append("bias correction applied to every quantized Conv/Gemm")
     records.append(_record("quantize-int8", quantizer.settings(), notes))

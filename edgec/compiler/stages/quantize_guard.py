@@ -10,6 +10,9 @@
    float); the first guess is the shortest prefix of that order predicted to reach the target noise, then the
    shortest prefix that passes is found by measuring and bisecting (a dozen measurements at most, not one per
    layer).
+   Before that, with ``cheap``, the layers whose noise share is many times their cost share are kept float
+   whatever the budget (``quantize_select``: measured, undone unless the output noise falls); sensitivities are
+   measured with the Relu/Clip a layer alone feeds (``quantize_select.sensitivity_groups``).
 3. ``AccuracyBudgetError`` only when the last measurement's interval is wholly above the budget; its message
    shows the interval. An undecided end warns (saying how many samples would decide) and returns, of the
    models measured, the one with the fewest float layers whose estimate is within the best one's interval.
@@ -23,6 +26,7 @@ import onnx
 
 from edgec.compiler.quantizers.common import proto_runner
 from edgec.compiler.stages.quantize_evidence import decide
+from edgec.compiler.stages.quantize_select import buy_cheap_layers
 from edgec.errors import AccuracyBudgetError
 
 __all__ = ["GuardResult", "measure_sensitivity", "run_guard"]
@@ -39,6 +43,8 @@ class GuardResult:
                  tried: list[dict], evidence: dict | None = None, costs: dict | None = None):
         self.proto, self.measured, self.excluded = proto, measured, excluded
         self.sensitivity, self.tried, self.evidence, self.costs = sensitivity, tried, evidence, costs or {}
+        self.cheap: list[str] = []  # float for their cost, whatever the budget (``quantize_select``)
+        self.notes: list[str] = []
 
 
 def _tried_row(step: int, change: str, measured: dict, evidence: dict) -> dict:
@@ -47,10 +53,14 @@ def _tried_row(step: int, change: str, measured: dict, evidence: dict) -> dict:
             "estimate": evidence["estimate"], "interval": evidence["interval"], "measure": evidence["measure"]}
 
 
-def measure_sensitivity(quantizer, evaluator, candidates: list[str], threads: int = 0) -> dict:
-    """Node name -> the measure of the model with only that node quantized (on a subset of the samples)."""
+def measure_sensitivity(quantizer, evaluator, candidates: list[str], threads: int = 0,
+                        groups: dict | None = None) -> dict:
+    """Node name -> the measure of the model with only that node (and the nodes ``groups`` puts with it, see
+    ``quantize_select.sensitivity_groups``) quantized, on a subset of the samples."""
     part = evaluator.subset(SENSITIVITY_SAMPLES)
-    return {name: part.measure(_runner(quantizer.quantize(only={name}), threads)) for name in candidates}
+    groups = groups or {}
+    return {name: part.measure(_runner(quantizer.quantize(only=groups.get(name, {name})), threads))
+            for name in candidates}
 
 
 def _runner(proto: onnx.ModelProto, threads: int):
@@ -85,11 +95,14 @@ def _refusal(evidence: dict, excluded: list[str], candidates: list[str], tried: 
 
 
 def run_guard(quantizer, evaluator, candidates: list[str], budget: float, threads: int = 0,
-              always_measure: bool = False, costs: dict | None = None) -> GuardResult:
+              always_measure: bool = False, costs: dict | None = None, groups: dict | None = None,
+              cheap: bool = False) -> GuardResult:
     """Quantize everything, then buy accuracy back with float layers until the evidence says the budget holds.
 
     ``evaluator`` None means no data to measure with: the fully quantized model is returned unmeasured.
     ``costs``: node name -> {"cost": ...} (``quantize_cost.layer_costs``); without it every layer costs 1.
+    ``groups``: what to quantize with each layer to measure its sensitivity (``quantize_select``).
+    ``cheap``: first keep float the layers worth their cost whatever the budget (``quantize_select``).
     """
     proto = quantizer.quantize()
     if evaluator is None:
@@ -97,17 +110,25 @@ def run_guard(quantizer, evaluator, candidates: list[str], budget: float, thread
     measured = evaluator.measure(_runner(proto, threads))
     evidence = decide(measured, budget)
     tried = [_tried_row(0, "all layers quantized", measured, evidence)]
-    sensitivity = measure_sensitivity(quantizer, evaluator, candidates, threads) if always_measure else {}
+    sensitivity = measure_sensitivity(quantizer, evaluator, candidates, threads, groups) if always_measure else {}
+    base, notes = [], []
+    if cheap and costs:
+        base, (proto, measured, evidence), notes = buy_cheap_layers(
+            quantizer, lambda p: evaluator.measure(_runner(p, threads)),
+            lambda names: measure_sensitivity(quantizer, evaluator, names, threads, groups),
+            (proto, measured, evidence), costs, candidates, sensitivity, tried, _tried_row)
     if evidence["accept"]:
-        return _done(proto, measured, [], sensitivity, tried, evidence, costs)
-    sensitivity = sensitivity or measure_sensitivity(quantizer, evaluator, candidates, threads)
+        return _done(proto, measured, base, sensitivity, tried, evidence, costs, base, notes)
+    missing = [n for n in candidates if n not in sensitivity]
+    sensitivity.update(measure_sensitivity(quantizer, evaluator, missing, threads, groups))
     costs = costs or {name: {"cost": 1.0} for name in candidates}
     gain = {n: sensitivity[n]["noise"] / max(costs[n]["cost"], 1e-9) for n in candidates}
-    order = sorted(candidates, key=lambda n: (-gain[n], n))
+    order = base + sorted((n for n in candidates if n not in base), key=lambda n: (-gain[n], n))
     limit = len(candidates) - 1  # every layer in float is not quantization: stop before that
-    low, best = 0, None  # the longest prefix of ``order`` known to fail, and the shortest known to pass
-    seen = [(0, proto, measured, evidence)]
-    count = _predicted_count(order, 0, sensitivity, measured["noise"], _target(measured, evidence, budget))
+    # the longest prefix of ``order`` known to fail (or the cheap layers kept float), the shortest known to pass
+    low, best = len(base), None
+    seen = [(low, proto, measured, evidence)]
+    count = _predicted_count(order, low, sensitivity, measured["noise"], _target(measured, evidence, budget))
     for _ in range(MAX_ROUNDS):
         count = min(count, limit)
         if count <= low or (best is not None and count >= best[0]):
@@ -126,11 +147,11 @@ def run_guard(quantizer, evaluator, candidates: list[str], budget: float, thread
                 order, low, sensitivity, measured["noise"], _target(measured, evidence, budget))
     if best is not None:
         count, proto, measured, evidence = best
-        return _done(proto, measured, order[:count], sensitivity, tried, evidence, costs)
+        return _done(proto, measured, order[:count], sensitivity, tried, evidence, costs, base, notes)
     if evidence["verdict"] == "exceeds":
         raise _refusal(evidence, order[:low], candidates, tried)
     count, proto, measured, evidence = _fewest_like_best(seen, order, quantizer, evaluator, budget, tried, threads)
-    return _done(proto, measured, order[:count], sensitivity, tried, evidence, costs)
+    return _done(proto, measured, order[:count], sensitivity, tried, evidence, costs, base, notes)
 
 
 def _fewest_like_best(seen: list[tuple], order, quantizer, evaluator, budget, tried, threads) -> tuple:
@@ -162,7 +183,9 @@ def _target(measured: dict, evidence: dict, budget: float) -> float:
     return measured["noise"] * (MARGIN * budget / max(evidence["estimate"], 1e-6)) ** 2
 
 
-def _done(proto, measured, excluded, sensitivity, tried, evidence, costs) -> GuardResult:
+def _done(proto, measured, excluded, sensitivity, tried, evidence, costs, cheap=(), notes=()) -> GuardResult:
     if evidence["verdict"] == "undecided":
         warnings.warn(f"accuracy guard: {evidence['why']}", stacklevel=3)
-    return GuardResult(proto, measured, list(excluded), sensitivity, tried, evidence, costs)
+    result = GuardResult(proto, measured, list(excluded), sensitivity, tried, evidence, costs)
+    result.cheap, result.notes = [n for n in cheap if n in excluded], list(notes)
+    return result
