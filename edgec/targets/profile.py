@@ -112,7 +112,7 @@ class QuantizationSpec:
     absorb_bias: bool = True
     bias_correction: bool = True
     # AdaRound-style weight rounding fitted on the calibration data, kept per layer where its held-out output error
-    # is lower (passes/round_weights.py). Off: on EfficientNet-Lite2 it lowered every layer's weight error but not
+    # is lower (quantizers/rounding.py). Off: on EfficientNet-Lite2 it lowered every layer's weight error but not
     # the model's agreement (activation ranges dominate there); on for weight-limited models (e.g. per-tensor).
     adaptive_rounding: bool = False
     # --quantize auto, measured on x86 (benchmarks/quantization.py): below this many multiply-accumulates per

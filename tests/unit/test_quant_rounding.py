@@ -35,7 +35,7 @@ def _stem_net(rng, bias: float = 1.0):
 
 
 def test_adaptive_rounding_picks_floor_or_ceiling_and_lowers_the_output_error():
-    from edgec.compiler.passes.round_weights import round_rows
+    from edgec.compiler.quantizers.rounding import round_rows
 
     rng = np.random.default_rng(0)
     x = rng.uniform(-20, 20, (6, 12))
@@ -52,8 +52,8 @@ def test_adaptive_rounding_picks_floor_or_ceiling_and_lowers_the_output_error():
 
 
 def test_adaptive_rounding_of_a_small_net_stays_on_the_quantizer_grid():
-    from edgec.compiler.passes.round_weights import AdaptiveRounding
     from edgec.compiler.quantizers.int8 import Int8Quantizer
+    from edgec.compiler.quantizers.rounding import AdaptiveRounding
     from edgec.targets import load_profile
     rng = np.random.default_rng(3)
     model = _stem_net(rng)

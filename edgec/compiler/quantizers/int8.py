@@ -154,7 +154,7 @@ class Int8Quantizer:
         bias_correction: pre-compensate the bias of quantized layers.
         limit: calibration samples used at most.
 
-    ``rounding``: node name -> (weight, bias) from ``round_weights.AdaptiveRounding``, substituted in every layer
+    ``rounding``: node name -> (weight, bias) from ``quantizers.rounding.AdaptiveRounding``, substituted in every layer
     being quantized (None: nearest rounding).
     """
 
@@ -203,7 +203,7 @@ class Int8Quantizer:
 
         source = self.path
         if self.bias_correction or self.rounding:
-            from edgec.compiler.passes.round_weights import apply_rounding
+            from edgec.compiler.quantizers.rounding import apply_rounding
 
             model = edgec_ir.from_proto(edgec_ir.to_proto(self.model))
             skip = set(exclude) if only is None else {n.name for n in model.graph} - set(only)

@@ -134,7 +134,7 @@ def _int8_quantizer(model, calib, spec, method, tools: tuple[bool, bool], record
         records.append(_record(cle.name, cle.settings(), cle.notes))
     quantizer = Int8Quantizer(work, calib, spec, method, tools[1], CALIBRATION_LIMIT)
     if spec.adaptive_rounding and spec.weight_dtype == "int8":
-        from edgec.compiler.passes.round_weights import AdaptiveRounding
+        from edgec.compiler.quantizers.rounding import AdaptiveRounding
 
         rounding = AdaptiveRounding(work, calib, spec.per_channel, spec.reduce_range)
         quantizer.rounding = rounding.replacements
