@@ -36,11 +36,29 @@ def run_all(runner: Runner, samples, batch: int) -> list[np.ndarray]:
     parts: list[list[np.ndarray]] = []
     for inputs in samples.batches(batch):
         parts.append([np.asarray(o) for o in runner(inputs)])
-    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))] if parts else []
+    if not parts:
+        return []
+    # Samples fed one at a time as whole inputs (a recurrent state, a scalar): an output without a batch axis
+    # (the next state) gets one, so that sample k is row k of every output.
+    whole = getattr(samples, "max_batch", 0) == 1
+    return [np.stack([p[k] for p in parts]) if whole and any(p[k].shape[:1] != (1,) for p in parts)
+            else np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
 
 def _is_classifier(output: np.ndarray) -> bool:
     return output.ndim == 2 and output.shape[1] >= 2 and np.issubdtype(output.dtype, np.floating)
+
+
+def _is_step_classifier(output: np.ndarray) -> bool:
+    """[N, T, C] probabilities (a CTC recogniser's, a tagger's): one decision per step, read by its arg-max."""
+    if output.ndim != 3 or output.shape[2] < 2 or not np.issubdtype(output.dtype, np.floating):
+        return False
+    return bool(np.all(output >= 0) and np.allclose(output.sum(2), 1.0, atol=1e-3))
+
+
+def _rows(output: np.ndarray, steps: bool) -> np.ndarray:
+    """A step classifier's output as one row per step; any other output as it is."""
+    return output.reshape(-1, output.shape[-1]) if steps else output
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -100,13 +118,15 @@ class Evaluator:
             if self.labels.shape[0] != first.shape[0]:
                 raise CalibrationDataError(f"{samples.source}: 'labels' has {self.labels.shape[0]} entries for "
                                            f"{first.shape[0]} samples")
-        self.classifier = _is_classifier(first)
-        self.probabilities = _probabilities(first) if self.classifier else None
+        self.steps = self.labels is None and _is_step_classifier(first)
+        self.classifier = _is_classifier(_rows(first, self.steps))
+        self.probabilities = _probabilities(_rows(first, self.steps)) if self.classifier else None
         if self.labels is not None:
             self.metric = "top-1 accuracy"
             self.float_score = 100.0 * float(np.mean(first.argmax(1) == self.labels))
         else:
-            self.metric = "top-1 agreement with float" if self.classifier else "cosine similarity with float x100"
+            self.metric = ("top-1 agreement with float" + (" per step" if self.steps else "") if self.classifier
+                           else "cosine similarity with float x100")
             self.float_score = 100.0
 
     def measure(self, runner: Runner) -> dict:
@@ -125,8 +145,9 @@ class Evaluator:
                   "noise": noise, "sqnr_db": round(float(-10 * np.log10(max(noise, 1e-30))), 2),
                   "rel_error": round(max(_relative_error(r, o) for r, o in zip(self.reference, outputs)), 6)}
         per_sample = 100.0 * (1.0 - cosines)
-        if self.classifier:
-            chosen, top = first.argmax(1), ref.argmax(1)
+        if self.classifier:  # per step for a step classifier: each step's arg-max is a decision
+            chosen, top = _rows(first, self.steps).argmax(1), _rows(ref, self.steps).argmax(1)
+            n = len(top)
             agree = int(np.sum(chosen == top))
             low, high = wilson(agree, n)
             result["agreement"] = round(100.0 * agree / n, 4)
@@ -160,7 +181,8 @@ class Evaluator:
         part.samples = self.samples.subset(0, count)
         part.reference = [r[:count] for r in self.reference]
         part.labels = None if self.labels is None else self.labels[:count]
-        part.probabilities = None if self.probabilities is None else self.probabilities[:count]
+        rows = count * (self.reference[0].shape[1] if self.steps else 1)
+        part.probabilities = None if self.probabilities is None else self.probabilities[:rows]
         if self.labels is not None:
             part.float_score = 100.0 * float(np.mean(part.reference[0].argmax(1) == part.labels))
         return part
