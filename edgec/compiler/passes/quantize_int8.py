@@ -25,7 +25,8 @@ import onnx_ir as ir
 
 from edgec import ir as edgec_ir
 from edgec.compiler.passes.correct_bias import CorrectBias, input_means
-from edgec.compiler.passes.quantize_common import batch_size, make_session, with_outputs
+from edgec.compiler.passes.quantize_common import WEIGHTED_OPS, batch_size, make_session, with_outputs
+from edgec.compiler.passes.quantize_derive import VariantMaker
 from edgec.compiler.passes.quantize_scope import expand, float_scope, op_groups
 from edgec.errors import CompileError
 
@@ -168,6 +169,8 @@ class Int8Quantizer:
         self.float_ops = set(spec.float_ops)
         self.keep_float = float_scope(model)  # node name -> why it stays float whatever the guard does
         self.groups = op_groups(model, self.quantizable_ops(), self.keep_float)  # "ops:Add" -> node names
+        self._kinds = {n.name: n.op_type for n in model.graph}
+        self._full, self._variants = None, None
         try:
             self.ranges = self._calibrate(samples, limit)
         except Exception as exc:  # onnxruntime's calibrators raise untyped errors; name the model and step
@@ -201,12 +204,29 @@ class Int8Quantizer:
     def _op_types(self) -> list[str] | None:
         return sorted(self.quantizable_ops()) if self.float_ops else None
 
-    def quantize(self, exclude=(), only=None) -> onnx.ModelProto:
-        """A QDQ model with the nodes ``exclude`` in float (or only the nodes ``only`` quantized)."""
-        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
+    def quantize(self, exclude=(), only=None, exact: bool = False) -> onnx.ModelProto:
+        """A QDQ model with the nodes ``exclude`` in float (or only the nodes ``only`` quantized). Variants of the
+        fully quantized model are derived from it (``quantize_derive``) unless ``exact``: then onnxruntime's
+        quantizer makes this one."""
         exclude = expand(exclude, self.groups) | set(self.keep_float)
         only = None if only is None else expand(only, self.groups) - set(self.keep_float)
+        if exact:
+            return self._quantize(exclude, only)
+        if self._full is None:
+            self._full = self._quantize(set(self.keep_float), None)
+            self._variants = VariantMaker(self._full, self.model)
+        if only is None and exclude == set(self.keep_float):
+            full = onnx.ModelProto()
+            full.CopyFrom(self._full)
+            return full
+        ops = self.quantizable_ops() | set(WEIGHTED_OPS)
+        return self._variants.derive(lambda name: self._kinds.get(name) in ops and name not in exclude
+                                     and (only is None or name in only))
+
+    def _quantize(self, exclude: set[str], only: set[str] | None) -> onnx.ModelProto:
+        """onnxruntime's quantizer on the float model (bias-corrected for the layers it quantizes)."""
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
         source = self.path
         if self.bias_correction:
             model = edgec_ir.from_proto(edgec_ir.to_proto(self.model))

@@ -189,7 +189,9 @@ def _run_int8(model, samples, calib, evaluator, profile, method, budget, options
     notes = [f"calibration: {method} over {min(len(calib), CALIBRATION_LIMIT)} samples"]
     if calib is not samples:  # the guard measured a model calibrated on part of the data: calibrate on all now
         work, quantizer = _int8_quantizer(model, samples, spec, method, tools, [])
-        result.proto = quantizer.quantize(exclude=result.excluded)
+    if result.excluded or calib is not samples:  # onnxruntime makes the final model (the guard's were derived)
+        result.proto = quantizer.quantize(exclude=result.excluded, exact=True)
+    if calib is not samples:
         notes = [f"calibration: {method} over {min(len(samples), CALIBRATION_LIMIT)} samples (all of them; the "
                  f"guard measured a model calibrated on {len(calib)})"]
     chosen = {name: "int8" for name in quantized_nodes(result.proto)}
