@@ -5,7 +5,9 @@ so that a drop compares directly with ``--max-accuracy-drop``:
 
 * labelled evaluation data (``labels`` = integer class ids): top-1 accuracy; the drop is float minus candidate;
 * no labels, classifier output ([N, C], C >= 2): top-1 agreement with the float model (the float model scores 100);
-* no labels, any other output: 100 x the mean cosine similarity with the float outputs, of the worst output (a
+* no labels, [N, T, C] probabilities (a CTC recogniser): top-1 agreement per step, as a classifier's;
+* no labels, any other output: 100 x the mean cosine similarity with the float outputs, weighted by each
+  sample's energy in the float output (a detector's empty map has no direction), of the worst output (a
   model's every output counts: a recurrent state matters as much as the value beside it); an output of one value
   per sample (a probability, a score) is compared across the samples, where per-sample cosine would be 1 for any
   value of the same sign. The relative error is reported too.
@@ -77,11 +79,18 @@ def _probabilities(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(1, keepdims=True)
 
 
+def _energy(reference: np.ndarray) -> np.ndarray:
+    """Per-sample weights of a cosine: the reference's energy, as a share of the mean (all 1 when equal)."""
+    energy = np.sum(reference.reshape(len(reference), -1).astype(np.float64) ** 2, axis=1)
+    return energy / np.mean(energy) if np.mean(energy) > 0 else np.ones(len(reference))
+
+
 def _output_cosine(reference: np.ndarray, got: np.ndarray) -> float:
-    """Mean per-sample cosine; over all samples at once when each holds at most one value."""
+    """Per-sample cosine, averaged with the reference's energy as weights (a detector's map of a scene without
+    text is ~0, and its direction means nothing); over all samples at once when each holds at most one value."""
     if reference.ndim == 0 or reference.size <= len(reference):
         return float(_cosine(reference.reshape(1, -1), got.reshape(1, -1))[0])
-    return float(np.mean(_cosine(reference, got)))
+    return float(np.mean(_cosine(reference, got) * _energy(reference)))
 
 
 def _relative_error(reference: np.ndarray, got: np.ndarray) -> float:
@@ -144,7 +153,7 @@ class Evaluator:
                   "labels": self.labels is not None,
                   "noise": noise, "sqnr_db": round(float(-10 * np.log10(max(noise, 1e-30))), 2),
                   "rel_error": round(max(_relative_error(r, o) for r, o in zip(self.reference, outputs)), 6)}
-        per_sample = 100.0 * (1.0 - cosines)
+        per_sample = 100.0 * (1.0 - cosines) * (_energy(ref) if ref.ndim > 1 and ref.size > len(ref) else 1.0)
         if self.classifier:  # per step for a step classifier: each step's arg-max is a decision
             chosen, top = _rows(first, self.steps).argmax(1), _rows(ref, self.steps).argmax(1)
             n = len(top)
