@@ -144,7 +144,7 @@ def test_held_out_rows_of_whole_inputs_keep_their_shape():
         return [part[0] if len(part) == 1 else part]
 
     samples = CalibrationSet("calib", reader=reader, count=6, max_batch=1)
-    held, rest = samples.random_split(0.5, 0)
+    held, _ = samples.random_split(0.5, 0)
     assert held.max_batch == 1
     for batch in held.batches(4):
         assert batch[0].shape == (2, 3)
