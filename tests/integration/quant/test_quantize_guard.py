@@ -136,3 +136,20 @@ def test_the_guard_measures_the_quantized_arithmetic_not_this_machines_int8_kern
     pairs = raw[0::2][None] * weights[:, 0::2] + raw[1::2][None] * weights[:, 1::2]
     assert np.abs(pairs).max() > 32767  # these sums saturate in int16 on a CPU without VNNI
     np.testing.assert_allclose(_runner(proto, 1)([x])[0], want, atol=1e-6)
+
+
+def test_auto_format_falls_back_to_onnx_when_tflite_int8_cannot_meet_the_budget(digits_mlp_trained, junk_data,
+                                                                                  tmp_path):
+    """TFLite's selective int8 keeps whole op types in float; an MLP is one op type (FULLY_CONNECTED), so the
+    junk feature leaves it nothing to deny-list. ``--format auto`` then falls back to onnxruntime (rpi4 runs both),
+    whose guard returns the one sensitive layer to float; an explicit ``--format tflite`` still refuses."""
+    model = _with_junk_feature(digits_mlp_trained.model, propagate=False)
+    source, calib, eval_data = _save(tmp_path, model, "junk-rpi4", *junk_data)
+    options = {"target": "rpi4", "quantize": "int8", "calibration": str(calib), "eval_data": str(eval_data),
+               "calibration_method": "minmax", "max_accuracy_drop": 1.0}
+    bundle = api.compile(str(source), tmp_path / "auto", **options)
+    fallback = bundle.manifest["report"]["format"]["fallback"]
+    assert bundle.format == "onnx" and fallback["from"] == "tflite" and "TFLite int8 over" in fallback["reason"]
+    assert bundle.manifest["report"]["accuracy"]["drop"] <= 1.0
+    with pytest.raises(AccuracyBudgetError):
+        api.compile(str(source), tmp_path / "explicit", format="tflite", **options)
