@@ -157,6 +157,15 @@ def _keras_tflite(model, samples: dict, out: Path) -> Variant:
     return Variant("TFLiteConverter int8 (float io)", tflite_runner(out), out, "tflite", time.perf_counter() - start)
 
 
+def _runs(variant: Variant, feed: dict, notes: list[str]) -> bool:
+    try:
+        variant.run(feed)
+        return True
+    except Exception as exc:
+        notes.append(f"{variant.name}: cannot run: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}")
+        return False
+
+
 def _latencies(variants: list[Variant], feed: dict, rounds: int) -> dict[str, float]:
     """Median single-sample latency, variants interleaved so that machine noise hits them all alike."""
     times: dict[str, list[float]] = {v.name: [] for v in variants}
@@ -214,8 +223,9 @@ def bench_model(model, tmp: Path, rounds: int, targets=("host", "rpi4")) -> dict
     float_onnx = _float_onnx(model, host_fp32, tmp)
     baseline = Variant("fp32 onnxruntime", onnx_runner(float_onnx), float_onnx, "onnx") if float_onnx else None
     peers, peer_notes = _peers(model, float_onnx, calib, tmp) if float_onnx else ([], [])
-    everything = ([baseline] if baseline else []) + variants + peers
     feed = model.feed(test, 0)
+    peers = [v for v in peers if _runs(v, feed, notes)]  # a peer's file its runtime cannot run is a note, not a crash
+    everything = ([baseline] if baseline else []) + variants + peers
     latency = _latencies(everything, feed, rounds)
     source, size = source_runner(model), model.path.stat().st_size
     rows = []

@@ -5,7 +5,9 @@ so that a drop compares directly with ``--max-accuracy-drop``:
 
 * labelled evaluation data (``labels`` = integer class ids): top-1 accuracy; the drop is float minus candidate;
 * no labels, classifier output ([N, C], C >= 2): top-1 agreement with the float model (the float model scores 100);
-* no labels, any other output: 100 x the mean cosine similarity with the float outputs, of the worst output (a
+* no labels, [N, T, C] probabilities (a CTC recogniser): top-1 agreement per step, as a classifier's;
+* no labels, any other output: 100 x the mean cosine similarity with the float outputs, weighted by each
+  sample's energy in the float output (a detector's empty map has no direction), of the worst output (a
   model's every output counts: a recurrent state matters as much as the value beside it); an output of one value
   per sample (a probability, a score) is compared across the samples, where per-sample cosine would be 1 for any
   value of the same sign. The relative error is reported too.
@@ -45,7 +47,13 @@ def run_all(runner: Runner, samples, batch: int) -> list[np.ndarray]:
     parts: list[list[np.ndarray]] = []
     for inputs in samples.batches(batch):
         parts.append([np.asarray(o) for o in runner(inputs)])
-    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))] if parts else []
+    if not parts:
+        return []
+    # Samples fed one at a time as whole inputs (a recurrent state, a scalar): an output without a batch axis
+    # (the next state) gets one, so that sample k is row k of every output.
+    whole = getattr(samples, "max_batch", 0) == 1
+    return [np.stack([p[k] for p in parts]) if whole and any(p[k].shape[:1] != (1,) for p in parts)
+            else np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
 
 def is_classifier(output: np.ndarray) -> bool:
@@ -61,6 +69,18 @@ def top1_accuracy(output: np.ndarray, labels: np.ndarray) -> float:
 def top1_agreement(reference: np.ndarray, got: np.ndarray, axis: int = 1) -> float:
     """Fraction of positions along ``axis`` where both arg-maxes agree (per sample; per window for a map)."""
     return float(np.mean(np.asarray(reference).argmax(axis) == np.asarray(got).argmax(axis)))
+
+
+def _is_step_classifier(output: np.ndarray) -> bool:
+    """[N, T, C] probabilities (a CTC recogniser's, a tagger's): one decision per step, read by its arg-max."""
+    if output.ndim != 3 or output.shape[2] < 2 or not np.issubdtype(output.dtype, np.floating):
+        return False
+    return bool(np.all(output >= 0) and np.allclose(output.sum(2), 1.0, atol=1e-3))
+
+
+def _rows(output: np.ndarray, steps: bool) -> np.ndarray:
+    """A step classifier's output as one row per step; any other output as it is."""
+    return output.reshape(-1, output.shape[-1]) if steps else output
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -85,11 +105,18 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(cosine_rows(np.reshape(a, (1, -1)), np.reshape(b, (1, -1)))[0])
 
 
+def _energy(reference: np.ndarray) -> np.ndarray:
+    """Per-sample weights of a cosine: the reference's energy, as a share of the mean (all 1 when equal)."""
+    energy = np.sum(reference.reshape(len(reference), -1).astype(np.float64) ** 2, axis=1)
+    return energy / np.mean(energy) if np.mean(energy) > 0 else np.ones(len(reference))
+
+
 def output_cosine(reference: np.ndarray, got: np.ndarray) -> float:
-    """Mean per-sample cosine; over all samples at once when each holds at most one value."""
+    """Per-sample cosine, averaged with the reference's energy as weights (a detector's map of a scene without
+    text is ~0, and its direction means nothing); over all samples at once when each holds at most one value."""
     if reference.ndim == 0 or reference.size <= len(reference):
         return cosine(reference, got)
-    return float(np.mean(cosine_rows(reference, got)))
+    return float(np.mean(cosine_rows(reference, got) * _energy(reference)))
 
 
 def relative_error(reference: np.ndarray, got: np.ndarray) -> float:
@@ -127,13 +154,14 @@ class Evaluator:
             if self.labels.shape[0] != first.shape[0]:
                 raise CalibrationDataError(f"{samples.source}: 'labels' has {self.labels.shape[0]} entries for "
                                            f"{first.shape[0]} samples")
-        self.classifier = is_classifier(first)
-        self.probabilities = _probabilities(first) if self.classifier else None
+        self.steps = self.labels is None and _is_step_classifier(first)
+        self.classifier = is_classifier(_rows(first, self.steps))
+        self.probabilities = _probabilities(_rows(first, self.steps)) if self.classifier else None
         if self.labels is not None:
             self.metric = TOP1_ACCURACY
             self.float_score = 100.0 * top1_accuracy(first, self.labels)
         else:
-            self.metric = TOP1_AGREEMENT if self.classifier else COSINE
+            self.metric = (TOP1_AGREEMENT + (" per step" if self.steps else "")) if self.classifier else COSINE
             self.float_score = 100.0
 
     def measure(self, runner: Runner) -> dict:
@@ -151,9 +179,10 @@ class Evaluator:
                   "labels": self.labels is not None,
                   "noise": noise, "sqnr_db": round(float(-10 * np.log10(max(noise, 1e-30))), 2),
                   "rel_error": round(max(relative_error(r, o) for r, o in zip(self.reference, outputs)), 6)}
-        per_sample = 100.0 * (1.0 - cosines)
-        if self.classifier:
-            chosen, top = first.argmax(1), ref.argmax(1)
+        per_sample = 100.0 * (1.0 - cosines) * (_energy(ref) if ref.ndim > 1 and ref.size > len(ref) else 1.0)
+        if self.classifier:  # per step for a step classifier: each step's arg-max is a decision
+            chosen, top = _rows(first, self.steps).argmax(1), _rows(ref, self.steps).argmax(1)
+            n = len(top)
             agree = int(np.sum(chosen == top))
             low, high = wilson(agree, n)
             result["agreement"] = round(100.0 * agree / n, 4)
@@ -187,7 +216,8 @@ class Evaluator:
         part.samples = self.samples.subset(0, count)
         part.reference = [r[:count] for r in self.reference]
         part.labels = None if self.labels is None else self.labels[:count]
-        part.probabilities = None if self.probabilities is None else self.probabilities[:count]
+        rows = count * (self.reference[0].shape[1] if self.steps else 1)
+        part.probabilities = None if self.probabilities is None else self.probabilities[:rows]
         if self.labels is not None:
             part.float_score = 100.0 * top1_accuracy(part.reference[0], part.labels)
         return part

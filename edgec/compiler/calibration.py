@@ -103,10 +103,12 @@ class CalibrationSet:
             picks = indices[start:stop]
             if len(picks) == 0:
                 return []
+            if len(picks) == 1:  # as the base reads one row: whole-input rows (a state, a scalar) come unbatched
+                return base(offset + int(picks[0]), offset + int(picks[0]) + 1)
             rows = base(offset + int(picks[0]), offset + int(picks[-1]) + 1)
             return [r[picks - picks[0]] for r in rows]
 
-        return CalibrationSet(self.source, labels=labels, reader=reader, count=len(indices))
+        return CalibrationSet(self.source, labels=labels, reader=reader, count=len(indices), max_batch=self.max_batch)
 
     def random_split(self, fraction: float, seed: int) -> tuple[CalibrationSet, CalibrationSet]:
         """(part, rest) drawn at random (seeded), each in file order: a file ordered by class, source or time

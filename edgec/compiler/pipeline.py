@@ -133,8 +133,12 @@ def _emit_with_fallback(model, source, bundle_dir, profile, options, state: Comp
     try:
         return (*_stages_and_emit(model, source, bundle_dir, profile, options, state, progress), state)
     except (CompileError, BundleError) as exc:  # BundleError: the runtime cannot load or run what was emitted
-        # Only a failed conversion falls back: an accuracy budget or a size limit would not hold elsewhere either.
-        if fallback is None or isinstance(exc, (AccuracyBudgetError, ResourceLimitError, VerificationError)):
+        # Only a failed conversion falls back: a size limit or a verification would not hold elsewhere either.
+        # An accuracy refusal of the TFLite emitter does: its int8 keeps whole op types in float, where the ONNX
+        # guard returns single layers (ddddocr's detector: one op type, CONV_2D, so nothing to deny-list).
+        coarse = isinstance(exc, AccuracyBudgetError) and state.format == "tflite"
+        if fallback is None or (isinstance(exc, (AccuracyBudgetError, ResourceLimitError, VerificationError))
+                                and not coarse):
             raise
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         failed, reason = state.format, first if len(first) <= 240 else first[:240] + "..."

@@ -127,13 +127,16 @@ def photos(names=TEXT_IMAGES + PHOTO_IMAGES) -> list[np.ndarray]:
 def ocr_det_images(n: int, size: int = 320, seed: int = 0) -> np.ndarray:
     """PP-OCR DBNet input: (n, 3, size, size) float32, BGR, ``(x / 255 - 0.5) / 0.5`` (rapidocr DetPreProcess).
 
-    Text pages first, then random crops of the text images and photos (so text appears at several scales)."""
+    The text images first, then in turn a random crop of the page (its text at a larger scale; the ``text`` sign
+    has no text DBNet finds at these sizes) and a photo: a detector is calibrated and measured on text mostly,
+    and on scenes without any."""
     rng = np.random.default_rng(seed)
-    images = photos()
+    texts, scenes = photos(TEXT_IMAGES), photos(PHOTO_IMAGES)
     out = []
     for k in range(n):
-        image = images[k % len(images)]
-        if k >= len(images):
+        crop = k >= len(texts) and k % 2 == 0
+        image = texts[k] if k < len(texts) else texts[0] if crop else scenes[(k // 2) % len(scenes)]
+        if crop:
             h, w = image.shape[:2]
             side = int(rng.integers(min(h, w) // 2, min(h, w) + 1))
             y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)

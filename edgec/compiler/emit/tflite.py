@@ -181,6 +181,7 @@ def _select(tf_model, io, calibration, io_dtype, evaluator, measured_on, budget,
     tried = [f"full int8: {accuracy.get('evidence', {}).get('estimate', 0):.2f}"]
     if not accuracy["measured"] or accuracy["evidence"]["accept"]:
         return accuracy, (), emitted
+    float_ops: tuple[str, ...] = ()  # a model of one weighted op type has no step: its refusal still needs this
     for float_ops, share in float_op_steps(state.float_model):
         path.write_bytes(_tflite_file(tf_model, io, "int8", calibration, io_dtype, float_ops))
         emitted = _tflite_io.wrap(path, io, tf_model.input_perms, tf_model.output_perms, profile.threads)

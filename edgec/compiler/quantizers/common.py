@@ -14,7 +14,7 @@ from edgec import ir as edgec_ir
 from edgec.compiler.passes import const, set_input_const
 
 __all__ = ["ChannelStats", "batch_size", "channel_stats", "const", "make_session", "replace_const",
-           "weighted_nodes"]
+           "subgraph_names", "weighted_nodes"]
 
 # Ops whose second input is a weight tensor quantized per output channel.
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
@@ -120,7 +120,7 @@ def channel_stats(model: ir.Model, names: list[str], samples, limit: int = 64, t
     return stats
 
 
-def _subgraph_names(graph: onnx.GraphProto) -> set[str]:
+def subgraph_names(graph: onnx.GraphProto) -> set[str]:
     """Every tensor name the subgraphs of ``graph``'s nodes use or make (recursively)."""
     names: set[str] = set()
     for node in graph.node:
@@ -130,7 +130,7 @@ def _subgraph_names(graph: onnx.GraphProto) -> set[str]:
                     names.update(inner.input)
                     names.update(inner.output)
                 names.update(o.name for o in sub.output)
-                names |= _subgraph_names(sub)
+                names |= subgraph_names(sub)
     return names
 
 
@@ -154,7 +154,7 @@ def compact_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
     del graph.initializer[:]
     graph.initializer.extend(kept)
     # Subgraphs (If/Loop/Scan bodies) refer to outer tensors by name: those names stay.
-    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {""} | _subgraph_names(graph)
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {""} | subgraph_names(graph)
     mapping: dict[str, str] = {}
 
     def short(name: str) -> str:

@@ -89,16 +89,20 @@ def _evaluator(model: ir.Model, samples, options, io: dict, split: bool):
         f"the other {len(calib)}; the final model is calibrated on all {len(samples)}")
 
 
-def _reason(node, row: dict, result, spec, precision: str, budget: float) -> str:
+def _reason(node, key: str, row: dict, result, spec, precision: str, budget: float, kept: dict) -> str:
     sens, cost = row["sensitivity"], row.get("cost")
-    if node.name in result.cheap:
+    if node.name in kept:
+        return f"kept float: {kept[node.name]}"
+    if key in result.cheap:
         return (f"kept float for its cost by the accuracy guard: alone it gives output SQNR {sens['sqnr_db']:.1f} "
                 f"dB (noise {sens['noise']:.2e}) for {cost['bytes']:,} extra bytes and {cost['time_share']:.1%} of "
                 f"the time in float: noise share per cost share over {WORTH:g}, and the measured output noise fell")
-    if node.name in result.excluded:
-        return (f"returned to float by the accuracy guard: alone it gives output SQNR {sens['sqnr_db']:.1f} dB "
-                f"(noise {sens['noise']:.2e}) for {cost['bytes']:,} extra bytes and {cost['time_share']:.1%} of "
-                f"the time in float; among the best noise removed per cost to meet --max-accuracy-drop {budget:g}")
+    if key in result.excluded:
+        what = "alone it" if key == node.name else f"quantized alone, the {len(row['group'])} {node.op_type} nodes"
+        return (f"returned to float by the accuracy guard: {what} give{'s' * (key == node.name)} output SQNR "
+                f"{sens['sqnr_db']:.1f} dB (noise {sens['noise']:.2e}) for {cost['bytes']:,} extra bytes and "
+                f"{cost['time_share']:.1%} of the time in float; among the best noise removed per cost to meet "
+                f"--max-accuracy-drop {budget:g}")
     if node.op_type in spec.float_ops:
         return f"kept float: quantization.float_ops lists {node.op_type} (slower quantized on the target)"
     if row["precision"] != "float32":
@@ -106,18 +110,27 @@ def _reason(node, row: dict, result, spec, precision: str, budget: float) -> str
     return f"not quantized: no {precision} kernel for this op or its weights do not qualify"
 
 
-def _node_rows(model: ir.Model, precision: str, chosen: dict, result, spec, budget: float) -> list[dict]:
+def _node_rows(model: ir.Model, precision: str, chosen: dict, result, spec, budget: float,
+               scope: tuple[dict, dict] = ({}, {})) -> list[dict]:
+    """A row per weighted or quantized node, and per node kept float by structure or returned to float by
+    the guard with its op-type group. ``scope``: (node -> why it stays float, op-type group -> nodes)."""
+    kept, groups = scope
+    group_of = {member: group for group, members in groups.items() for member in members}
     rows = []
     for node in model.graph:
-        if node.name not in chosen and node.op_type not in ("Conv", "Gemm", "MatMul"):
+        key = group_of.get(node.name, node.name)
+        if node.name not in chosen and node.op_type not in ("Conv", "Gemm", "MatMul") and node.name not in kept \
+                and key not in result.excluded:
             continue
-        sens = result.sensitivity.get(node.name)
+        sens = result.sensitivity.get(key)
         row = {"node": node.name, "op": node.op_type, "precision": chosen.get(node.name, "float32"),
                "sensitivity": None if sens is None else {k: sens[k] for k in ("drop", "rel_error", "sqnr_db",
                                                                               "noise")}}
-        if node.name in result.costs:
-            row["cost"] = {k: result.costs[node.name][k] for k in ("bytes", "size_share", "time_share")}
-        row["reason"] = _reason(node, row, result, spec, precision, budget)
+        if key != node.name:
+            row["group"] = groups[key]
+        if key in result.costs:
+            row["cost"] = {k: result.costs[key][k] for k in ("bytes", "size_share", "time_share")}
+        row["reason"] = _reason(node, key, row, result, spec, precision, budget, kept)
         rows.append(row)
     return rows
 
@@ -238,16 +251,20 @@ def _run_int8(model, samples, calib, evaluator, profile, method, budget, options
 
     spec = profile.quantization
     work, quantizer, tools, tool_notes = _choose_tools(model, calib, evaluator, spec, method, options, records)
-    candidates = [n.name for n in weighted_nodes(work) if n.op_type not in spec.float_ops]
+    # Weighted layers one by one, and the weightless ops that compute new values one op type at a time.
+    candidates = [n.name for n in weighted_nodes(work)
+                  if n.op_type not in spec.float_ops and n.name not in quantizer.keep_float] + list(quantizer.groups)
     result = run_guard(quantizer, evaluator, candidates, budget,
                        always_measure=len(candidates) <= ALWAYS_MEASURE_LAYERS,
-                       costs=layer_costs(work, profile, candidates), groups=sensitivity_groups(work, candidates),
-                       cheap=True)
+                       costs=layer_costs(work, profile, candidates, quantizer.groups),
+                       groups=sensitivity_groups(work, candidates), cheap=True)
     method = quantizer.method  # the one measured best (or the option's / profile's)
     notes = [f"calibration: {method} over {min(len(calib), CALIBRATION_LIMIT)} samples"]
     if calib is not samples:  # the guard measured a model calibrated on part of the data: calibrate on all now
         work, quantizer = _int8_quantizer(model, samples, spec, method, tools, [])
-        result.proto = quantizer.quantize(exclude=result.excluded)
+    if result.excluded or calib is not samples:  # onnxruntime makes the final model (the guard's were derived)
+        result.proto = quantizer.quantize(exclude=result.excluded, exact=True)
+    if calib is not samples:
         notes = [f"calibration: {method} over {min(len(samples), CALIBRATION_LIMIT)} samples (all of them; the "
                  f"guard measured a model calibrated on {len(calib)})"]
     chosen = {name: "int8" for name in quantized_nodes(result.proto)}
@@ -257,7 +274,7 @@ def _run_int8(model, samples, calib, evaluator, profile, method, budget, options
     if quantizer.bias_correction:
         notes.append("bias correction applied to every quantized Conv/Gemm")
     records.append(_record("quantize-int8", quantizer.settings(), notes))
-    return work, result, chosen
+    return work, result, chosen, (quantizer.keep_float, quantizer.groups)
 
 
 def _run_int4(model, evaluator, spec, budget, records):
@@ -332,15 +349,16 @@ def apply(model: ir.Model, source, profile, options, context: dict):
         raise CalibrationDataError(f"{options.calibration}: no calibration samples left after holding out "
                                    "samples for the accuracy measure; give more samples or --eval-data")
     records: list[dict] = []
+    scope: tuple[dict, dict] = ({}, {})
     if precision == "int8":
-        work, result, chosen = _run_int8(model, samples, calib, evaluator, profile, method, budget, options,
-                                         records)
+        work, result, chosen, scope = _run_int8(model, samples, calib, evaluator, profile, method, budget,
+                                                options, records)
     elif precision == "int4":
         work, result, chosen = _run_int4(model, evaluator, spec, budget, records)
     else:
         work, result, chosen = _run_fp16(model, evaluator, budget, records)
     report.update({"settings": records[-1]["settings"], "max_accuracy_drop": budget,
-                   "nodes": _node_rows(work, precision, chosen, result, spec, budget)})
+                   "nodes": _node_rows(work, precision, chosen, result, spec, budget, scope)})
     context["report"]["accuracy"] = _accuracy_report(evaluator, result, budget, measured_on)
     records.append(_record("accuracy-guard", {"max_accuracy_drop": budget},
                            _guard_notes(context["report"]["accuracy"], report["nodes"]), bool(result.excluded)))

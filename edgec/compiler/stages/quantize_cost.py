@@ -33,14 +33,32 @@ def int8_speedup(profile) -> tuple[float, str]:
     return DEFAULT_INT8_SPEEDUP, "assumed (no measured int8 kernels in the profile)"
 
 
-def layer_costs(model, profile, names) -> dict[str, dict]:
-    """Node name -> {"bytes": extra bytes in float, "size_share", "time_share", "cost"} for ``names``."""
+def _group_figures(model, groups: dict) -> dict[str, tuple[int, int, int]]:
+    """An op-type group (``quantizers.scope.op_groups``) as (output elements per sample, 0 weights, 0): a weightless
+    op does about one operation per output element, which is its time in float."""
+    import numpy as np
+
+    outputs = {n.name: n.outputs[0] for n in model.graph if n.outputs}
+    figures = {}
+    for group, members in groups.items():
+        elements = 0
+        for name in members:
+            shape = outputs[name].shape if name in outputs else None
+            elements += int(np.prod([d if isinstance(d, int) else 1 for d in shape[1:]])) if shape else 1
+        figures[group] = (elements, 0, 0)
+    return figures
+
+
+def layer_costs(model, profile, names, groups: dict | None = None) -> dict[str, dict]:
+    """Node name (or op-type group name with ``groups``) -> {"bytes": extra bytes in float, "size_share",
+    "time_share", "cost"} for ``names``."""
     from edgec.compiler.quantizers.common import weighted_nodes
     from edgec.compiler.stages.quantize_policy import layer_figures
 
     figures = {n.name: layer_figures(n) for n in weighted_nodes(model)}
     total_params = max(sum(p for _, p, _ in figures.values()), 1)
     total_macs = max(sum(m for m, _, _ in figures.values()), 1)
+    figures.update(_group_figures(model, groups or {}))
     speedup, _ = int8_speedup(profile)
     slow = max(0.0, 1.0 - 1.0 / speedup)
     costs = {}

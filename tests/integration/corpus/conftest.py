@@ -11,8 +11,9 @@ import pytest
 from edgec.examples.corpus import CORPUS, write_calibration
 
 CALIBRATION_SAMPLES = 16
-# The large graphs calibrate (and run the int8 guard's per-node checks) on fewer samples: CI time.
-FEW_SAMPLES = {"ppocr-det": 8, "ppocr-rec": 8, "ddddocr-det": 8}
+# The large graphs calibrate (and run the int8 guard's per-node checks) on fewer samples: CI time. silero-vad's
+# chunks are 32 ms: 16 of them are the stream's opening silence, 64 (2 s) hold speech as well.
+SAMPLES = {"ppocr-det": 8, "ppocr-rec": 8, "ddddocr-det": 8, "silero-vad": 64}
 EVAL_SAMPLES = 8
 VAD_CHUNKS = 150  # 4.8 s of speech-like audio: bursts and pauses (a chunk is 32 ms)
 
@@ -27,7 +28,7 @@ class CorpusBuilds:
     def calibration(self, name: str) -> Path:
         path = self.root / f"{name}-calibration.npz"
         if not path.exists():
-            write_calibration(CORPUS[name], path, n=FEW_SAMPLES.get(name, CALIBRATION_SAMPLES), seed=0)
+            write_calibration(CORPUS[name], path, n=SAMPLES.get(name, CALIBRATION_SAMPLES), seed=0)
         return path
 
     def eval_samples(self, name: str) -> dict:

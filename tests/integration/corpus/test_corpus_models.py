@@ -30,28 +30,14 @@ RPI4_ONNX = {("silero-vad", None): "onnx2tf cannot convert its LSTM with a state
              ("mtcnn-onet", "int8"): "the same XNNPACK failure as R-Net's",
              ("ppocr-rec", "none"): "LiteRT's XNNPACK delegate fails to reshape the converted float model at 48x160",
              ("ppocr-det", "none"): "LiteRT's XNNPACK delegate fails to reshape the converted float model at "
-                                    "256x256"}
-# Exact gaps of the compiler half of issue 13 still open when these tests were written (xfail strict: a fix
-# turns them into failures that say "remove the xfail").
-VAD_INT8 = ("quantize int8: static int8 changes silero-vad's speech decisions (agreement 0.84, probability cosine "
-            "0.40 over 150 chunks; onnxruntime quantize_static alike) and the accuracy guard now refuses it "
-            "(AccuracyBudgetError: drop 62.95, 28.11 with 5 of 6 Convs float): the QDQ around the LSTM and its "
-            "state cannot be returned to float")
-REC_TFLITE = ("emit/tflite: LiteRT's XNNPACK cannot run the converted PP-OCRv4 graphs at these sizes; the float "
-              "compile falls back to ONNX")
-GUARD_SLOW = ("quantize int8: the accuracy guard spends 4-5 CPU-minutes on this graph before it answers (20-30 min "
-              "on this loaded machine); PP-OCRv4 rec was refused (cosine drop 5.43 points with every layer "
-              "quantized, still 6.39 with 46 of 47 layers back in float: the loss lies outside the layers it can "
-              "return to float)")
-GAPS: dict[tuple, str] = {("silero-vad", "host", "int8"): VAD_INT8, ("silero-vad", "rpi4", "int8"): VAD_INT8}
-# Known gaps whose compile alone would spend minutes of CI before failing: not run (xfail run=False).
-NOT_RUN: dict[tuple, str] = {
-    ("ppocr-rec", "host", "int8"): GUARD_SLOW, ("ppocr-rec", "rpi4", "int8"): GUARD_SLOW + "; " + REC_TFLITE,
-    ("ppocr-det", "host", "int8"): GUARD_SLOW + " (the zoo run's det int8 compile at 320x320 failed too)",
-    ("ppocr-det", "rpi4", "int8"): GUARD_SLOW + "; " + REC_TFLITE,
-    ("ddddocr-det", "host", "int8"): GUARD_SLOW.split(";")[0] + " (outcome for this model not yet measured)",
-    ("ddddocr-det", "rpi4", "int8"): GUARD_SLOW.split(";")[0] + " (outcome for this model not yet measured)",
-}
+                                    "256x256",
+             ("ppocr-rec", "int8"): "TFLiteConverter cannot calibrate onnx2tf's PP-OCRv4 graph (\"model has 0 "
+                                    "Signatures\")",
+             ("ppocr-det", "int8"): "the same TFLiteConverter calibration failure as rec's"}
+# Exact gaps still open (xfail strict: a fix turns them into failures that say "remove the xfail"), and known gaps
+# whose compile alone would spend minutes of CI before failing (xfail run=False). None today.
+GAPS: dict[tuple, str] = {}
+NOT_RUN: dict[tuple, str] = {}
 SLOW = {"ppocr-rec", "ddddocr-det", "ppocr-det"}
 
 

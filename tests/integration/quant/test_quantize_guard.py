@@ -7,6 +7,7 @@ of a layer's input so far that the real [0, 1] features all round to zero: quant
 from __future__ import annotations
 
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -94,7 +95,9 @@ def test_guard_fails_with_the_table_when_no_fallback_meets_the_budget(digits_mlp
     assert "95% interval [" in message  # a refusal shows the evidence
     table = caught.value.table
     assert table[0]["change"] == "all layers quantized" and table[-1]["verdict"] == "exceeds"
-    assert table[-1]["change"].startswith("2 layers in float")  # all but one: the predicted set went straight there
+    # All candidates but one (3 layers and the Relu op type): the predicted set went straight there.
+    floated, candidates = map(int, re.search(r"with (\d+) of (\d+) layers back in float", message).groups())
+    assert floated == candidates - 1 and table[-1]["change"].startswith(f"{floated} layers in float")
     assert table[-1]["interval"][0] > 1.0
     assert not out.exists()
 
@@ -133,3 +136,20 @@ def test_the_guard_measures_the_quantized_arithmetic_not_this_machines_int8_kern
     pairs = raw[0::2][None] * weights[:, 0::2] + raw[1::2][None] * weights[:, 1::2]
     assert np.abs(pairs).max() > 32767  # these sums saturate in int16 on a CPU without VNNI
     np.testing.assert_allclose(_runner(proto, 1)([x])[0], want, atol=1e-6)
+
+
+def test_auto_format_falls_back_to_onnx_when_tflite_int8_cannot_meet_the_budget(digits_mlp_trained, junk_data,
+                                                                                  tmp_path):
+    """TFLite's selective int8 keeps whole op types in float; an MLP is one op type (FULLY_CONNECTED), so the
+    junk feature leaves it nothing to deny-list. ``--format auto`` then falls back to onnxruntime (rpi4 runs both),
+    whose guard returns the one sensitive layer to float; an explicit ``--format tflite`` still refuses."""
+    model = _with_junk_feature(digits_mlp_trained.model, propagate=False)
+    source, calib, eval_data = _save(tmp_path, model, "junk-rpi4", *junk_data)
+    options = {"target": "rpi4", "quantize": "int8", "calibration": str(calib), "eval_data": str(eval_data),
+               "calibration_method": "minmax", "max_accuracy_drop": 1.0}
+    bundle = api.compile(str(source), tmp_path / "auto", **options)
+    fallback = bundle.manifest["report"]["format"]["fallback"]
+    assert bundle.format == "onnx" and fallback["from"] == "tflite" and "TFLite int8 over" in fallback["reason"]
+    assert bundle.manifest["report"]["accuracy"]["drop"] <= 1.0
+    with pytest.raises(AccuracyBudgetError):
+        api.compile(str(source), tmp_path / "explicit", format="tflite", **options)

@@ -27,9 +27,11 @@ def test_int8_cnn_keeps_accuracy_within_half_a_point(int8_bundle, digits_cnn_tra
     assert report["metric"] == "top-1 accuracy" and report["drop"] <= 0.5
 
 
-def test_int8_cnn_is_at_most_0_3x_the_float_size(int8_bundle):
+def test_int8_cnn_is_at_most_0_31x_the_float_size(int8_bundle):
+    # 0.30x before Relu/Clip were kept as ops (quantize_int8.KEEP_ACTIVATIONS): their Q/DQ pairs cost ~0.2 kB on
+    # this 79 kB model; onnxruntime fuses them away at load time where that is exact.
     size = int8_bundle.manifest["report"]["size"]
-    assert size["model_bytes"] <= 0.3 * size["float_model_bytes"]
+    assert size["model_bytes"] <= 0.31 * size["float_model_bytes"]
 
 
 def test_int8_report_lists_every_quantizable_node(int8_bundle):
