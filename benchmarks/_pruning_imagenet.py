@@ -111,18 +111,30 @@ def _edgec_ratio(path: Path, calib: np.ndarray, target: float) -> float:
 
 
 def _compile(source: Path, tmp: Path, name: str, ratio: float, seconds: float, files: dict) -> dict:
-    """``edgec compile`` of the float IR (the PyTorch source after edgec's front-end, cached) with --prune."""
+    """``edgec compile`` of the float IR (the PyTorch source after edgec's front-end, cached) with --prune.
+
+    The pruned model and its report are kept in the cache by name and budget (delete the cache after changing
+    the code): a later run measures latency on them beside new variants."""
+    import shutil
+
     from edgec import api
     from edgec._progress import Progress
 
+    path = CACHE / f"{name}-{seconds:g}s.onnx"
+    meta_path = path.with_suffix(".json")
+    if meta_path.exists():
+        return {**json.loads(meta_path.read_text()), "name": name, "path": path}
     start = time.perf_counter()
     bundle = api.compile(str(source), tmp / name, progress=Progress(enabled=True), target="host", format="onnx",
                          quantize="none", prune=ratio, recover_time=seconds, calibration=str(files["calib"]),
                          eval_data=str(files["eval"]), max_accuracy_drop=100.0)
     report = bundle.manifest["report"]["compression"]
-    return {"name": name, "path": bundle.model_path, "ratio": ratio, "compile_s": time.perf_counter() - start,
+    meta = {"ratio": ratio, "compile_s": time.perf_counter() - start,
             "params_ratio": report["parameters_after"] / report["parameters_before"],
-            "recovery": report.get("recovery"), "bundle": bundle.path}
+            "recovery": report.get("recovery"), "pruning": report.get("pruning")}
+    shutil.copyfile(bundle.model_path, path)
+    meta_path.write_text(json.dumps(meta, default=str))
+    return {**meta, "name": name, "path": path}
 
 
 def _tp_prune(ratio: float):

@@ -67,7 +67,7 @@ def _uniform(fp32: dict, ratio: float, tmp: Path) -> dict:
     from edgec.compiler.passes.prune_filters import PruneFilters
 
     model = edgec_ir.from_proto(onnx.load(str(fp32["path"])))
-    PruneFilters(ratio, reconstruct=False, sensitivity=False, channel_multiple=8)(model)
+    PruneFilters(ratio, reconstruct=False, sensitivity=False, channel_multiple=8, residual=True)(model)
     path = tmp / "uniform.onnx"
     edgec_ir.save(model, path)
     return {"name": f"uniform{int(ratio * 100)}", "path": path, "compile_s": 0.0, "bytes": path.stat().st_size,

@@ -161,3 +161,18 @@ def test_unreachable_latency_is_one_line(digits_files, tmp_path, capsys):
                             "--recover-time", "1"], capsys, 5)
     assert "--max-latency" in line and "out of reach" in line and "rpi4" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_max_latency_on_an_uncalibrated_profile_says_so_in_one_line(digits_files, tmp_path, capsys):
+    from edgec.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compile", str(digits_files["model"]), "-o", str(tmp_path / "out"), "--target", "rpi4",
+              "--format", "onnx", "--quantize", "none", "--max-latency", "1000", "--calibration",
+              str(digits_files["calibration"]), "--recover-time", "0"])
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if "roofline" in line]
+    assert exit_info.value.code in (0, None), err
+    assert len(notes) == 1 and notes[0].startswith("edgec: note: --max-latency: rpi4 is not calibrated"), err
+    assert "targets calibrate" in notes[0] and "Traceback" not in err
+    assert (tmp_path / "out" / "manifest.json").exists()
