@@ -14,7 +14,9 @@ R is the filter ratio whose pruning removes the target share of parameters (bise
 top-1 agreement with the float model on 256 crops of *other* photos; latency is the median of single-thread
 onnxruntime runs at batch 1, all variants interleaved round by round; ratios are against the float model measured
 in the same rounds. The machine is shared: every process runs under ``nice``, so wall-clock budgets buy fewer
-steps than on an idle machine. The recovered 30% model is also compiled to TFLite (every verification stage).
+steps than on an idle machine. The last target's edgec model is also compiled to TFLite for rpi4 (every
+verification stage). The float IR, crops, ratios and each pruned model are cached in build/cache/pruning_imagenet
+(delete it after changing the pruning code), so one target per run also works on a loaded machine.
 """
 
 from __future__ import annotations
