@@ -14,11 +14,14 @@ R is the filter ratio whose pruning removes the target share of parameters (bise
 top-1 agreement with the float model on 256 crops of *other* photos; latency is the median of single-thread
 onnxruntime runs at batch 1, all variants interleaved round by round; ratios are against the float model measured
 in the same rounds. The machine is shared: every process runs under ``nice``, so wall-clock budgets buy fewer
-steps than on an idle machine. The recovered 30% model is also compiled to TFLite (every verification stage).
+steps than on an idle machine. The last target's edgec model is also compiled to TFLite for rpi4 (every
+verification stage). The float IR, crops, ratios and each pruned model are cached in build/cache/pruning_imagenet
+(delete it after changing the pruning code), so one target per run also works on a loaded machine.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import time
@@ -29,6 +32,8 @@ import numpy as np
 SPEC = "edgec.examples.imagenet:efficientnet_lite2"
 SHAPE = {"inputs": [1, 3, 260, 260]}
 CALIB, EVAL = 256, 256
+# The float IR, the crops, the float labels and each target's filter ratio are deterministic: kept between runs
+CACHE = Path(__file__).resolve().parents[1] / "build" / "cache" / "pruning_imagenet"
 
 
 def _torch_logits(model, x: np.ndarray) -> np.ndarray:
@@ -46,24 +51,55 @@ def _ort_logits(path: Path, x: np.ndarray) -> np.ndarray:
     return np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
 
 
-def _float_ir():
+def _float_ir() -> Path:
+    """The PyTorch source through edgec's front-end and float passes, saved once (the export takes minutes)."""
+    from edgec import ir as edgec_ir
     from edgec.compiler.frontends import lower
     from edgec.compiler.options import CompileOptions
     from edgec.compiler.pipeline import build_float_passes, run_passes
     from edgec.targets import load_profile
 
-    source = lower(SPEC, SHAPE)
-    return run_passes(source.model, build_float_passes(load_profile("host"), CompileOptions()))[0]
+    path = CACHE / "float.onnx"
+    if not path.exists():
+        source = lower(SPEC, SHAPE)
+        model = run_passes(source.model, build_float_passes(load_profile("host"), CompileOptions()))[0]
+        edgec_ir.save(model, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").rename(path)
+    return path
 
 
-def _edgec_ratio(model, calib: np.ndarray, target: float) -> float:
+def _crops() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(calibration crops, held-out crops of other photos, the float model's top-1 on the held-out crops)."""
+    from edgec.examples.imagenet import efficientnet_lite2, photo_crops
+
+    path = CACHE / "crops.npz"
+    if not path.exists():
+        calib, ev = photo_crops(CALIB, "calib", seed=0), photo_crops(EVAL, "eval", seed=1)
+        labels = _torch_logits(efficientnet_lite2(), ev).argmax(1)
+        np.savez(path.with_suffix(".tmp.npz"), calib=calib, ev=ev, labels=labels)
+        path.with_suffix(".tmp.npz").rename(path)
+    data = np.load(path)
+    return data["calib"], data["ev"], data["labels"]
+
+
+def _cached_ratio(key: str, find) -> float:
+    path = CACHE / "ratios.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    if key not in known:
+        known[key] = find()
+        path.write_text(json.dumps(known, indent=1, sort_keys=True))
+    return known[key]
+
+
+def _edgec_ratio(path: Path, calib: np.ndarray, target: float) -> float:
     """The filter ratio whose sensitivity-spread pruning removes ``target`` of the parameters (no refit)."""
     from edgec import ir as edgec_ir
     from edgec.compiler.passes.prune_filters import PruneFilters
     from edgec.compiler.stages.compress import _parameters, channel_multiple
     from edgec.targets import load_profile
 
-    proto, cache, before = edgec_ir.to_proto(model), {}, _parameters(model)
+    proto = edgec_ir.load_proto(path)
+    cache, before = {}, _parameters(edgec_ir.from_proto(proto))
     batches = [[calib[i:i + 16]] for i in range(0, 64, 16)]
     low, high = 0.0, 0.8
     for _ in range(7):
@@ -76,19 +112,31 @@ def _edgec_ratio(model, calib: np.ndarray, target: float) -> float:
     return high
 
 
-def _compile(tmp: Path, name: str, ratio: float, seconds: float, files: dict) -> dict:
-    from edgec import api
+def _compile(source: Path, tmp: Path, name: str, ratio: float, seconds: float, files: dict) -> dict:
+    """``edgec compile`` of the float IR (the PyTorch source after edgec's front-end, cached) with --prune.
 
-    start = time.perf_counter()
+    The pruned model and its report are kept in the cache by name and budget (delete the cache after changing
+    the code): a later run measures latency on them beside new variants."""
+    import shutil
+
+    from edgec import api
     from edgec._progress import Progress
 
-    bundle = api.compile(SPEC, tmp / name, progress=Progress(enabled=True), target="host", format="onnx", quantize="none", input_shapes=SHAPE,
-                         prune=ratio, recover_time=seconds, calibration=str(files["calib"]),
+    path = CACHE / f"{name}-{seconds:g}s.onnx"
+    meta_path = path.with_suffix(".json")
+    if meta_path.exists():
+        return {**json.loads(meta_path.read_text()), "name": name, "path": path}
+    start = time.perf_counter()
+    bundle = api.compile(str(source), tmp / name, progress=Progress(enabled=True), target="host", format="onnx",
+                         quantize="none", prune=ratio, recover_time=seconds, calibration=str(files["calib"]),
                          eval_data=str(files["eval"]), max_accuracy_drop=100.0)
     report = bundle.manifest["report"]["compression"]
-    return {"name": name, "path": bundle.model_path, "ratio": ratio, "compile_s": time.perf_counter() - start,
+    meta = {"ratio": ratio, "compile_s": time.perf_counter() - start,
             "params_ratio": report["parameters_after"] / report["parameters_before"],
-            "recovery": report.get("recovery"), "bundle": bundle.path}
+            "recovery": report.get("recovery"), "pruning": report.get("pruning")}
+    shutil.copyfile(bundle.model_path, path)
+    meta_path.write_text(json.dumps(meta, default=str))
+    return {**meta, "name": name, "path": path}
 
 
 def _tp_prune(ratio: float):
@@ -145,21 +193,27 @@ def _distill(student, teacher, calib: np.ndarray, seconds: float, seed: int = 0)
     return done
 
 
-def _torch_pruning(tmp: Path, target: float, seconds: float, calib: np.ndarray, name: str) -> dict:
+def _torch_pruning(target: float, seconds: float, calib: np.ndarray, name: str) -> dict:
+    """Torch-Pruning at the ratio removing ``target`` of the parameters, before and after its distillation.
+
+    Its ONNX files are kept in the cache by target and budget: a later run of edgec alone reuses them (the latency
+    table is still measured in one run)."""
     import warnings
 
     import torch
 
     from edgec.examples.imagenet import efficientnet_lite2
 
+    path, plain = CACHE / f"{name}-{seconds:g}s.onnx", CACHE / f"{name}-norecover.onnx"
+    meta_path = path.with_suffix(".json")
+    if meta_path.exists():
+        return {**json.loads(meta_path.read_text()), "name": name, "path": path, "plain": plain}
     full = _count(efficientnet_lite2())
     low, high = 0.0, 0.8
     for _ in range(6):
         ratio = (low + high) / 2
         low, high = (ratio, high) if 1 - _count(_tp_prune(ratio)) / full < target else (low, ratio)
     student, teacher = _tp_prune(high), efficientnet_lite2()
-    plain = tmp / f"{name}-norecover.onnx"
-    path = tmp / f"{name}.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(student, (torch.zeros(1, 3, 260, 260),), str(plain), input_names=["inputs"],
@@ -167,75 +221,87 @@ def _torch_pruning(tmp: Path, target: float, seconds: float, calib: np.ndarray, 
         steps = _distill(student, teacher, calib, seconds)
         torch.onnx.export(student, (torch.zeros(1, 3, 260, 260),), str(path), input_names=["inputs"],
                           dynamo=False)
-    return {"name": name, "path": path, "plain": plain, "ratio": high, "params_ratio": _count(student) / full,
-            "recovery": {"steps": steps}}
+    meta = {"ratio": high, "params_ratio": _count(student) / full, "recovery": {"steps": steps}}
+    meta_path.write_text(json.dumps(meta))
+    return {**meta, "name": name, "path": path, "plain": plain}
 
 
 def _tflite(tmp: Path, onnx_path: Path) -> dict:
+    """The recovered model compiled again to TFLite for rpi4: every verification stage runs (LiteRT here)."""
     from edgec import api
 
-    bundle = api.compile(str(onnx_path), tmp / "tflite", target="host", format="tflite", quantize="none")
+    bundle = api.compile(str(onnx_path), tmp / "tflite", target="rpi4", format="tflite", quantize="none")
     return {"format": bundle.manifest["format"], "verification": [
         {"stage": c["stage"], "max_rel_diff": c["max_rel_diff"]} for c in bundle.manifest["report"]["verification"]]}
 
 
-def _say(variant: dict, ev: np.ndarray, labels: np.ndarray) -> None:
+def _agreement(path: Path, ev: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(_ort_logits(path, ev).argmax(1) == labels))
+
+
+def _say(variant: dict) -> None:
     """One line per variant as soon as it exists (the machine is shared: a long run may be cut short)."""
-    agree = float(np.mean(_ort_logits(variant["path"], ev).argmax(1) == labels))
     stages = [(s["stage"], s.get("score")) for s in (variant.get("recovery") or {}).get("stages", [])]
     print(f"{variant['name']}: filter ratio {variant['ratio']:.3f}, params x{variant['params_ratio']:.3f}, "
-          f"agreement {agree:.3f}, recovery {variant.get('recovery')} {stages}", flush=True)
+          f"agreement {variant['agreement']:.3f}, steps {(variant.get('recovery') or {}).get('steps')} {stages}",
+          flush=True)
+
+
+def _variants(tmp: Path, source: Path, target: float, seconds: float, calib, files: dict, check) -> list[dict]:
+    """edgec (with its before-recovery score in the stages), Torch-Pruning with and without recovery."""
+    tag = f"{round(target * 100)}"
+    ratio = _cached_ratio(f"edgec {target:g}", lambda: _edgec_ratio(source, calib, target))
+    edgec = _compile(source, tmp, f"edgec{tag}", ratio, seconds, files)
+    edgec["agreement"] = check(edgec["path"])
+    _say(edgec)
+    peer = _torch_pruning(target, seconds, calib, f"torch-pruning{tag}")
+    peer["agreement"] = check(peer["path"])
+    plain = {**peer, "name": f"{peer['name']}-norecover", "path": peer["plain"], "recovery": None}
+    plain["agreement"] = check(plain["path"])
+    _say(peer)
+    return [edgec, peer, plain]
+
+
+def _row(v: dict, latency: dict) -> dict:
+    recovery = v.get("recovery") or {}
+    stages = recovery.get("stages") or [{}]
+    return {"variant": v["name"], "filter_ratio": round(v.get("ratio", 0.0), 4),
+            "params_ratio": round(v.get("params_ratio", 1.0), 4), "agreement": round(v["agreement"], 4),
+            "before_recovery": stages[0].get("score"), "latency_ms": round(latency[v["name"]], 3),
+            "speedup": round(latency["float"] / latency[v["name"]], 3), "recovery_steps": recovery.get("steps"),
+            "stages": recovery.get("stages"), "compile_s": round(v.get("compile_s", 0.0), 1)}
 
 
 def run_imagenet(targets: list[float], seconds: float, rounds: int) -> dict:
+    from benchmarks.pruning import _latencies
     from edgec.examples.data import write_npz
-    from edgec.examples.imagenet import efficientnet_lite2, photo_crops
 
-    calib, ev = photo_crops(CALIB, "calib", seed=0), photo_crops(EVAL, "eval", seed=1)
-    labels = _torch_logits(efficientnet_lite2(), ev).argmax(1)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    calib, ev, labels = _crops()
+    source = _float_ir()
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         files = {"calib": write_npz(tmp / "calib.npz", {"inputs": calib}),
                  "eval": write_npz(tmp / "eval.npz", {"inputs": ev}, labels=labels)}
-        from edgec import ir as edgec_ir
-
-        model = _float_ir()
-        edgec_ir.save(model, tmp / "float.onnx")
-        variants = [{"name": "float", "path": tmp / "float.onnx", "params_ratio": 1.0}]
+        variants = [{"name": "float", "path": source, "params_ratio": 1.0, "agreement": 1.0}]
         for target in targets:
-            ratio = _edgec_ratio(model, calib, target)
-            tag = f"{round(target * 100)}"
-            variants.append(_compile(tmp, f"edgec{tag}", ratio, seconds, files))
-            _say(variants[-1], ev, labels)
-            peer = _torch_pruning(tmp, target, seconds, calib, f"torch-pruning{tag}")
-            variants.append(peer)
-            variants.append({**peer, "name": f"{peer['name']}-norecover", "path": peer["plain"], "recovery": None})
-            _say(peer, ev, labels)
-        from benchmarks.pruning import _latencies
-
+            variants += _variants(tmp, source, target, seconds, calib, files, lambda p: _agreement(p, ev, labels))
         latency = _latencies({v["name"]: v["path"] for v in variants}, ev[:1], rounds, block=3)
-        rows = []
-        for v in variants:
-            agree = float(np.mean(_ort_logits(v["path"], ev).argmax(1) == labels))
-            stages = (v.get("recovery") or {}).get("stages") or [{}]
-            rows.append({"before_recovery": stages[0].get("score"), "variant": v["name"], "filter_ratio": round(v.get("ratio", 0.0), 4),
-                         "params_ratio": round(v.get("params_ratio", 1.0), 4),
-                         "agreement": round(agree, 4), "latency_ms": round(latency[v["name"]], 3),
-                         "speedup": round(latency["float"] / latency[v["name"]], 3),
-                         "recovery_steps": (v.get("recovery") or {}).get("steps"),
-                         "stages": (v.get("recovery") or {}).get("stages")})
+        rows = [_row(v, latency) for v in variants]
         recovered = next(v for v in variants if v["name"] == f"edgec{round(targets[-1] * 100)}")
         tflite = _tflite(tmp, recovered["path"])
     return {"model": "EfficientNet-Lite2 1x3x260x260 (published weights)", "calibration_crops": CALIB,
-            "eval_crops": EVAL, "recover_s": seconds, "threads_latency": 1, "rows": rows, "tflite_30": tflite}
+            "eval_crops": EVAL, "recover_s": seconds, "threads_latency": 1, "rows": rows,
+            "tflite": {"variant": recovered["name"], **tflite}}
 
 
 def print_result(result: dict) -> None:
     print(f"{result['model']}; {result['calibration_crops']} calibration crops, agreement on {result['eval_crops']} "
           f"crops of other photos; recovery {result['recover_s']:g} s per model; latency 1 thread, ratio vs float")
-    print(f"{'variant':<26}{'filters':>8}{'params':>8}{'agree':>7}{'ms':>8}{'speed':>7}{'steps':>7}")
+    print(f"{'variant':<26}{'filters':>8}{'params':>8}{'agree':>7}{'ms':>8}{'speed':>7}{'steps':>7}{'before':>8}")
     for r in result["rows"]:
         steps = "-" if r["recovery_steps"] is None else r["recovery_steps"]
+        before = "-" if r["before_recovery"] is None else f"{r['before_recovery'] / 100:.3f}"
         print(f"{r['variant']:<26}{r['filter_ratio']:>8.3f}{r['params_ratio']:>8.3f}{r['agreement']:>7.3f}"
-              f"{r['latency_ms']:>8.2f}{r['speedup']:>6.2f}x{steps:>7}")
-    print(f"TFLite of the recovered model: {result['tflite_30']}")
+              f"{r['latency_ms']:>8.2f}{r['speedup']:>6.2f}x{steps:>7}{before:>8}")
+    print(f"TFLite (rpi4) of {result['tflite']['variant']}: {result['tflite']}")

@@ -123,11 +123,14 @@ def print_summary(bundle, explain: bool = False) -> None:
 
 def print_notices(report: dict) -> None:
     """On stderr, also with --json: what edgec did differently from what was asked (a format fallback, an
-    already quantized source kept as it is)."""
+    already quantized source kept as it is) or on what it based a decision (a roofline latency estimate)."""
     fallback = (report.get("format") or {}).get("fallback")
     if fallback:
         click.echo(f"edgec: note: {fallback['from']} conversion failed ({fallback['reason']}); fell back to "
                    f"{fallback['to']}", err=True)
+    search = (report.get("compression") or {}).get("search") or {}
+    if search.get("notice"):
+        click.echo(f"edgec: note: {search['notice']}", err=True)
     quant = report.get("quantization") or {}
     if quant.get("precision") == "already quantized":
         click.echo(f"edgec: note: {quant['reason']}", err=True)

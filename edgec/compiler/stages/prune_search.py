@@ -80,9 +80,12 @@ def _latency_search(trials, budget: float, io: dict):
     limit, profile = trials.options.max_latency, trials.profile
     unpruned, basis = estimated_ms(trials.model, profile, io)
     notes = [f"--max-latency {limit:g} ms: estimated {unpruned:.4g} ms unpruned on {profile.name} ({basis})"]
+    notice = None
     if profile.performance.measured is None:
-        notes.append(f"--max-latency: {profile.name} is not calibrated: the latency is a roofline estimate "
-                     f"(run `edgec targets calibrate` for a measured one); proceeding")
+        notice = (f"--max-latency: {profile.name} is not calibrated: the latency is a roofline estimate; "
+                  f"proceeding (for a measured one: `edgec targets calibrate --device DEVICE --base {profile.name} "
+                  "--as NAME`, then --target NAME)")
+        notes.append(notice)
     curve, low, high = [{"ratio": 0.0, "estimated_ms": round(unpruned, 4)}], 0.0, MAX_RATIO
     if unpruned > limit:
         strongest = _latency_probe(trials, MAX_RATIO, io, curve)
@@ -105,8 +108,8 @@ def _latency_search(trials, budget: float, io: dict):
             "--max-accuracy-drop")
     notes.append(f"--max-latency: ratio {high:g} is the weakest pruning estimated within {limit:g} ms")
     curve.sort(key=lambda p: p["ratio"])
-    return final, {"mode": "max-latency", "max_latency_ms": limit, "basis": basis, "ratio": round(high, 4), "curve": curve,
-                   "notes": notes}
+    return final, {"mode": "max-latency", "max_latency_ms": limit, "basis": basis, "ratio": round(high, 4),
+                   "curve": curve, "notes": notes, **({"notice": notice} if notice else {})}
 
 
 def _latency_probe(trials, ratio: float, io: dict, curve: list) -> float:

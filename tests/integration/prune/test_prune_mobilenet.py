@@ -26,8 +26,9 @@ def pruned(mobilenet_files):
     batches = [[x[i:i + 16]] for i in range(0, 32, 16)]
     model = ir.from_proto(ir.to_proto(base))
     # random weights: many channels carry no signal, so removal costs are all ~0 and every group looks equally
-    # insensitive; L1 ranking keeps the sensitivity spread measurable here (trained nets: test_prune_recover)
-    pruning = PruneFilters(0.3, batches=batches, channel_multiple=4, selection="l1")
+    # insensitive; L1 ranking keeps the sensitivity spread measurable here (trained nets: test_prune_recover);
+    # residual streams are pruned too here, so the residual adds stay consistent under test
+    pruning = PruneFilters(0.3, batches=batches, channel_multiple=4, selection="l1", residual=True, spread="channels")
     pruning(model)
     return base, model, pruning
 
@@ -83,7 +84,8 @@ def test_prune_int8_bundle_in_both_formats(mobilenet_files, tmp_path, fmt):
 
 
 def test_reconstruction_and_sensitivity_on_a_trained_depthwise_net(trained_mobilenet):
-    """30% of a tiny trained MobileNet's filters: plain L1 pruning wrecks it, reconstruction recovers most of it."""
+    """30% of a tiny trained MobileNet's filters, residual streams included: plain pruning wrecks it,
+    reconstruction recovers most of it."""
     base = float_ir(trained_mobilenet["model"])
     x, y = trained_mobilenet["x_test"], trained_mobilenet["y_test"]
     batches = [[trained_mobilenet["x_train"][i:i + 64]] for i in range(0, 256, 64)]
@@ -97,7 +99,7 @@ def test_reconstruction_and_sensitivity_on_a_trained_depthwise_net(trained_mobil
     for reconstruct, sensitivity in ((False, False), (True, False), (True, True)):
         model = ir.from_proto(proto)
         PruneFilters(0.3, batches=batches, reconstruct=reconstruct, sensitivity=sensitivity,
-                     channel_multiple=4)(model)
+                     channel_multiple=4, residual=True, spread="channels")(model)
         scores[reconstruct, sensitivity] = accuracy(model)
     float_score = accuracy(base)
     assert float_score > 90.0
