@@ -33,7 +33,7 @@ def _float_ir(module, example: np.ndarray, path: Path):
 
 
 def _accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
-    from edgec.compiler.passes.reconstruct_layers import capture
+    from edgec.compiler.pruning.reconstruct import capture
 
     (logits,) = next(capture(model, [model.graph.outputs[0].name], [[x]], "benchmark"))
     return 100.0 * float(np.mean(logits.argmax(1) == y))
