@@ -2,8 +2,8 @@
 record type and pass runner every stage uses (``PassRecord``, ``pass_record``, ``run_passes``).
 
 The state replaces a free-form ``context`` dict: each field is written by one place (see its comment) and read by
-the later stages, the emitter and the manifest. ``state["name"]``/``state.get("name")`` still work for the fields
-(an unknown name is a KeyError) so stage modules written against the dict keep running; new code uses attributes.
+the later stages, the emitter and the manifest; a misspelt field is an AttributeError (a dataclass with slots),
+never a silently new key.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def run_passes(model: ir.Model, passes: list) -> tuple[ir.Model, list[PassRecord
     return model, records
 
 
-@dataclass
+@dataclass(slots=True)
 class CompileState:
     """One compile's shared state (``edgec.compiler.pipeline.compile_into`` builds it once)."""
 
@@ -90,19 +90,3 @@ class CompileState:
     def snapshot(self) -> CompileState:
         """A copy to restart the stages from (the format fallback): the report is copied one level deep."""
         return dataclasses.replace(self, report=dict(self.report))
-
-    # The dict view of the fields, for stage code written against the old ``context`` dict.
-    def _field(self, name: str) -> str:
-        if name.startswith("_") or name not in {f.name for f in dataclasses.fields(self)}:
-            raise KeyError(name)
-        return name
-
-    def __getitem__(self, name: str):
-        return getattr(self, self._field(name))
-
-    def __setitem__(self, name: str, value) -> None:
-        setattr(self, self._field(name), value)
-
-    def get(self, name: str, default=None):
-        value = self[name]
-        return default if value is None else value

@@ -1,11 +1,11 @@
 """The quantization stage: resolve the precision, calibrate, quantize, guard the accuracy, report every layer.
 
-``apply(model, source, profile, options, context)``:
+``apply(model, source, profile, options, state)`` (``state``: the ``CompileState``):
 
 * precision from ``--quantize`` or the profile (``stages/quantize_policy.py``);
-* calibration samples from ``context["calibration"]`` or ``--calibration`` (``edgec.compiler.calibration``);
-* ``--format tflite``: no QDQ ONNX (onnx2tf garbles it). The stage records ``context["precision"]`` (none, fp16,
-  int8) and ``context["calibration"]`` (the CalibrationSet, or None) and leaves quantization to the TFLite
+* calibration samples from ``state.calibration`` or ``--calibration`` (``edgec.compiler.calibration``);
+* ``--format tflite``: no QDQ ONNX (onnx2tf garbles it). The stage records ``state.precision`` (none, fp16,
+  int8) and ``state.calibration`` (the CalibrationSet, or None) and leaves quantization to the TFLite
   emitter, which can measure its result with ``edgec.compiler.accuracy.Evaluator``;
 * int8: cross-layer equalization + bias absorption, calibration (profile or ``--calibration-method``), bias
   correction, onnxruntime QDQ; without explicit options, equalization/bias correction and the activation range
@@ -54,8 +54,8 @@ def _name_nodes(model: ir.Model) -> None:
         seen.add(name)
 
 
-def _calibration(options, io: dict, context: dict):
-    samples = context.get("calibration")
+def _calibration(options, io: dict, state):
+    samples = state.calibration
     if samples is None and options.calibration:
         samples = load_samples(options.calibration, io["inputs"], preprocess=options.preprocess)
     return samples
@@ -314,23 +314,23 @@ def _run_fp16(model, evaluator, budget, records):
     return model, result, chosen
 
 
-def apply(model: ir.Model, source, profile, options, context: dict):
+def apply(model: ir.Model, source, profile, options, state):
     """Quantize ``model`` as the profile and options say; see the module docstring."""
     logging.getLogger("onnxruntime").setLevel(logging.WARNING)
     spec = profile.quantization
-    fmt = context["format"]  # the one the pipeline chose (measured tables, fallback): never recomputed here
-    if context.get("source_quantized"):
-        return model, _keep_quantized(context["source_quantized"], options, context)
+    fmt = state.format  # the one the pipeline chose (measured tables, fallback): never recomputed here
+    if state.source_quantized:
+        return model, _keep_quantized(state.source_quantized, options, state)
     _name_nodes(model)
     io = edgec_ir.io_signature(model, source.layouts)
-    samples = _calibration(options, io, context)
-    context["calibration"] = samples
+    samples = _calibration(options, io, state)
+    state.calibration = samples
     precision, reason = resolve_precision(model, profile, options, fmt, samples is not None)
-    context["precision"] = precision
+    state.precision = precision
     report = {"precision": precision, "reason": reason}
     if isa_requirements(profile, precision, fmt):
         report["requires"] = isa_requirements(profile, precision, fmt)
-    context["report"]["quantization"] = report
+    state.report["quantization"] = report
     if precision == "none":
         return model, []
     method = options.calibration_method or spec.calibration_method
@@ -359,22 +359,22 @@ def apply(model: ir.Model, source, profile, options, context: dict):
         work, result, chosen = _run_fp16(model, evaluator, budget, records)
     report.update({"settings": records[-1]["settings"], "max_accuracy_drop": budget,
                    "nodes": _node_rows(work, precision, chosen, result, spec, budget, scope)})
-    context["report"]["accuracy"] = _accuracy_report(evaluator, result, budget, measured_on)
+    state.report["accuracy"] = _accuracy_report(evaluator, result, budget, measured_on)
     records.append(_record("accuracy-guard", {"max_accuracy_drop": budget},
-                           _guard_notes(context["report"]["accuracy"], report["nodes"]), bool(result.excluded)))
-    context["quantized"] = True
+                           _guard_notes(state.report["accuracy"], report["nodes"]), bool(result.excluded)))
+    state.quantized = True
     return edgec_ir.from_proto(compact_proto(result.proto)), records
 
 
-def _keep_quantized(found: str, options, context: dict) -> list[dict]:
+def _keep_quantized(found: str, options, state) -> list[dict]:
     """An already quantized source is never quantized again (that compounds the rounding and nothing could be
     verified against a float model): it is compiled as it is, and the report and console say so, also when
     ``--quantize`` asked for a precision."""
     note = f"the source model is already quantized ({found}): compiled as it is, not quantized again"
     if options.quantize not in (None, "none", "auto"):
         note += f"; --quantize {options.quantize} ignored"
-    context["precision"] = "none"
-    context["report"]["quantization"] = {"precision": "already quantized", "reason": note}
+    state.precision = "none"
+    state.report["quantization"] = {"precision": "already quantized", "reason": note}
     return [_record("quantize-skipped", {"already_quantized": found}, [note], False)]
 
 

@@ -93,11 +93,11 @@ def test_tflite_gets_the_precision_and_calibration_not_a_qdq_model(nets):
     context = CompileState(options, load_profile("rpi4"), "tflite", edgec_ir.io_signature(source.model, source.layouts))
     before = edgec_ir.to_proto(source.model).SerializeToString()
     model, records = quantize.apply(source.model, source, load_profile("rpi4"), options, context)
-    assert context["precision"] == "int8" and isinstance(context["calibration"], CalibrationSet)
-    assert len(context["calibration"]) == 24 and not context.quantized
+    assert context.precision == "int8" and isinstance(context.calibration, CalibrationSet)
+    assert len(context.calibration) == 24 and not context.quantized
     assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph)
     assert edgec_ir.to_proto(model).SerializeToString() == before
-    assert records[0]["name"] == "quantize-deferred" and "tflite emitter" in context["report"]["quantization"]["note"]
+    assert records[0]["name"] == "quantize-deferred" and "tflite emitter" in context.report["quantization"]["note"]
 
 
 def test_the_stage_quantizes_for_the_format_the_pipeline_chose_not_the_profiles(nets):
