@@ -92,8 +92,9 @@ def edgec_int8(source, model, calib: np.ndarray, budget: float | None) -> tuple[
     options = CompileOptions(target=PROFILE, quantize="int8", max_accuracy_drop=budget)
     state = CompileState(options, load_profile(PROFILE), "onnx", edgec_ir.io_signature(work, source.layouts),
                          calibration=CalibrationSet("photo crops", [calib]))
-    work, _ = quantize.apply(work, source, state.profile, options, state)
-    return edgec_ir.to_proto(work), state.report
+    work, records = quantize.apply(work, source, state.profile, options, state)
+    notes = [n for r in records if r["name"] == "quantize-int8" for n in r["notes"]]
+    return edgec_ir.to_proto(work), {**state.report, "notes": notes}
 
 
 def edgec_tflite(tmp: Path, calib: np.ndarray, budget: float):
