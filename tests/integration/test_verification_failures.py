@@ -103,8 +103,8 @@ class PerturbedRuntime:
     def __getattr__(self, name):
         return getattr(self.real, name)
 
-    def load(self, model, threads=None, name=None):
-        session = self.real.load(model, threads=threads, name=name)
+    def load(self, model, threads=None, name=None, **options):  # options: the runtime's own (spinning)
+        session = self.real.load(model, threads=threads, name=name, **options)
         real_run, factor = session.run, np.float32(1 + self.rel)
         session.run = lambda feeds: [np.asarray(o) * factor for o in real_run(feeds)]
         return session

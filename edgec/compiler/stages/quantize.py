@@ -31,7 +31,7 @@ from edgec.compiler.stages.quantize_guard import run_guard
 from edgec.compiler.stages.quantize_policy import isa_requirements, resolve_precision
 from edgec.compiler.stages.quantize_select import WORTH, sensitivity_groups
 from edgec.compiler.state import pass_record as _record
-from edgec.errors import CalibrationDataError, UsageError
+from edgec.errors import CalibrationDataError, CompileError, UsageError
 
 __all__ = ["apply"]
 
@@ -230,16 +230,21 @@ def _choose_ranges(model, calib, part, spec, tools: tuple[bool, bool], chosen: t
     from edgec.compiler.stages.quantize_evidence import decide
 
     default = chosen[2].method
-    tried = {default: chosen}
+    tried, failed = {default: chosen}, []
     for method in RANGE_METHODS:
         if method in tried:
             continue
-        work, quantizer = _int8_quantizer(model, calib, spec, method, tools, [])
-        measured = part.measure(proto_runner(quantizer.quantize(), unfused=True))
+        try:
+            work, quantizer = _int8_quantizer(model, calib, spec, method, tools, [])
+            measured = part.measure(proto_runner(quantizer.quantize(), unfused=True))
+        except CompileError as exc:  # onnxruntime's calibrator cannot run this method on the graph (silero-vad's If)
+            failed.append(f"{method}: not usable here ({' '.join(str(exc).split())[:160]})")
+            continue
         evidence = decide(measured, 0.0)
         tried[method] = ((evidence["estimate"], measured["noise"]), work, quantizer, [], evidence["interval"])
     best = _best_tools(tried, default)
-    figures = "; ".join(f"{k}: {v[0][0]:.2f} points (output noise {v[0][1]:.2e})" for k, v in tried.items())
+    figures = "; ".join([f"{k}: {v[0][0]:.2f} points (output noise {v[0][1]:.2e})" for k, v in tried.items()]
+                        + failed)
     note = (f"activation ranges: {best} ({'the profile' if best == default else 'lower held-out output noise'}); "
             f"full-int8 drop estimate on {len(part.samples)} held-out samples with {figures}")
     return tried[best][1], tried[best][2], note
