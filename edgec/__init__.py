@@ -18,7 +18,7 @@ _API = ("BenchRun", "ResultsReport", "SweepOptions", "Variant", "bench", "calibr
         "default_output", "devices", "estimate", "farm_bench", "farm_check", "farm_prune", "inspect_bundle",
         "parse_variants", "push", "results_report", "run_sweep", "stored_run", "stored_runs", "sweep",
         "SweepRun", "verify_bundle", "DemoRun", "run_demo", "FarmStatus", "deploy_bundle", "deploy_targets",
-        "farm_status", "rollback", "watch_farm_status", "SshOptions", "farm_progress", "Bundle", "compile_report",
+        "farm_status", "rollback", "watch_farm_status", "SshOptions", "farm_progress", "ctrl_c", "Bundle", "compile_report",
         "list_profiles", "load_profile", "parse_input_shapes")
 _ERRORS = ("AccuracyBudgetError", "BundleError", "CalibrationDataError", "ClusterError", "CompileError", "DeviceError",
            "DeviceTimeoutError", "EdgecError", "HostKeyError", "InputError", "ResourceLimitError", "ResultsError",

@@ -30,6 +30,7 @@ from edgec.api._bundles import (
 from edgec.api._demo import DemoRun, run_demo
 from edgec.api._deploy import (
     FarmStatus,
+    ctrl_c,
     deploy_bundle,
     deploy_targets,
     farm_status,
@@ -74,6 +75,7 @@ __all__ = [
     "compare_runs",
     "compile",
     "compile_report",
+    "ctrl_c",
     "default_output",
     "delete_run",
     "deploy_bundle",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from edgec.bundle import Bundle
+from edgec.deploy.interrupt import ctrl_c
 from edgec.deploy.inventory import Device, load_inventory, resolve_device, select_devices
 from edgec.deploy.results import ResultsStore
 from edgec.deploy.ssh_options import SshOptions
@@ -20,7 +21,7 @@ from edgec.errors import UsageError
 if TYPE_CHECKING:
     from edgec.deploy.rollout import DeviceRollout, Rollout
 
-__all__ = ["FarmStatus", "deploy_bundle", "deploy_targets", "farm_status", "rollback", "watch_farm_status"]
+__all__ = ["FarmStatus", "ctrl_c", "deploy_bundle", "deploy_targets", "farm_status", "rollback", "watch_farm_status"]
 
 
 def deploy_targets(device_names: tuple[str, ...] = (), tags: tuple[str, ...] = (), inventory=None) -> list[Device]:

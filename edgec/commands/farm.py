@@ -249,21 +249,20 @@ def status_cmd(inventory, trust_new_host, connect_timeout, stall_timeout, transf
                watch, interval, count, parallel, results, as_json):
     """The inference service on each device: active bundle, uptime, request rate, live p50/p99 against the
     benchmark, errors, temperature, throttling, power; drift when latency or errors leave the band. Each sample
-    is stored in the results database. With --watch, Ctrl-C ends the watch after the last complete round.
+    is stored in the results database. With --watch, Ctrl-C ends the watch once the round in progress is shown.
     Exit code 8 when a device of the last round could not be reached."""
     ssh = ssh_settings(trust_new_host, connect_timeout, stall_timeout, transfer_retries)
     status, rounds = None, 0
-    try:
+    # Ctrl-C ends the watch after the round in progress (an event, never a KeyboardInterrupt inside the sampling
+    # threads' locks); a second Ctrl-C interrupts at once (exit 130).
+    with api.ctrl_c() as pressed:
         for status in api.watch_farm_status(inventory=inventory, tags=tuple(tags), names=tuple(names),
                                             margin_pct=margin, parallel=parallel, results=results,
                                             interval=interval if watch else None, ssh=ssh):
             rounds += 1
             _print_status(status.to_dict(), watch, as_json)
-            if rounds == count:
+            if rounds == count or pressed.is_set():
                 break
-    except KeyboardInterrupt:
-        if not rounds:
-            raise  # nothing printed yet: an interruption (exit 130)
     if status is not None and status.unreachable:
         sys.exit(8)
 
