@@ -92,12 +92,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _switch(edgec_dir: Path, bundle_id: str) -> None:
+def _sweep_strays(edgec_dir: Path) -> None:
+    """Remove ``.active-*`` links a kill left half made (every activation does, even one that changes nothing)."""
     for stray in edgec_dir.glob(".active-*"):
         try:
             stray.unlink()
         except OSError:
             pass
+
+
+def _switch(edgec_dir: Path, bundle_id: str) -> None:
     tmp = edgec_dir / f".active-{secrets.token_hex(4)}"
     os.symlink(f"bundles/{bundle_id}", tmp)
     os.replace(tmp, edgec_dir / ACTIVE)  # the one atomic step
@@ -117,6 +121,7 @@ def activate(edgec_dir, ref: str, keep: int = KEEP) -> dict:
         raise BundleError(f"{path}: its manifest's sha256 is {bundle.bundle_id[:16]}, not the directory's name; "
                           "push the bundle again")
     bundle.check_files()
+    _sweep_strays(edgec_dir)
     previous = active_id(edgec_dir)
     changed = previous != bundle_id
     if changed:

@@ -69,7 +69,8 @@ def test_sigkill_at_random_points_of_activation_leaves_one_verified_bundle_that_
         assert service.slot.bundle_id == active and service.health()["reference_ok"]
         seen.add(active)
     assert seen == set(ids)  # the kills landed on both sides of the switch
-    store.activate(edgec_dir, ids[0])
+    os.symlink(f"bundles/{ids[1]}", edgec_dir / ".active-deadbeef")  # as a kill between symlink and rename leaves
+    store.activate(edgec_dir, store.active_id(edgec_dir))  # even an activation that changes nothing sweeps it
     assert not list(edgec_dir.glob(".active-*"))  # a link a kill left half made is gone after the next one
 
 
