@@ -71,11 +71,16 @@ def top1_agreement(reference: np.ndarray, got: np.ndarray, axis: int = 1) -> flo
     return float(np.mean(np.asarray(reference).argmax(axis) == np.asarray(got).argmax(axis)))
 
 
+def _are_probabilities(output: np.ndarray, axis: int) -> bool:
+    """Non-negative and summing to 1 along ``axis`` (a softmax already applied)."""
+    return bool(np.all(output >= 0) and np.allclose(output.sum(axis), 1.0, atol=1e-3))
+
+
 def _is_step_classifier(output: np.ndarray) -> bool:
     """[N, T, C] probabilities (a CTC recogniser's, a tagger's): one decision per step, read by its arg-max."""
     if output.ndim != 3 or output.shape[2] < 2 or not np.issubdtype(output.dtype, np.floating):
         return False
-    return bool(np.all(output >= 0) and np.allclose(output.sum(2), 1.0, atol=1e-3))
+    return _are_probabilities(output, axis=2)
 
 
 def _rows(output: np.ndarray, steps: bool) -> np.ndarray:
@@ -94,7 +99,7 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _probabilities(logits: np.ndarray) -> np.ndarray:
     """Rows as probabilities: kept when they already are (non-negative, summing to 1), else softmax."""
     logits = logits.astype(np.float64)
-    if np.all(logits >= 0) and np.allclose(logits.sum(1), 1.0, atol=1e-3):
+    if _are_probabilities(logits, axis=1):
         return logits
     shifted = np.exp(logits - logits.max(1, keepdims=True))
     return shifted / shifted.sum(1, keepdims=True)
