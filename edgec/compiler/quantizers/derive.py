@@ -7,13 +7,13 @@ are derived from the full model in a few milliseconds:
 
 * a node in float reads float values: an input that a DequantizeLinear feeds is read from the float tensor
   before its QuantizeLinear, unless that tensor comes out of a node still quantized (int8 kernels hand on int8
-  values, as onnxruntime's quantizer also leaves them);
+  values, as onnxruntime's quantizer also leaves them) or a quantized node also reads it (onnxruntime gives a
+  tensor one Q/DQ pair that every reader shares, float readers too);
 * its weights and biases are the float model's own (bias correction applies to quantized layers only);
 * Q/DQ nodes nobody reads any more are dropped.
 
 This is the arithmetic onnxruntime's ``quantize_static`` produces with the same ``nodes_to_exclude`` /
-``nodes_to_quantize`` (tested), except for a Relu/Clip measured alone: onnxruntime quantizes those only after a
-quantized producer, a variant rounds around them. The final model is still made by onnxruntime's quantizer.
+``nodes_to_quantize`` (tested). The final model is still made by onnxruntime's quantizer.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class VariantMaker:
         inits = {t.name for t in graph.initializer}
         needed: set[str] = set()
         self._restored: set[str] = set()  # float nodes that read a restored weight or bias
+        self._shared = {i for n in graph.node if n.op_type not in QDQ_OPS and quantized(n.name) for i in n.input}
         for node in graph.node:
             if node.op_type in QDQ_OPS or quantized(node.name):
                 continue
@@ -93,7 +94,7 @@ class VariantMaker:
             original = self.float_inputs.get(node.name)
             return original[index] if original is not None and index < len(original) else None
         q = producer.get(dq.input[0])
-        if q is None or q.op_type != "QuantizeLinear":
+        if q is None or q.op_type != "QuantizeLinear" or name in self._shared:
             return None
         origin = producer.get(q.input[0])
         return None if origin is not None and quantized(origin.name) else q.input[0]

@@ -27,7 +27,7 @@ from edgec import ir as edgec_ir
 from edgec.compiler.passes.correct_bias import CorrectBias, input_means
 from edgec.compiler.quantizers.common import WEIGHTED_OPS, batch_size, make_session, with_outputs
 from edgec.compiler.quantizers.derive import VariantMaker
-from edgec.compiler.quantizers.scope import expand, float_scope, op_groups
+from edgec.compiler.quantizers.scope import activation_followers, expand, float_scope, op_groups
 from edgec.errors import CompileError
 
 __all__ = ["Int8Quantizer", "mse_ranges", "quantized_nodes"]
@@ -175,6 +175,7 @@ class Int8Quantizer:
         self.keep_float = float_scope(model)  # node name -> why it stays float whatever the guard does
         self.groups = op_groups(model, self.quantizable_ops(), self.keep_float)  # "ops:Add" -> node names
         self._kinds = {n.name: n.op_type for n in model.graph}
+        self.followers = activation_followers(model)  # Conv -> the Relu/Clip that goes float or int8 with it
         self._full, self._variants = None, None
         try:
             self.ranges = self._calibrate(samples, limit)
@@ -212,9 +213,10 @@ class Int8Quantizer:
     def quantize(self, exclude=(), only=None, exact: bool = False) -> onnx.ModelProto:
         """A QDQ model with the nodes ``exclude`` in float (or only the nodes ``only`` quantized). Variants of the
         fully quantized model are derived from it (``quantizers.derive``) unless ``exact``: then onnxruntime's
-        quantizer makes this one."""
-        exclude = expand(exclude, self.groups) | set(self.keep_float)
-        only = None if only is None else expand(only, self.groups) - set(self.keep_float)
+        quantizer makes this one. A weighted layer's activation follower (``scope.activation_followers``) goes
+        with it."""
+        exclude = self._with_followers(expand(exclude, self.groups)) | set(self.keep_float)
+        only = None if only is None else self._with_followers(expand(only, self.groups)) - set(self.keep_float)
         if exact:
             return self._quantize(exclude, only)
         if self._full is None:
@@ -227,6 +229,9 @@ class Int8Quantizer:
         ops = self.quantizable_ops() | set(WEIGHTED_OPS)
         return self._variants.derive(lambda name: self._kinds.get(name) in ops and name not in exclude
                                      and (only is None or name in only))
+
+    def _with_followers(self, names: set[str]) -> set[str]:
+        return names | {self.followers[n] for n in names if n in self.followers}
 
     def _quantize(self, exclude: set[str], only: set[str] | None) -> onnx.ModelProto:
         """onnxruntime's quantizer on the float model (bias-corrected for the layers it quantizes)."""
