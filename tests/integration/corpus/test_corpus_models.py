@@ -7,11 +7,12 @@ Cost: each bundle is compiled once per session (``corpus_builds``); the tests of
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from edgec import api
 from edgec.examples.corpus import CORPUS
-from edgec.examples.corpus_metrics import bundle_runner, fidelity, source_runner
+from edgec.examples.corpus_metrics import bundle_runner, fidelity, source_runner, timed
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +73,12 @@ def test_corpus_model_compiles_verifies_and_keeps_fidelity(corpus_builds, name, 
     metric = next(v for k, v in scores.items() if k not in ("cosine", "chars_decoded", "speech_fraction"))
     if precision == "none" or model.prequantized:
         assert metric >= FLOAT_FLOOR["metric"] and scores["cosine"] >= FLOAT_FLOOR["cosine"], scores
+        # what benchmarks/zoo.py times: the runtime alone on inputs already in the model's layout, same values
+        run = bundle_runner(bundle)
+        feed = model.feed(corpus_builds.eval_samples(name), 0)
+        raw = [np.sort(np.ravel(v)) for v in timed(run, feed)()]
+        for value in run(feed):
+            assert any(r.shape == (value.size,) and np.allclose(r, np.sort(value.ravel())) for r in raw)
     else:
         assert metric >= INT8_FLOOR[name] and scores["cosine"] >= INT8_COSINE, scores
 
