@@ -13,6 +13,7 @@ import time
 from edgec.cluster.executor import Cluster
 from edgec.cluster.transfer import pack
 from edgec.deploy.farm import DeviceOutcome, FarmProgress, FarmRun, outcome_text
+from edgec.deploy.interrupt import ctrl_c
 from edgec.errors import ClusterError, DeviceTimeoutError
 
 __all__ = ["cluster_check_devices", "cluster_farm_bench", "unserved_site_error"]
@@ -66,24 +67,12 @@ def cluster_farm_bench(cluster: Cluster, devices: list, bundle, *, store, option
         pending[actor.bench.remote(payload, options, ssh, device_timeout)] = (device, actor, time.monotonic())
         progress.stage(device.name, "queued", f"site {device.site}" if device.site else "any node")
     try:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
-            for ref in ready:
-                device, _actor, started = pending.pop(ref)
-                try:
-                    finish(device, started, ray.get(ref), None)
-                except ray.exceptions.RayError as exc:  # the node or actor died under the benchmark
-                    finish(device, started, None, {"type": "ClusterError", "message": (
-                        f"{device.name}: the cluster lost its benchmark ({type(exc).__name__}); run it again")})
-            now = time.monotonic()
-            for ref, (device, actor, started) in list(pending.items()):
-                if now - started > device_timeout + _GRACE_S:
-                    pending.pop(ref)
-                    cluster.kill(actor)
-                    error = DeviceTimeoutError(f"{device.name}: no outcome within the device timeout of "
-                                               f"{device_timeout:g} s on the cluster; stopped")
-                    finish(device, started, None, {"type": type(error).__name__, "message": str(error)})
-            progress.draw()
+        with ctrl_c() as pressed:  # the first Ctrl-C is an event polled here, never raised inside ray.wait
+            while pending and not pressed.is_set():
+                _collect(ray, cluster, pending, finish, device_timeout)
+                progress.draw()
+            if pressed.is_set():
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         run.interrupted = True
         for _device, actor, _started in pending.values():
@@ -91,6 +80,26 @@ def cluster_farm_bench(cluster: Cluster, devices: list, bundle, *, store, option
     progress.draw()
     run.outcomes = [outcomes[d.name] for d in devices if d.name in outcomes]
     return run
+
+
+def _collect(ray, cluster: Cluster, pending: dict, finish, device_timeout: float) -> None:
+    """One round: finish what the cluster answered within 0.2 s, stop what outlived its deadline."""
+    ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
+    for ref in ready:
+        device, _actor, started = pending.pop(ref)
+        try:
+            finish(device, started, ray.get(ref), None)
+        except ray.exceptions.RayError as exc:  # the node or actor died under the benchmark
+            finish(device, started, None, {"type": "ClusterError", "message": (
+                f"{device.name}: the cluster lost its benchmark ({type(exc).__name__}); run it again")})
+    now = time.monotonic()
+    for ref, (device, actor, started) in list(pending.items()):
+        if now - started > device_timeout + _GRACE_S:
+            pending.pop(ref)
+            cluster.kill(actor)
+            error = DeviceTimeoutError(f"{device.name}: no outcome within the device timeout of "
+                                       f"{device_timeout:g} s on the cluster; stopped")
+            finish(device, started, None, {"type": type(error).__name__, "message": str(error)})
 
 
 def cluster_check_devices(cluster: Cluster, devices: list, ssh, bundle=None, timeout: float = 120.0) -> list[dict]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -147,6 +148,38 @@ def test_farm_bench_runs_each_device_on_its_sites_node_once_at_a_time(cluster, d
         assert first[1] <= second[0], f"{device} ran two benchmarks at once: {spans}"
         contended += second[2] < first[1]  # asked for while the other driver's benchmark still ran
     assert contended >= 1, f"the two drivers never asked for the same device at once: {windows}"
+
+
+def test_ctrl_c_stops_the_cluster_farm_and_keeps_finished_results(cluster, devices, known_hosts, home, bundles,
+                                                                 client_key, tmp_path):
+    stuck = tmp_path / "stuck-python"  # b1's benchmark never ends: its serve session hangs once asked to bench
+    benching = tmp_path / "stuck-is-benching"
+    stuck.write_text(
+        '#!/bin/sh\ncase "$*" in *serve*)\n'
+        f'  while IFS= read -r line; do case "$line" in *\'"bench"\'*) touch {benching}; sleep 300;; esac; '
+        'printf "%s\\n" "$line"; done'
+        f' | {sys.executable} "$@"; exit;;\nesac\nexec {sys.executable} "$@"\n')
+    stuck.chmod(0o755)
+    inv = write_inventory(tmp_path / "a.toml", {"a1": devices["a1"]}, client_key)
+    inv.write_text(inv.read_text() + write_inventory(tmp_path / "b.toml", {"b1": devices["b1"]}, client_key,
+                                                     python=str(stuck)).read_text())
+    db = tmp_path / "results.db"
+    proc = edgec(home, "farm", "bench", str(bundles["small"].path), "--inventory", str(inv), "--runs", "20",
+                 "--results", str(db), "--cluster", cluster.address, wait=False)
+    deadline = time.monotonic() + 300  # liveness only: a1 finishes and b1 is benching
+    while time.monotonic() < deadline:
+        if benching.exists() and db.exists() and len(_runs(db)) == 1:
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail(f"a1 did not finish or b1 was never asked to bench: {proc.communicate()[1][-2000:]}")
+    proc.send_signal(signal.SIGINT)  # once: the loop sees an event, no KeyboardInterrupt inside ray.wait
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted; finished devices were kept" in err and "Traceback" not in err
+    assert [(r["device"], r["status"]) for r in _runs(db)] == [("a1", "ok")]
+    assert "a1" in out
 
 
 def test_farm_check_through_the_cluster(cluster, devices, known_hosts, home, client_key, tmp_path):
