@@ -319,7 +319,7 @@ def goals(results: list[dict], names: list[str]) -> list[dict]:
 
 
 def print_table(results: list[dict]) -> None:
-    header = (f"{'model':<12} {'variant':<34} {'fmt':<6} {'compile':>7} {'size':>6} {'latency':>8} "
+    header = (f"{'model':<12} {'variant':<38} {'fmt':<6} {'compile':>7} {'size':>6} {'latency':>8} "
               f"{'metric':>16} {'cosine':>7}")
     print(header)
     print("-" * len(header))
@@ -329,7 +329,7 @@ def print_table(results: list[dict]) -> None:
             shown = f"{METRIC_KEYS[metric[0]]} {metric[1]:.3f}" if metric else "error"
             compile_s = "-" if r["compile_s"] is None else f"{r['compile_s']:.1f}s"
             latency = "-" if r["latency_ratio"] is None else f"{r['latency_ratio']:.2f}x"
-            print(f"{r['model']:<12} {r['variant'][:34]:<34} {r['format']:<6} {compile_s:>7} {r['size_ratio']:>5.2f}x "
+            print(f"{r['model']:<12} {r['variant'][:38]:<38} {r['format']:<6} {compile_s:>7} {r['size_ratio']:>5.2f}x "
                   f"{latency:>8} {shown:>16} {r.get('cosine', float('nan')):>7.4f}")
         for note in result["notes"] + [f"{r['variant']}: cannot run: {r['error']}" for r in result["rows"]
                                        if "error" in r]:

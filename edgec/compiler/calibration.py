@@ -112,7 +112,7 @@ class CalibrationSet:
 
     def random_split(self, fraction: float, seed: int) -> tuple[CalibrationSet, CalibrationSet]:
         """(part, rest) drawn at random (seeded), each in file order: a file ordered by class, source or time
-        splits without bias, unlike ``split``."""
+        splits without bias (the first half against the second would hold out one class)."""
         n = len(self)
         cut = max(1, min(n - 1, round(n * fraction))) if n > 1 else n
         chosen = np.zeros(n, bool)
@@ -124,11 +124,6 @@ class CalibrationSet:
         if len(self) <= count:
             return self
         return self.take(np.sort(np.random.default_rng(seed).permutation(len(self))[:count]))
-
-    def split(self, fraction: float) -> tuple[CalibrationSet, CalibrationSet]:
-        """(first part, held-out rest): the rest measures agreement when there are no labelled data."""
-        cut = max(1, min(len(self) - 1, round(len(self) * fraction))) if len(self) > 1 else len(self)
-        return self.subset(0, cut), self.subset(cut, len(self))
 
 
 def _describe(shape) -> list:

@@ -25,9 +25,13 @@ def test_npz_rows_are_read_on_demand_and_match_the_file(tmp_path):
     np.testing.assert_array_equal(samples.read(7, 9)[0], data[7:9])
     batches = list(samples.batches(16, limit=40))
     assert [len(b[0]) for b in batches] == [16, 16, 8]
-    head, tail = samples.split(0.5)
-    np.testing.assert_array_equal(tail.read(0, 2)[0], data[25:27])
-    assert tail.labels[0] == 25 and len(head) == 25
+    part, rest = samples.random_split(0.5, seed=3)
+    assert len(part) == len(rest) == 25
+    assert sorted(part.labels.tolist() + rest.labels.tolist()) == list(range(50))
+    assert part.labels.tolist() != list(range(25))  # not the first half in file order
+    first = int(rest.labels[0])
+    np.testing.assert_array_equal(rest.read(0, 1)[0], data[first:first + 1])
+    assert samples.random_split(0.5, seed=3)[0].labels.tolist() == part.labels.tolist()  # seeded
 
 
 def test_float64_samples_are_cast_to_the_input_dtype(tmp_path):

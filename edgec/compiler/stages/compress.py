@@ -97,8 +97,9 @@ def _data(model: ir.Model, io: dict, state: CompileState):
         evaluator = Evaluator(reference, state.eval_set(), batch)
         measured_on = f"labelled evaluation data {options.eval_data}"
     elif samples is not None and len(samples) >= 2:
-        samples, held = samples.split(0.5)
-        evaluator, measured_on = Evaluator(reference, held, batch), f"{len(held)} held-out calibration samples"
+        samples, held = samples.random_split(0.5, options.seed)  # a file ordered by class splits without bias
+        evaluator, measured_on = Evaluator(reference, held, batch), (f"{len(held)} held-out calibration samples "
+                                                                     f"(drawn at random, seed {options.seed})")
     if samples is None:
         notes.append("no --calibration: uniform ratios and no reconstruction (both need real samples); give "
                      "--calibration for sensitivity-spread ratios and least-squares reconstruction")
