@@ -106,7 +106,7 @@ def edgec_tflite(tmp: Path, calib: np.ndarray, budget: float | None):
     calib_file = write_npz(tmp / "calib.npz", {"inputs": calib})
     bundle = api.compile("edgec.examples.imagenet:efficientnet_lite2", tmp / f"tflite-{budget}.bundle",
                          target=PROFILE, format="tflite", quantize="int8", calibration=str(calib_file),
-                         max_accuracy_drop=budget, input_shape={"inputs": [1, 3, 260, 260]}, force=True)
+                         max_accuracy_drop=budget, input_shapes={"inputs": [1, 3, 260, 260]}, force=True)
     return bundle_runner(bundle, THREADS), bundle.model_path.stat().st_size, bundle.manifest["report"]
 
 
