@@ -213,7 +213,7 @@ def _peers(model, float_onnx: Path, calib: dict, tmp: Path) -> tuple[list[Varian
             f"{model.distribution}'s own int8 .tflite", tflite_runner(path), path, "tflite")
     peers, notes = [], []
     for name, make in makers.items():
-        if model.prequantized and "quantize" in name:
+        if model.prequantized and (name.startswith(ORT) or "int8" in name):  # it would quantize twice
             notes.append(f"{name}: not run (the model is already quantized)")
             continue
         try:
