@@ -8,6 +8,7 @@ device. A benchmark is never retried: a connection lost half way is reported as 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import shlex
@@ -81,6 +82,7 @@ class AgentSession:
 
     def __init__(self, conn: Connection, device: Device, agent: str):
         self.conn, self.device, self._id = conn, device, 0
+        self.client = conn.client  # the SSH link this process lives on: a reconnect (a push resuming) ends it
         argv = [device.python, agent, "serve", "--heartbeat", f"{HEARTBEAT_S:g}"]
         self.proc = conn.start(" ".join(shlex.quote(a) for a in argv), what="agent serve",
                                heartbeat=HEARTBEAT_S / 4)
@@ -168,6 +170,12 @@ class SshAgent:
             self.conn.__exit__(*exc)
 
     def session(self) -> AgentSession:
+        if self._session is not None and self._session.client is not self.conn.client:
+            # The push reconnected to resume an upload: this serve process died with the old link (a bench on it
+            # failed with "Socket is closed" over a lossy link). Start another on the new one.
+            with contextlib.suppress(DeviceError, OSError, EOFError):
+                self._session.proc.close()
+            self._session = None
         if self._session is None:
             self._session = AgentSession(self.conn, self.device, self.agent)
         return self._session

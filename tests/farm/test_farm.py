@@ -169,6 +169,21 @@ def test_repeat_bench_pushes_nothing(sshd, client_key, ssh_opts, bundles, device
         Path(p).name for p in [__import__("edgec.deploy.remote", fromlist=["x"]).agent_zipapp()]]
 
 
+def test_a_bench_after_a_push_that_reconnected_runs_on_a_new_agent_session(sshd, client_key, ssh_opts, bundles,
+                                                                             device_python):
+    from edgec.deploy.remote import SshAgent
+
+    server = sshd()
+    trust(server, ssh_opts)
+    with SshAgent(server.device(client_key, "d1", python=device_python), ssh_opts, timeout=120) as agent:
+        agent.info()  # the agent's serve process starts on the first link
+        first = agent.session()
+        agent.conn.reconnect()  # what a push does to resume a stalled upload (seen over a 20% lossy link)
+        result = agent.bench(agent.place(bundles["small"]), QUICK)
+        assert agent.session() is not first and first.client is not agent.conn.client
+    assert result["latency_ms"]["count"] == QUICK.runs
+
+
 def test_bench_over_a_lossy_slow_link_completes(netns_farm, client_key, ssh_opts, bundles, device_python):
     lossy, slow = netns_farm.add(1), netns_farm.add(2)
     for server in (lossy, slow):

@@ -12,8 +12,10 @@ from edgec.examples.corpus import CORPUS, write_calibration
 
 CALIBRATION_SAMPLES = 16
 # The large graphs calibrate (and run the int8 guard's per-node checks) on fewer samples: CI time. silero-vad's
-# chunks are 32 ms: 16 of them are the stream's opening silence, 64 (2 s) hold speech as well.
-SAMPLES = {"ppocr-det": 8, "ppocr-rec": 8, "ddddocr-det": 8, "silero-vad": 64}
+# chunks are 32 ms: 16 of them are the stream's opening silence, 64 (2 s) hold speech as well. ddddocr-det keeps
+# 16: on 8 its min/max ranges missed the evaluation images' (cosine 0.88-0.90 against 0.95-0.99 on 12-16, the
+# compile no slower: 40 s).
+SAMPLES = {"ppocr-det": 8, "ppocr-rec": 8, "silero-vad": 64}
 EVAL_SAMPLES = 8
 VAD_CHUNKS = 150  # 4.8 s of speech-like audio: bursts and pauses (a chunk is 32 ms)
 
