@@ -112,9 +112,9 @@ def edgec_tflite(tmp: Path, calib: np.ndarray, budget: float | None):
 
 def onnx2tf_int8(tmp: Path, float_path: Path, calib: np.ndarray):
     """Plain onnx2tf int8 (its TFLiteConverter full-integer file with float io), calibrated on the same crops."""
-    from benchmarks.zoo import _onnx2tf
+    from benchmarks.zoo import onnx2tf_variant
 
-    variant = _onnx2tf(None, float_path, tmp / "onnx2tf", {"inputs": calib}, True)
+    variant = onnx2tf_variant(float_path, tmp / "onnx2tf", {"inputs": calib}, True)
     return variant.run, variant.path.stat().st_size
 
 

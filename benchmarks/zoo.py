@@ -109,7 +109,9 @@ def _ort_static(model, float_onnx: Path, samples: dict, out: Path, method: str) 
     return Variant(f"{ORT} {method}", onnx_runner(out), out, "onnx", time.perf_counter() - start)
 
 
-def _onnx2tf(model, float_onnx: Path, work: Path, calib: dict, int8: bool) -> Variant:
+def onnx2tf_variant(float_onnx: Path, work: Path, calib: dict, int8: bool) -> Variant:
+    """Plain onnx2tf on ``float_onnx`` (int8: its full-integer file with float io, calibrated on ``calib``,
+    NCHW arrays by input name); quant_real uses it too."""
     import onnx2tf
 
     from edgec.examples.corpus_metrics import tflite_runner
@@ -203,8 +205,8 @@ def _peers(model, float_onnx: Path, calib: dict, tmp: Path) -> tuple[list[Varian
 
     makers = {f"{ORT} {m}": (lambda m=m: _ort_static(model, float_onnx, calib, tmp / f"ort-{m}.onnx", m))
               for m in ORT_METHODS}
-    makers.update({"onnx2tf fp32": lambda: _onnx2tf(model, float_onnx, tmp / "o2tf-fp32", calib, False),
-              "onnx2tf int8": lambda: _onnx2tf(model, float_onnx, tmp / "o2tf-int8", calib, True)})
+    makers.update({"onnx2tf fp32": lambda: onnx2tf_variant(float_onnx, tmp / "o2tf-fp32", calib, False),
+              "onnx2tf int8": lambda: onnx2tf_variant(float_onnx, tmp / "o2tf-int8", calib, True)})
     if model.path.suffix in (".h5", ".hdf5"):
         makers["TFLiteConverter int8"] = lambda: _keras_tflite(model, calib, tmp / "keras-int8.tflite")
     if model.peer_tflite:

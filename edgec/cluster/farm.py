@@ -33,7 +33,6 @@ def unserved_site_error(device) -> dict:
 def cluster_farm_bench(cluster: Cluster, devices: list, bundle, *, store, options, ssh,
                        device_timeout: float = 600.0, progress: FarmProgress | None = None) -> FarmRun:
     """Benchmark ``bundle`` on every device through its site's node; one outcome per device."""
-    ray = cluster.ray
     progress = progress or FarmProgress(devices, False)
     run = FarmRun(farm_run=secrets.token_hex(6), bundle_id=bundle.bundle_id)
     payload = cluster.put(pack(bundle.path))
@@ -69,7 +68,7 @@ def cluster_farm_bench(cluster: Cluster, devices: list, bundle, *, store, option
     try:
         with ctrl_c() as pressed:  # the first Ctrl-C is an event polled here, never raised inside ray.wait
             while pending and not pressed.is_set():
-                _collect(ray, cluster, pending, finish, device_timeout)
+                _collect(cluster, pending, finish, device_timeout)
                 progress.draw()
             if pressed.is_set():
                 raise KeyboardInterrupt
@@ -82,8 +81,9 @@ def cluster_farm_bench(cluster: Cluster, devices: list, bundle, *, store, option
     return run
 
 
-def _collect(ray, cluster: Cluster, pending: dict, finish, device_timeout: float) -> None:
+def _collect(cluster: Cluster, pending: dict, finish, device_timeout: float) -> None:
     """One round: finish what the cluster answered within 0.2 s, stop what outlived its deadline."""
+    ray = cluster.ray
     ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
     for ref in ready:
         device, _actor, started = pending.pop(ref)
