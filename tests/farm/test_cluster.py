@@ -152,7 +152,8 @@ def test_farm_bench_runs_each_device_on_its_sites_node_once_at_a_time(cluster, d
 
 def test_ctrl_c_stops_the_cluster_farm_and_keeps_finished_results(cluster, devices, known_hosts, home, bundles,
                                                                  client_key, tmp_path):
-    stuck = tmp_path / "stuck-python"  # b1's benchmark never ends: its serve session hangs once asked to bench
+    stuck = tmp_path / "stuck-python"  # b9's benchmark never ends (names of its own: the per-device actors of earlier
+    # tests keep their device definitions): its serve session hangs once asked to bench
     benching = tmp_path / "stuck-is-benching"
     stuck.write_text(
         '#!/bin/sh\ncase "$*" in *serve*)\n'
@@ -160,26 +161,26 @@ def test_ctrl_c_stops_the_cluster_farm_and_keeps_finished_results(cluster, devic
         'printf "%s\\n" "$line"; done'
         f' | {sys.executable} "$@"; exit;;\nesac\nexec {sys.executable} "$@"\n')
     stuck.chmod(0o755)
-    inv = write_inventory(tmp_path / "a.toml", {"a1": devices["a1"]}, client_key)
-    inv.write_text(inv.read_text() + write_inventory(tmp_path / "b.toml", {"b1": devices["b1"]}, client_key,
+    inv = write_inventory(tmp_path / "a.toml", {"a9": devices["a1"]}, client_key)
+    inv.write_text(inv.read_text() + write_inventory(tmp_path / "b.toml", {"b9": devices["b1"]}, client_key,
                                                      python=str(stuck)).read_text())
     db = tmp_path / "results.db"
     proc = edgec(home, "farm", "bench", str(bundles["small"].path), "--inventory", str(inv), "--runs", "20",
                  "--results", str(db), "--cluster", cluster.address, wait=False)
-    deadline = time.monotonic() + 300  # liveness only: a1 finishes and b1 is benching
+    deadline = time.monotonic() + 300  # liveness only: a9 finishes and b9 is benching
     while time.monotonic() < deadline:
         if benching.exists() and db.exists() and len(_runs(db)) == 1:
             break
         time.sleep(0.2)
     else:
         proc.kill()
-        pytest.fail(f"a1 did not finish or b1 was never asked to bench: {proc.communicate()[1][-2000:]}")
+        pytest.fail(f"a9 did not finish or b9 was never asked to bench: {proc.communicate()[1][-2000:]}")
     proc.send_signal(signal.SIGINT)  # once: the loop sees an event, no KeyboardInterrupt inside ray.wait
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted; finished devices were kept" in err and "Traceback" not in err
-    assert [(r["device"], r["status"]) for r in _runs(db)] == [("a1", "ok")]
-    assert "a1" in out
+    assert [(r["device"], r["status"]) for r in _runs(db)] == [("a9", "ok")]
+    assert "a9" in out
 
 
 def test_farm_check_through_the_cluster(cluster, devices, known_hosts, home, client_key, tmp_path):
