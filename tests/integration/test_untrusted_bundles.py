@@ -9,7 +9,6 @@ import os
 import resource
 import shutil
 import tempfile
-import threading
 import zlib
 from pathlib import Path
 
@@ -88,38 +87,37 @@ def test_bundle_id_covers_the_model(tmp_path):
 
 
 def test_what_the_runtime_loads_is_the_bytes_that_were_hashed(tmp_path, monkeypatch):
-    """A writer swaps the model while verify runs: every load gets the hashed bytes, never a path to reopen."""
+    """The model is swapped on disk right after its bytes are hashed: what loads is the hashed buffer, never a path.
+
+    The swap happens at a fixed point (inside the hash of the model's bytes), not by a racing thread, so every
+    round tests the window between the hash check and the load.
+    """
+    import edgec.bundle as bundle_module
     from edgec.runtimes import onnxruntime as ort_runtime
 
     bundle = _bundle(tmp_path)
     good = (bundle / "model.onnx").read_bytes()
     evil = _onnx_add(tmp_path / "evil.onnx", 1.0 + 1e-3).read_bytes()
     want = Bundle(bundle).manifest["files"]["model.onnx"]["sha256"]
-    loaded, real_load = [], ort_runtime.load
+    loaded, real_load, real_hash = [], ort_runtime.load, bundle_module.sha256_bytes
     monkeypatch.setattr(ort_runtime, "load", lambda model, *a, **k: (loaded.append(model), real_load(model, *a, **k))[1])
-    stop = threading.Event()
 
-    def swap():
-        while not stop.is_set():
-            for data in (evil, good):
-                tmp = bundle / ".swap"
-                tmp.write_bytes(data)
-                os.replace(tmp, bundle / "model.onnx")
+    def put(data: bytes) -> None:
+        (bundle / ".swap").write_bytes(data)
+        os.replace(bundle / ".swap", bundle / "model.onnx")
 
-    writer = threading.Thread(target=swap)
-    writer.start()
-    outcomes = []
-    try:
-        for _ in range(40):
-            try:
-                outcomes.append(api.verify_bundle(bundle)["ok"])
-            except BundleError:
-                outcomes.append("refused")
-    finally:
-        stop.set()
-        writer.join()
-    assert loaded and all(isinstance(m, bytes) and hashlib.sha256(m).hexdigest() == want for m in loaded)
-    assert set(outcomes) <= {True, "refused"}
+    def hash_then_swap(data: bytes) -> str:
+        digest = real_hash(data)
+        if data == good:
+            put(evil)
+        return digest
+
+    monkeypatch.setattr(bundle_module, "sha256_bytes", hash_then_swap)
+    for _ in range(3):
+        put(good)
+        assert api.verify_bundle(bundle)["ok"] is True
+        assert (bundle / "model.onnx").read_bytes() == evil  # the swap did happen after the hash
+    assert len(loaded) >= 3 and all(isinstance(m, bytes) and hashlib.sha256(m).hexdigest() == want for m in loaded)
 
 
 def _encoded_bundle(tmp_path: Path) -> Path:
