@@ -11,7 +11,7 @@ Variants: onnxruntime ``quantize_static`` QDQ per-channel U8S8 with MinMax, Entr
 edgec int8 with its default options (the profile's ``--max-accuracy-drop``, tools kept by the held-out measure,
 cheap float layers); with ``--full`` also edgec with ``--max-accuracy-drop 100`` and with the guard at ``BUDGET``
 points; with ``--tflite`` (slow: minutes of conversion) edgec's TFLite int8 with its default options (onnx2tf +
-TFLiteConverter, whole op types kept float where the guard needs them) beside plain onnx2tf's int8 on the same crops.
+TFLiteConverter, single ops kept float by the same accuracy guard) beside plain onnx2tf's int8 on the same crops.
 
 Goals: edgec (default options) at or above the best onnxruntime setting in top-1 agreement, and >= 0.95 agreement
 at <= 0.30x the float size; with ``--tflite``, edgec's TFLite int8 at or above onnx2tf's.

@@ -1,6 +1,5 @@
-"""Selective TFLite int8: op types deny-listed through the converter's quantization debugger stay float inside an
-otherwise int8 model with int8 I/O, and the emitter tries op types cheapest first."""
-
+"""Selective TFLite int8: single ops deny-listed by output tensor name stay float inside an otherwise int8 model
+with int8 I/O, re-quantized from one calibration, and the accuracy guard picks them by measured sensitivity."""
 from __future__ import annotations
 
 import numpy as np
@@ -31,43 +30,76 @@ def _ops_and_io(content: bytes):
     return ops, interpreter, tensors
 
 
-def test_deny_listed_op_type_stays_float_with_int8_io(keras_cnn):
+def _holder(model):
     from edgec.compiler.emit import _tflite_convert as tfl
 
-    model = keras_cnn
-    holder = tfl.serving_function(lambda args: model(args[0]), [{"name": "x", "shape": [1, 16, 16, 3],
-                                                                 "dtype": "float32"}], ["y"], model)
+    return tfl.serving_function(lambda args: model(args[0]), [{"name": "x", "shape": [1, 16, 16, 3],
+                                                               "dtype": "float32"}], ["y"], model)
+
+
+def test_a_deny_listed_op_stays_float_in_an_otherwise_int8_model_with_int8_io(keras_cnn):
+    from edgec.compiler.emit import _tflite_convert as tfl
+    from edgec.compiler.emit._tflite_select import Requantizer
+
     samples = [[np.random.default_rng(k).random((1, 16, 16, 3), np.float32)] for k in range(8)]
-    content = tfl.convert_function(holder, "int8", ["x"], iter(samples), "int8", ("DEPTHWISE_CONV_2D",))
+    requantizer = Requantizer(tfl.calibrate(_holder(keras_cnn), ["x"], samples), "int8")
+    assert [op.op for op in requantizer.weighted] == ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "FULLY_CONNECTED"]
+    depthwise = requantizer.weighted[1]
+    assert depthwise.params == 3 * 3 * 8 and depthwise.macs == 16 * 16 * 8 * 9
+    content = requantizer.quantize(exclude=[depthwise.name])
     ops, interpreter, tensors = _ops_and_io(content)
-    assert "DEPTHWISE_CONV_2D" in ops and "DEQUANTIZE" in ops and "CONV_2D" in ops
+    assert "DEQUANTIZE" in ops and "QUANTIZE" in ops
     assert interpreter.get_input_details()[0]["dtype"] == np.int8
     assert interpreter.get_output_details()[0]["dtype"] == np.int8
+    kinds = {}
     for detail in interpreter._get_ops_details():
         dtypes = {tensors[i]["dtype"] for i in detail["inputs"] if i >= 0}
-        if detail["op_name"] == "DEPTHWISE_CONV_2D":
-            assert dtypes == {np.float32}  # weights and activations float
-        elif detail["op_name"] == "CONV_2D":
-            assert np.int8 in dtypes
-    full = tfl.convert_function(holder, "int8", ["x"], iter(samples), "int8")
-    assert "DEQUANTIZE" not in _ops_and_io(full)[0]  # full integer: no float island
+        kinds.setdefault(detail["op_name"], []).append(dtypes)
+    assert kinds["DEPTHWISE_CONV_2D"] == [{np.float32}]  # weights and activations float
+    assert all(np.int8 in dtypes for dtypes in kinds["CONV_2D"])  # the other ops of the model stay int8
+    assert tfl.float_ops(content) == [("DEPTHWISE_CONV_2D", depthwise.name)]
+    full = requantizer.quantize()
+    assert "DEQUANTIZE" not in _ops_and_io(full)[0] and tfl.float_ops(full) == []  # full integer: no float island
+    alone = requantizer.quantize(only=[depthwise.name])
+    assert [kind for kind, _ in tfl.float_ops(alone)].count("CONV_2D") == 2  # only the depthwise op quantized
+    assert "DEPTHWISE_CONV_2D" not in [kind for kind, _ in tfl.float_ops(alone)]
 
 
-def test_op_types_are_tried_cheapest_first_never_all(tmp_path):
-    import torch
+def test_the_guard_keeps_the_ops_that_carry_the_noise_in_float(tmp_path):
+    """A Keras CNN whose first conv writes a junk channel of 1000s that the next conv ignores: the per-tensor
+    int8 range of that tensor crushes the real channels, at the conv that writes it and the one that reads it.
+    The TFLite guard must find those two ops by their measured sensitivity and keep them float, while the third
+    conv (same op type) and the head stay int8, and say so in the report."""
+    import keras
 
-    from edgec.compiler.emit._tflite_select import float_op_steps, op_type_weights
-    from edgec.compiler.frontends import lower
-    from edgec.examples.torch_models import tiny_mobilenet
+    from edgec import api
 
-    path = tmp_path / "m.pt2"
-    example = torch.zeros(1, 3, 32, 32)
-    torch.export.save(torch.export.export(tiny_mobilenet().eval(), (example,)), path)
-    model = lower(str(path), {}).model
-    weights = op_type_weights(model)
-    assert set(weights) == {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
-    steps = float_op_steps(model)
-    assert len(steps) == 2 and len(steps[0][0]) == 1 and len(steps[1][0]) == 2
-    assert weights[steps[0][0][0]] == min(weights.values())
-    assert max(weights, key=weights.get) not in steps[-1][0]
-    assert 0 < steps[0][1] < steps[1][1] < 1
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3), batch_size=1, name="x")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="first")(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="second")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="third")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="head")(x))
+    kernel, bias = model.get_layer("first").get_weights()
+    kernel[..., 7], bias[7] = 0.0, 1000.0  # channel 7 is a constant 1000
+    model.get_layer("first").set_weights([kernel, bias])
+    kernel, bias = model.get_layer("second").get_weights()
+    kernel[:, :, 7, :] = 0.0  # ... that the network ignores
+    model.get_layer("second").set_weights([kernel, bias])
+    path = tmp_path / "junk.keras"
+    model.save(path)
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).random((96, 12, 12, 3), np.float32))
+    bundle = api.compile(str(path), tmp_path / "out", target="rpi4", format="tflite", quantize="int8",
+                         calibration=str(tmp_path / "calib.npz"), max_accuracy_drop=1.0)
+    report = bundle.manifest["report"]
+    rows = report["quantization"]["nodes"]
+    assert [row["op"] for row in rows] == ["CONV_2D"] * 3 + ["FULLY_CONNECTED"], rows
+    assert all(row["sensitivity"] and row["cost"] for row in rows), rows
+    assert [row["precision"] for row in rows] == ["float32", "float32", "int8", "int8"], rows
+    assert report["tflite"]["float_ops"] == [row["node"] for row in rows[:2]]
+    assert all("accuracy guard" in row["reason"] for row in rows[:2])
+    assert max(row["sensitivity"]["sqnr_db"] for row in rows[:2]) < min(row["sensitivity"]["sqnr_db"]
+                                                                       for row in rows[2:])
+    assert report["accuracy"]["tried"][0]["change"] == "all layers quantized"
+    assert report["accuracy"]["evidence"]["accept"]

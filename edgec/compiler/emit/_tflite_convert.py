@@ -6,7 +6,9 @@ outputs are a dict keyed by the IR's output names, so the flatbuffer's ``serving
 tensor back to the IR name (TFLite does not keep the order of outputs).
 
 Variants: ``fp32``; ``fp16`` (weights stored as float16); ``int8`` (full integer, calibrated on a representative
-dataset, int8/uint8/float32 model I/O); ``dynamic`` (int8 weights, float activations).
+dataset, int8/uint8/float32 model I/O); ``dynamic`` (int8 weights, float activations). int8 is two steps,
+``calibrate`` then ``quantize_calibrated``, so that the accuracy guard re-quantizes one calibration with single ops
+kept float (``_tflite_select``) instead of calibrating again for each try.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from edgec.errors import CompileError
 
-__all__ = ["VARIANTS", "convert_function", "serving_function"]
+__all__ = ["VARIANTS", "calibrate", "convert_function", "float_ops", "quantize_calibrated", "serving_function"]
 
 VARIANTS = ("fp32", "fp16", "int8", "dynamic")
 
@@ -65,21 +67,68 @@ def _representative(samples: Iterable[list[np.ndarray]], names: list[str]):
     return generate
 
 
-def _selective(tf, converter, samples: list, names: list[str], float_ops, io_dtype: str) -> bytes:
-    """int8 with the op types ``float_ops`` left in float (the converter's quantization debugger)."""
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops),
-                                                            fully_quantize=io_dtype != "float32")
-    dataset = _representative(samples, names)
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=lambda: ([s[n] for n in names] for s in dataset()),
-        debug_options=options)
-    return debugger.get_nondebug_quantized_model()
+def calibrate(holder, input_names: list[str], samples: Iterable[list[np.ndarray]]) -> bytes:
+    """The float flatbuffer with the ranges of every tensor on ``samples`` (the converter's calibrate-only mode,
+    as its quantization debugger uses it): quantized afterwards by ``quantize_calibrated``, as many times as the
+    accuracy guard asks, without calibrating again."""
+    tf = _tf()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([holder.serve.get_concrete_function()], holder)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = _representative(list(samples), input_names)
+    converter.experimental_mlir_quantizer = True
+    converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+    try:
+        return converter.convert()
+    except Exception as exc:  # the converter raises ConverterError/RuntimeError/ValueError with MLIR text
+        raise CompileError(f"TFLiteConverter could not build the int8 model: {_reason(exc)}; "
+                           "try another --quantize or --format onnx") from None
+
+
+def quantize_calibrated(calibrated: bytes, io_dtype: str, float_nodes=()) -> bytes:
+    """Per-channel int8 of a ``calibrate``d model with int8/uint8/float32 model I/O, what TFLiteConverter's
+    full-integer conversion writes; the ops whose output tensors ``float_nodes`` names stay float (LiteRT runs
+    them between DEQUANTIZE/QUANTIZE). Full integer (no ``float_nodes``): an op left in float is an error."""
+    from tensorflow.lite.python import convert
+
+    tf = _tf()
+    try:
+        content = convert.mlir_quantize(calibrated, input_data_type=tf.as_dtype(io_dtype),
+                                        output_data_type=tf.as_dtype(io_dtype),
+                                        denylisted_nodes=list(float_nodes) or None)
+    except Exception as exc:
+        raise CompileError(f"TFLiteConverter could not build the int8 model: {_reason(exc)}; "
+                           "try another --quantize or --format onnx") from None
+    if not float_nodes:
+        left = float_ops(content)
+        if left:
+            raise CompileError(f"TFLiteConverter could not build the int8 model: {left[0][0]} "
+                               f"({left[0][1]}) has no int8 kernel and stays float; try --format onnx")
+    return content
+
+
+def float_ops(content: bytes) -> list[tuple[str, str]]:
+    """(op type, output tensor name) of the ops computing float32 values (not QUANTIZE/DEQUANTIZE) in a model."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content)
+    tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
+    found = []
+    for op in interpreter._get_ops_details():  # pylint: disable=protected-access
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        outputs = [tensors[i] for i in op["outputs"] if i >= 0]
+        if any(t["dtype"] == np.float32 for t in outputs):
+            found.append((op["op_name"], outputs[0]["name"]))
+    return found
+
+
+def _reason(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return next((line for line in lines if "error:" in line), lines[0] if lines else type(exc).__name__)
 
 
 def convert_function(holder, variant: str, input_names: list[str],
-                     samples: Iterable[list[np.ndarray]] | None = None, io_dtype: str = "int8",
-                     float_ops: tuple[str, ...] = ()) -> bytes:
+                     samples: Iterable[list[np.ndarray]] | None = None, io_dtype: str = "int8") -> bytes:
     """Convert the ``serving_function`` to a .tflite flatbuffer.
 
     Args:
@@ -88,9 +137,6 @@ def convert_function(holder, variant: str, input_names: list[str],
         input_names: the function's input names, in order (keys of the representative dataset).
         samples: calibration samples in the model's layout, batch of one each (``int8`` only).
         io_dtype: model input/output dtype for ``int8``: "int8", "uint8" or "float32".
-        float_ops: TFLite op types (``DEPTHWISE_CONV_2D``...) kept in float inside an otherwise int8 model
-            (``int8`` only): the converter's quantization debugger deny-lists them (selective quantization);
-            model I/O is then int8 (or float32 when ``io_dtype`` says so).
 
     Raises:
         CompileError: naming the converter's first line of complaint.
@@ -98,26 +144,17 @@ def convert_function(holder, variant: str, input_names: list[str],
     tf = _tf()
     if variant not in VARIANTS:
         raise CompileError(f"TFLite variant {variant!r}: expected one of {', '.join(VARIANTS)}")
+    if variant == "int8":
+        if samples is None:
+            raise CompileError("full-integer TFLite needs calibration samples")
+        return quantize_calibrated(calibrate(holder, input_names, samples), io_dtype)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([holder.serve.get_concrete_function()], holder)
     if variant != "fp32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if variant == "fp16":
         converter.target_spec.supported_types = [tf.float16]
-    elif variant == "int8":
-        if samples is None:
-            raise CompileError("full-integer TFLite needs calibration samples")
-        samples_list = list(samples)
-        converter.representative_dataset = _representative(samples_list, input_names)
-        # Full integer: a float op left over is an error, not a silent float island in an "int8" model.
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.as_dtype(io_dtype)
-        converter.inference_output_type = tf.as_dtype(io_dtype)
     try:
-        if variant == "int8" and float_ops:
-            return _selective(tf, converter, list(samples_list), input_names, float_ops, io_dtype)
         return converter.convert()
     except Exception as exc:  # the converter raises ConverterError/RuntimeError/ValueError with MLIR text
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = next((line for line in lines if "error:" in line), lines[0] if lines else type(exc).__name__)
-        raise CompileError(f"TFLiteConverter could not build the {variant} model: {reason}; "
+        raise CompileError(f"TFLiteConverter could not build the {variant} model: {_reason(exc)}; "
                            "try another --quantize or --format onnx") from None

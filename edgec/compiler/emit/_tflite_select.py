@@ -1,49 +1,82 @@
-"""Selective TFLite int8: when full-integer int8 is over the accuracy budget, keep whole op types in float.
+"""Selective TFLite int8: single ops kept in float, chosen by the same accuracy guard as ONNX int8.
 
-The converter's quantization debugger deny-lists op types (``DEPTHWISE_CONV_2D``, ``FULLY_CONNECTED``,
-``CONV_2D``); LiteRT runs the float ops between QUANTIZE/DEQUANTIZE. Op types are tried cheapest first (by the
-share of the model's weights they hold: what staying float costs in bytes), accumulating, each result measured
-and judged by the same evidence as the ONNX guard; never every weighted op type (that is a float model).
-Per-node deny-lists would need the TFLite tensor names of each ONNX node, which onnx2tf does not keep stable.
+The converter calibrates the float model once (``_tflite_convert.calibrate``); every mixed model is then a
+re-quantization of that calibrated model with a node deny-list (``_tflite_convert.quantize_calibrated``): about
+half a second for EfficientNet-Lite2, where its calibration takes ~40 s. That makes per-op choices affordable, so
+the TFLite path runs ``stages.quantize_guard.run_guard`` like the ONNX path: each weighted op's sensitivity (output
+noise with that op alone quantized), its cost in float from its weights and MACs (``quantize_cost``), cheap float
+layers kept whatever the budget (``quantize_select``), then the shortest prefix by noise removed per cost that
+meets the budget. TFLite fuses an op's Relu/Relu6 into it, so a sensitivity needs no activation group.
+
+Ops are named by their output tensor in the calibrated model (what the converter's deny-list takes) and shown as
+``CONV_2D#0`` (type and position among the model's ops).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from edgec.compiler.passes import const
-from edgec.compiler.quantizers.common import weighted_nodes
+from edgec.compiler.emit import _tflite_convert as tfl
 
-__all__ = ["float_op_steps", "op_type_weights"]
+__all__ = ["Requantizer", "TFLiteOp"]
 
-
-def _tflite_op(node) -> str:
-    if node.op_type in ("Gemm", "MatMul"):
-        return "FULLY_CONNECTED"
-    weight = const(node.inputs[1])
-    group = node.attributes.get("group")
-    groups = group.as_int() if group is not None else 1
-    return "DEPTHWISE_CONV_2D" if groups > 1 and weight.shape[1] == 1 else "CONV_2D"
+# op type -> axis of the filter holding the output channels (filters: OHWI, 1HWO, OI)
+WEIGHTED_OPS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}
 
 
-def op_type_weights(float_model) -> dict[str, int]:
-    """TFLite op type -> weight parameters the float IR holds in layers that become that op."""
-    totals: dict[str, int] = {}
-    for node in weighted_nodes(float_model):
-        if node.op_type in ("Conv", "Gemm", "MatMul"):
-            kind = _tflite_op(node)
-            totals[kind] = totals.get(kind, 0) + int(np.prod(const(node.inputs[1]).shape))
-    return totals
+@dataclass
+class TFLiteOp:
+    name: str  # output tensor name: what the deny-list takes
+    label: str  # ``CONV_2D#0``
+    op: str
+    params: int
+    macs: int
 
 
-def float_op_steps(float_model) -> list[tuple[tuple[str, ...], float]]:
-    """Accumulating deny-lists, cheapest op type first, each with the share of weights it leaves in float."""
-    weights = op_type_weights(float_model)
-    total = max(sum(weights.values()), 1)
-    order = sorted(weights, key=lambda k: (weights[k], k))[:-1]  # the biggest stays int8: else it is float
-    steps, chosen, share = [], [], 0.0
-    for kind in order:
-        chosen.append(kind)
-        share += weights[kind] / total
-        steps.append((tuple(chosen), share))
-    return steps
+def _ops(content: bytes) -> tuple[list[str], list[TFLiteOp]]:
+    """(output tensor name of every op, the weighted ops with their figures) of a TFLite model."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content)
+    tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
+    names, weighted = [], []
+    for position, op in enumerate(interpreter._get_ops_details()):  # pylint: disable=protected-access
+        outputs = [i for i in op["outputs"] if i >= 0]
+        if not outputs:
+            continue
+        name = tensors[outputs[0]]["name"]
+        names.append(name)
+        inputs = [i for i in op["inputs"] if i >= 0]
+        if op["op_name"] not in WEIGHTED_OPS or len(inputs) < 2:
+            continue
+        weight = [int(d) for d in tensors[inputs[1]]["shape"]]
+        out = [int(d) for d in tensors[outputs[0]]["shape"]]
+        params = int(np.prod(weight))
+        channels = max(weight[WEIGHTED_OPS[op["op_name"]]], 1)
+        macs = int(np.prod(out[1:])) * params // channels
+        weighted.append(TFLiteOp(name, f"{op['op_name']}#{position}", op["op_name"], params, macs))
+    return names, weighted
+
+
+class Requantizer:
+    """One calibrated TFLite model, quantized to int8 with any set of its ops left in float.
+
+    ``quantize(exclude=names)`` keeps those ops float; ``quantize(only=names)`` quantizes those alone (every other
+    op float): the interface ``quantize_guard.run_guard`` drives.
+    """
+
+    def __init__(self, calibrated: bytes, io_dtype: str):
+        self.calibrated, self.io_dtype = calibrated, io_dtype
+        self.nodes, self.weighted = _ops(calibrated)
+        self.labels = {op.name: op.label for op in self.weighted}
+
+    def quantize(self, exclude=(), only=None) -> bytes:
+        if only is not None:
+            exclude = [name for name in self.nodes if name not in set(only)]
+        return tfl.quantize_calibrated(self.calibrated, self.io_dtype, list(exclude))
+
+    def figures(self) -> dict[str, tuple[int, int]]:
+        """Weighted op name -> (MACs per sample, weight parameters), for ``quantize_cost.costs_from_figures``."""
+        return {op.name: (op.macs, op.params) for op in self.weighted}

@@ -3,7 +3,8 @@
 Keras sources (``keras``, ``keras-h5``, ``savedmodel``) go straight through ``tf.lite.TFLiteConverter`` from the
 Keras model. PyTorch and ONNX sources go through onnx2tf from the FLOAT IR (never a QDQ model: onnx2tf garbles
 those silently); quantization then happens inside the TFLite conversion, calibrated on the same ``--calibration``
-samples as ONNX INT8, transposed to the TFLite layout.
+samples as ONNX INT8, transposed to the TFLite layout. int8 is guarded like ONNX int8: the model is calibrated once
+and re-quantized with single ops kept float where the accuracy guard's measurements say (``_tflite_select``).
 
 Layout: onnx2tf makes rank >= 3 tensors channels-last (NCHW -> NHWC). The bundle's io signature describes the
 TFLite model (its shapes, dtype, layout, the permutation from the source layout, int8 scale/zero point), and
@@ -150,49 +151,51 @@ def _evaluation(state, samples):
         f"other {len(calib)}; the final model is calibrated on all {len(samples)}")
 
 
-def _accuracy(evaluator, emitted, measured_on: str, budget: float) -> dict:
-    """Measure the emitted model and judge it by its evidence (``quantize_evidence.decide``)."""
-    from edgec.compiler.stages.quantize_evidence import decide
-
-    if evaluator is None:
-        return {"summary": f"accuracy not measured ({measured_on})", "measured": False}
-    result = evaluator.measure(lambda inputs: emitted.from_model(emitted.runner(emitted.to_model(inputs))))
-    evidence = decide(result, budget)
-    summary = (f"{evaluator.summary(result)}; budget {budget:g} points; measured on {measured_on}; "
-               f"{evidence['verdict']}: {evidence['why']}")
-    return {"summary": summary, "measured": True, "budget": budget, **result, "evidence": evidence}
+def _refused(exc: AccuracyBudgetError) -> AccuracyBudgetError:
+    error = AccuracyBudgetError(f"TFLite int8 over the budget: {exc}; or use --format onnx")
+    error.table = getattr(exc, "table", None)
+    return error
 
 
-def _refuse(accuracy: dict, tried: list[str]) -> None:
-    evidence = accuracy["evidence"]
-    low, high = evidence["interval"]
-    raise AccuracyBudgetError(
-        f"TFLite int8 over --max-accuracy-drop {evidence['budget']:g}: {evidence['measure']} "
-        f"{evidence['estimate']:.2f} points, 95% interval [{low:.2f}, {high:.2f}] on {evidence['samples']} samples; "
-        f"tried: {'; '.join(tried)}; use --format onnx (its guard keeps single layers in float), more "
-        "representative --calibration data, --max-accuracy-drop, or --quantize none")
+def _guard(requantizer, evaluator, budget: float, profile, runner):
+    """The accuracy guard over the TFLite model's weighted ops (``_tflite_select``)."""
+    from edgec.compiler.stages.quantize import ALWAYS_MEASURE_LAYERS
+    from edgec.compiler.stages.quantize_cost import costs_from_figures
+    from edgec.compiler.stages.quantize_guard import run_guard
+
+    candidates = [op.name for op in requantizer.weighted]
+    costs = costs_from_figures(requantizer.figures(), candidates, profile)
+    try:
+        return run_guard(requantizer, evaluator, candidates, budget, always_measure=len(candidates) <=
+                         ALWAYS_MEASURE_LAYERS, costs=costs, cheap=True, runner=runner)
+    except AccuracyBudgetError as exc:
+        raise _refused(exc) from None
 
 
-def _select(tf_model, io, calibration, io_dtype, evaluator, measured_on, budget, emitted, path, profile, state):
-    """(accuracy, float op types, emitted): full int8 first; over budget, op types go float cheapest first."""
-    from edgec.compiler.emit._tflite_select import float_op_steps
-
-    accuracy = _accuracy(evaluator, emitted, measured_on, budget)
-    tried = [f"full int8: {accuracy.get('evidence', {}).get('estimate', 0):.2f}"]
-    if not accuracy["measured"] or accuracy["evidence"]["accept"]:
-        return accuracy, (), emitted
-    float_ops: tuple[str, ...] = ()  # a model of one weighted op type has no step: its refusal still needs this
-    for float_ops, share in float_op_steps(state.float_model):
-        path.write_bytes(_tflite_file(tf_model, io, "int8", calibration, io_dtype, float_ops))
-        emitted = _tflite_io.wrap(path, io, tf_model.input_perms, tf_model.output_perms, profile.threads)
-        accuracy = _accuracy(evaluator, emitted, measured_on, budget)
-        tried.append(f"{'+'.join(float_ops)} in float ({share:.1%} of weights): "
-                     f"{accuracy['evidence']['estimate']:.2f}")
-        if accuracy["evidence"]["accept"]:
-            return accuracy, float_ops, emitted
-    if accuracy["evidence"]["verdict"] == "exceeds":
-        _refuse(accuracy, tried)
-    return accuracy, float_ops, emitted
+def _layer_rows(requantizer, result, budget: float) -> list[dict]:
+    """A row per weighted TFLite op: precision, sensitivity, cost and why (the ONNX report's schema)."""
+    rows = []
+    for op in requantizer.weighted:
+        sens, cost = result.sensitivity.get(op.name), result.costs.get(op.name)
+        row = {"node": op.label, "tensor": op.name, "op": op.op,
+               "precision": "float32" if op.name in result.excluded else "int8",
+               "sensitivity": None if sens is None else {k: sens[k] for k in ("drop", "rel_error", "sqnr_db",
+                                                                              "noise")}}
+        if cost:
+            row["cost"] = {k: cost[k] for k in ("bytes", "size_share", "time_share")}
+        if op.name in result.cheap:
+            row["reason"] = (f"kept float for its cost by the accuracy guard: alone it gives output SQNR "
+                             f"{sens['sqnr_db']:.1f} dB for {cost['bytes']:,} extra bytes and "
+                             f"{cost['time_share']:.1%} of the time in float, and the measured output noise fell")
+        elif op.name in result.excluded:
+            row["reason"] = (f"returned to float by the accuracy guard: alone it gives output SQNR "
+                             f"{sens['sqnr_db']:.1f} dB for {cost['bytes']:,} extra bytes and "
+                             f"{cost['time_share']:.1%} of the time in float; among the best noise removed per cost "
+                             f"to meet --max-accuracy-drop {budget:g}")
+        else:
+            row["reason"] = "quantized" + ("" if result.measured is None else "; the accuracy budget holds")
+        rows.append(row)
+    return rows
 
 
 def _samples(calibration, perms: list[list[int]]):
@@ -201,14 +204,25 @@ def _samples(calibration, perms: list[list[int]]):
         yield [np.ascontiguousarray(a.transpose(p), dtype=np.float32) for a, p in zip(batch, perms)]
 
 
-def _tflite_file(tf_model: _TFModel, io: dict, variant: str, calibration, io_dtype: str,
-                 float_ops: tuple[str, ...] = ()) -> bytes:
+def _function(tf_model: _TFModel, io: dict):
     inputs = [{"name": _tflite_io.tf_name(i["name"]), "shape": s, "dtype": i["dtype"]}
               for i, s in zip(io["inputs"], tf_model.input_shapes)]
     function = tfl.serving_function(tf_model.call, inputs, [_tflite_io.tf_name(o["name"]) for o in io["outputs"]],
                                     tf_model.model)
-    samples = _samples(calibration, tf_model.input_perms) if variant == "int8" else None
-    return tfl.convert_function(function, variant, [i["name"] for i in inputs], samples, io_dtype, float_ops)
+    return function, [i["name"] for i in inputs]
+
+
+def _tflite_file(tf_model: _TFModel, io: dict, variant: str) -> bytes:
+    """A float variant (fp32, fp16, dynamic)."""
+    function, names = _function(tf_model, io)
+    return tfl.convert_function(function, variant, names)
+
+
+def _requantizer(tf_model: _TFModel, io: dict, calibration, io_dtype: str):
+    from edgec.compiler.emit._tflite_select import Requantizer
+
+    function, names = _function(tf_model, io)
+    return Requantizer(tfl.calibrate(function, names, _samples(calibration, tf_model.input_perms)), io_dtype)
 
 
 def _pinned(ir_io: dict, model_io: dict) -> list[str]:
@@ -219,33 +233,57 @@ def _pinned(ir_io: dict, model_io: dict) -> list[str]:
             for meta in ir_io["inputs"] if meta["shape"] and None in meta["shape"]]
 
 
+def _wrap(path: Path, content: bytes, io: dict, tf_model: _TFModel, profile, variant: str) -> EmittedModel:
+    path.write_bytes(content)
+    try:
+        return _tflite_io.wrap(path, io, tf_model.input_perms, tf_model.output_perms, profile.threads)
+    except BundleError as exc:  # a converted model the runtime refuses is a failed conversion (--format auto falls back)
+        reason = str(exc).replace(f"{path}: ", "")
+        raise CompileError(f"the converted {variant} TFLite model does not load: {reason}; "
+                           "use --format onnx or another --quantize") from exc
+
+
+def _int8(tf_model, io, calibration, evaluator, measured_on, path, profile, state):
+    """(emitted, guard result, requantizer): the guarded int8 model, calibrated on all the samples."""
+    from edgec.compiler.stages.quantize import accuracy_report
+
+    requantizer = _requantizer(tf_model, io, calibration, profile.quantization.tflite_io_dtype)
+    emitted = _wrap(path, requantizer.quantize(), io, tf_model, profile, "int8")
+    result = None
+    if evaluator is not None:
+        def runner(content, _threads=0):
+            model = _wrap(path, content, io, tf_model, profile, "int8")
+            return lambda inputs: model.from_model(model.runner(model.to_model(inputs)))
+
+        result = _guard(requantizer, evaluator, state.budget, profile, runner)
+    full = state.calibration
+    excluded = result.excluded if result is not None else []
+    if full is not None and len(full) > len(calibration):  # the guard measured on part: calibrate on all now
+        requantizer = _requantizer(tf_model, io, full, requantizer.io_dtype)
+        missing = [name for name in excluded if name not in requantizer.labels]
+        if missing:
+            raise CompileError(f"TFLite op {missing[0]} chosen to stay float is gone after calibrating again; "
+                               "use --format onnx")
+    emitted = _wrap(path, requantizer.quantize(exclude=excluded), io, tf_model, profile, "int8")
+    accuracy = (accuracy_report(evaluator, result, state.budget, measured_on) if result is not None
+                else {"summary": f"accuracy not measured ({measured_on})", "measured": False})
+    return emitted, result, requantizer, accuracy
+
+
 def emit_tflite(model, source, bundle_dir: Path, profile, options, state) -> EmittedModel:
     io = edgec_ir.io_signature(model, source.layouts)
     precision, explicit = requested_precision(options, profile, state)
     calibration = state.calibration if precision not in ("none", "fp16") else None
     variant, notes = choose_variant(precision, explicit, calibration is not None, profile)
-    evaluator, measured_on = None, "float variant: not measured"
-    if variant == "int8":
-        calibration, evaluator, measured_on = _evaluation(state, calibration)
     tf_model = _tf_model(model, source, options, io, state)
     io_dtype = profile.quantization.tflite_io_dtype if variant == "int8" else "float32"
     path = bundle_dir / "model.tflite"
-    path.write_bytes(_tflite_file(tf_model, io, variant, calibration, io_dtype))
-    try:
-        emitted = _tflite_io.wrap(path, io, tf_model.input_perms, tf_model.output_perms, profile.threads)
-    except BundleError as exc:  # a converted model the runtime refuses is a failed conversion (--format auto falls back)
-        reason = str(exc).replace(f"{path}: ", "")
-        raise CompileError(f"the converted {variant} TFLite model does not load: {reason}; "
-                           "use --format onnx or another --quantize") from exc
-    budget = state.budget
-    float_ops: tuple[str, ...] = ()
     if variant == "int8":
-        accuracy, float_ops, emitted = _select(tf_model, io, calibration, io_dtype, evaluator, measured_on, budget,
-                                               emitted, path, profile, state)
-        full = state.calibration
-        if full is not None and calibration is not None and len(full) > len(calibration):
-            path.write_bytes(_tflite_file(tf_model, io, variant, full, io_dtype, float_ops))  # calibrate on all
-            emitted = _tflite_io.wrap(path, io, tf_model.input_perms, tf_model.output_perms, profile.threads)
+        calibration, evaluator, measured_on = _evaluation(state, calibration)
+        emitted, result, requantizer, accuracy = _int8(tf_model, io, calibration, evaluator, measured_on, path,
+                                                       profile, state)
+    else:
+        emitted = _wrap(path, _tflite_file(tf_model, io, variant), io, tf_model, profile, variant)
     emitted.settings = {"variant": variant, "io_dtype": io_dtype, "converter": tf_model.converter,
                         "threads": profile.threads}
     emitted.notes = [*tf_model.notes, *notes]
@@ -253,7 +291,7 @@ def emit_tflite(model, source, bundle_dir: Path, profile, options, state) -> Emi
     state.quantized = emitted.quantized
     state.report["tflite"] = {
         "variant": variant, "precision_requested": precision, "converter": tf_model.converter, "io_dtype": io_dtype,
-        "calibration_samples": min(len(calibration), MAX_CALIBRATION_SAMPLES) if variant == "int8" else 0,
+        "calibration_samples": min(len(state.calibration), MAX_CALIBRATION_SAMPLES) if variant == "int8" else 0,
         "agreement_with_float": _tflite_io.agreement(state.float_model, emitted, state.input_sets,
                                                      [o["name"] for o in io["outputs"]]),
     }
@@ -262,10 +300,21 @@ def emit_tflite(model, source, bundle_dir: Path, profile, options, state) -> Emi
         state.report["tflite"]["pinned"] = pinned
         emitted.notes.append(f"TFLite has fixed shapes: dynamic dimensions pinned ({'; '.join(pinned)})")
     if variant == "int8":
-        state.report["tflite"]["float_ops"] = list(float_ops)
-        state.report["accuracy"] = accuracy
-        emitted.notes.append(accuracy["summary"])
-        if float_ops:
-            emitted.notes.append(f"selective int8: {', '.join(float_ops)} kept in float (quantization debugger "
-                                 "deny-list) to meet the accuracy budget")
+        _int8_report(state, emitted, requantizer, result, accuracy)
     return emitted
+
+
+def _int8_report(state, emitted, requantizer, result, accuracy) -> None:
+    """The guard's evidence and per-op table where the ONNX path puts them (report, --explain, HTML)."""
+    from edgec.compiler.stages.quantize import guard_notes
+
+    budget = state.budget
+    rows = _layer_rows(requantizer, result, budget) if result is not None else []
+    floats = [row for row in rows if row["precision"] == "float32"]
+    state.report["tflite"]["float_ops"] = [row["node"] for row in floats]
+    state.report.setdefault("quantization", {})["nodes"] = rows
+    state.report["accuracy"] = accuracy
+    emitted.notes.extend(guard_notes(accuracy, rows) if result is not None else [accuracy["summary"]])
+    if floats:
+        emitted.notes.append(f"selective int8: {len(floats)} of {len(rows)} weighted ops kept in float "
+                             f"({', '.join(row['node'] for row in floats)}) by the accuracy guard")

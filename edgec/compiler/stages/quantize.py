@@ -33,7 +33,7 @@ from edgec.compiler.stages.quantize_select import WORTH, sensitivity_groups
 from edgec.compiler.state import pass_record as _record
 from edgec.errors import CalibrationDataError, CompileError, UsageError
 
-__all__ = ["apply"]
+__all__ = ["accuracy_report", "apply", "guard_notes"]
 
 # Samples used at most for calibration and for measuring accuracy without labelled data.
 CALIBRATION_LIMIT, HELD_OUT_LIMIT = 256, 256
@@ -364,9 +364,9 @@ def apply(model: ir.Model, source, profile, options, state):
         work, result, chosen = _run_fp16(model, evaluator, budget, records)
     report.update({"settings": records[-1]["settings"], "max_accuracy_drop": budget,
                    "nodes": _node_rows(work, precision, chosen, result, spec, budget, scope)})
-    state.report["accuracy"] = _accuracy_report(evaluator, result, budget, measured_on)
+    state.report["accuracy"] = accuracy_report(evaluator, result, budget, measured_on)
     records.append(_record("accuracy-guard", {"max_accuracy_drop": budget},
-                           _guard_notes(state.report["accuracy"], report["nodes"]), bool(result.excluded)))
+                           guard_notes(state.report["accuracy"], report["nodes"]), bool(result.excluded)))
     state.quantized = True
     return edgec_ir.from_proto(compact_proto(result.proto)), records
 
@@ -383,7 +383,7 @@ def _keep_quantized(found: str, options, state) -> list[dict]:
     return [_record("quantize-skipped", {"already_quantized": found}, [note], False)]
 
 
-def _guard_notes(accuracy: dict, rows: list[dict]) -> list[str]:
+def guard_notes(accuracy: dict, rows: list[dict]) -> list[str]:
     """What ``--explain`` prints for the guard: the summary, each measurement with its evidence, the float layers."""
     notes = [accuracy["summary"]]
     for step in accuracy.get("tried", []):
@@ -394,7 +394,7 @@ def _guard_notes(accuracy: dict, rows: list[dict]) -> list[str]:
     return notes
 
 
-def _accuracy_report(evaluator, result, budget: float, measured_on: str) -> dict:
+def accuracy_report(evaluator, result, budget: float, measured_on: str) -> dict:
     if result.measured is None:
         return {"summary": f"accuracy not measured ({measured_on})", "measured": False}
     evidence = result.evidence

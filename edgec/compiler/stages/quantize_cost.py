@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["int8_speedup", "layer_costs"]
+__all__ = ["costs_from_figures", "int8_speedup", "layer_costs"]
 
 DEFAULT_INT8_SPEEDUP = 2.0
 WEIGHTED = ("Conv", "Gemm", "MatMul", "ConvTranspose")
@@ -55,15 +55,23 @@ def layer_costs(model, profile, names, groups: dict | None = None) -> dict[str, 
     from edgec.compiler.quantizers.common import weighted_nodes
     from edgec.compiler.stages.quantize_policy import layer_figures
 
-    figures = {n.name: layer_figures(n) for n in weighted_nodes(model)}
-    total_params = max(sum(p for _, p, _ in figures.values()), 1)
-    total_macs = max(sum(m for m, _, _ in figures.values()), 1)
-    figures.update(_group_figures(model, groups or {}))
+    figures = {n.name: layer_figures(n)[:2] for n in weighted_nodes(model)}
+    totals = (sum(m for m, _ in figures.values()), sum(p for _, p in figures.values()))
+    figures.update({name: figure[:2] for name, figure in _group_figures(model, groups or {}).items()})
+    return costs_from_figures(figures, names, profile, totals)
+
+
+def costs_from_figures(figures: dict[str, tuple[int, int]], names, profile,
+                       totals: tuple[int, int] | None = None) -> dict[str, dict]:
+    """``layer_costs`` from (MACs, weight parameters) per name: the same formula for any graph (the TFLite
+    emitter's ops too). ``totals``: the model's (MACs, parameters), else the sum of ``figures``."""
+    total_macs, total_params = totals or (sum(m for m, _ in figures.values()), sum(p for _, p in figures.values()))
+    total_macs, total_params = max(total_macs, 1), max(total_params, 1)
     speedup, _ = int8_speedup(profile)
     slow = max(0.0, 1.0 - 1.0 / speedup)
     costs = {}
     for name in names:
-        macs, params, _ = figures.get(name, (0, 0, 0))
+        macs, params = figures.get(name, (0, 0))
         size_share = 3.0 * params / (4.0 * total_params)
         time_share = slow * macs / total_macs
         costs[name] = {"bytes": 3 * params, "size_share": round(size_share, 6), "time_share": round(time_share, 6),

@@ -54,12 +54,12 @@ def _tried_row(step: int, change: str, measured: dict, evidence: dict) -> dict:
 
 
 def measure_sensitivity(quantizer, evaluator, candidates: list[str], threads: int = 0,
-                        groups: dict | None = None) -> dict:
+                        groups: dict | None = None, runner=None) -> dict:
     """Node name -> the measure of the model with only that node (and the nodes ``groups`` puts with it, see
     ``quantize_select.sensitivity_groups``) quantized, on a subset of the samples."""
     part = evaluator.subset(SENSITIVITY_SAMPLES)
-    groups = groups or {}
-    return {name: part.measure(_runner(quantizer.quantize(only=groups.get(name, {name})), threads))
+    groups, runner = groups or {}, runner or _runner
+    return {name: part.measure(runner(quantizer.quantize(only=groups.get(name, {name})), threads))
             for name in candidates}
 
 
@@ -96,31 +96,35 @@ def _refusal(evidence: dict, excluded: list[str], candidates: list[str], tried: 
 
 def run_guard(quantizer, evaluator, candidates: list[str], budget: float, threads: int = 0,
               always_measure: bool = False, costs: dict | None = None, groups: dict | None = None,
-              cheap: bool = False) -> GuardResult:
+              cheap: bool = False, runner=None) -> GuardResult:
     """Quantize everything, then buy accuracy back with float layers until the evidence says the budget holds.
 
     ``evaluator`` None means no data to measure with: the fully quantized model is returned unmeasured.
     ``costs``: node name -> {"cost": ...} (``quantize_cost.layer_costs``); without it every layer costs 1.
     ``groups``: what to quantize with each layer to measure its sensitivity (``quantize_select``).
     ``cheap``: first keep float the layers worth their cost whatever the budget (``quantize_select``).
+    ``quantizer.quantize(exclude=..., only=...)`` makes a model (an ONNX proto, TFLite bytes) that
+    ``runner(model, threads)`` runs; ``runner`` defaults to onnxruntime (``_runner``).
     """
+    runner = runner or _runner
     proto = quantizer.quantize()
     if evaluator is None:
         return GuardResult(proto, None, [], {}, [])
-    measured = evaluator.measure(_runner(proto, threads))
+    measured = evaluator.measure(runner(proto, threads))
     evidence = decide(measured, budget)
     tried = [_tried_row(0, "all layers quantized", measured, evidence)]
-    sensitivity = measure_sensitivity(quantizer, evaluator, candidates, threads, groups) if always_measure else {}
+    sensitivity = (measure_sensitivity(quantizer, evaluator, candidates, threads, groups, runner) if always_measure
+                   else {})
     base, notes = [], []
     if cheap and costs:
         base, (proto, measured, evidence), notes = buy_cheap_layers(
-            quantizer, lambda p: evaluator.measure(_runner(p, threads)),
-            lambda names: measure_sensitivity(quantizer, evaluator, names, threads, groups),
+            quantizer, lambda p: evaluator.measure(runner(p, threads)),
+            lambda names: measure_sensitivity(quantizer, evaluator, names, threads, groups, runner),
             (proto, measured, evidence), costs, candidates, sensitivity, tried, _tried_row)
     if evidence["accept"]:
         return _done(proto, measured, base, sensitivity, tried, evidence, costs, base, notes)
     missing = [n for n in candidates if n not in sensitivity]
-    sensitivity.update(measure_sensitivity(quantizer, evaluator, missing, threads, groups))
+    sensitivity.update(measure_sensitivity(quantizer, evaluator, missing, threads, groups, runner))
     costs = costs or {name: {"cost": 1.0} for name in candidates}
     gain = {n: sensitivity[n]["noise"] / max(costs[n]["cost"], 1e-9) for n in candidates}
     order = base + sorted((n for n in candidates if n not in base), key=lambda n: (-gain[n], n))
@@ -134,7 +138,7 @@ def run_guard(quantizer, evaluator, candidates: list[str], budget: float, thread
         if count <= low or (best is not None and count >= best[0]):
             break
         proto = quantizer.quantize(exclude=order[:count])
-        measured = evaluator.measure(_runner(proto, threads))
+        measured = evaluator.measure(runner(proto, threads))
         evidence = decide(measured, budget)
         tried.append(_tried_row(len(tried), f"{count} layers in float (.. {order[count - 1]})", measured, evidence))
         seen.append((count, proto, measured, evidence))
@@ -150,11 +154,12 @@ def run_guard(quantizer, evaluator, candidates: list[str], budget: float, thread
         return _done(proto, measured, order[:count], sensitivity, tried, evidence, costs, base, notes)
     if evidence["verdict"] == "exceeds":
         raise _refusal(evidence, order[:low], candidates, tried)
-    count, proto, measured, evidence = _fewest_like_best(seen, order, quantizer, evaluator, budget, tried, threads)
+    count, proto, measured, evidence = _fewest_like_best(seen, order, quantizer, evaluator, budget, tried, threads,
+                                                         runner)
     return _done(proto, measured, order[:count], sensitivity, tried, evidence, costs, base, notes)
 
 
-def _fewest_like_best(seen: list[tuple], order, quantizer, evaluator, budget, tried, threads) -> tuple:
+def _fewest_like_best(seen: list[tuple], order, quantizer, evaluator, budget, tried, threads, runner) -> tuple:
     """Nothing passed and the data cannot tell: the fewest float layers whose estimate lies within the 95%
     interval of the best estimate (more float layers would cost size and speed for no demonstrable gain),
     found by bisecting between the measured counts."""
@@ -169,7 +174,7 @@ def _fewest_like_best(seen: list[tuple], order, quantizer, evaluator, budget, tr
             break
         count = (low + high[0]) // 2
         proto = quantizer.quantize(exclude=order[:count])
-        measured = evaluator.measure(_runner(proto, threads))
+        measured = evaluator.measure(runner(proto, threads))
         evidence = decide(measured, budget)
         tried.append(_tried_row(len(tried), f"{count} layers in float (.. {order[max(count - 1, 0)]})", measured,
                                 evidence))

@@ -34,9 +34,7 @@ RPI4_ONNX = {("silero-vad", None): "onnx2tf cannot convert its LSTM with a state
                                     "256x256",
              ("ppocr-rec", "int8"): "TFLiteConverter cannot calibrate onnx2tf's PP-OCRv4 graph (\"model has 0 "
                                     "Signatures\")",
-             ("ppocr-det", "int8"): "the same TFLiteConverter calibration failure as rec's",
-             ("ddddocr-det", "int8"): "its TFLite int8 exceeds the accuracy budget and every weighted layer is a "
-                                      "CONV_2D: the op-type deny-list has nothing to keep float"}
+             ("ppocr-det", "int8"): "the same TFLiteConverter calibration failure as rec's"}
 # Exact gaps still open (xfail strict: a fix turns them into failures that say "remove the xfail"), and known gaps
 # whose compile alone would spend minutes of CI before failing (xfail run=False). None today.
 GAPS: dict[tuple, str] = {}

@@ -140,9 +140,10 @@ def test_the_guard_measures_the_quantized_arithmetic_not_this_machines_int8_kern
 
 def test_auto_format_falls_back_to_onnx_when_tflite_int8_cannot_meet_the_budget(digits_mlp_trained, junk_data,
                                                                                   tmp_path):
-    """TFLite's selective int8 keeps whole op types in float; an MLP is one op type (FULLY_CONNECTED), so the
-    junk feature leaves it nothing to deny-list. ``--format auto`` then falls back to onnxruntime (rpi4 runs both),
-    whose guard returns the one sensitive layer to float; an explicit ``--format tflite`` still refuses."""
+    """rpi4's TFLite int8 has int8 model input: the junk feature stretches the input's own quantization range, so
+    no op kept in float by the TFLite guard undoes the rounding of the real features. ``--format auto`` then falls
+    back to onnxruntime (rpi4 runs both), whose float input lets its guard return the one sensitive layer to
+    float; an explicit ``--format tflite`` still refuses."""
     model = _with_junk_feature(digits_mlp_trained.model, propagate=False)
     source, calib, eval_data = _save(tmp_path, model, "junk-rpi4", *junk_data)
     options = {"target": "rpi4", "quantize": "int8", "calibration": str(calib), "eval_data": str(eval_data),
