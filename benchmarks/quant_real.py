@@ -124,12 +124,12 @@ def _tflite_rows(tmp: Path, float_path: Path, calib: np.ndarray, test: np.ndarra
     from edgec.examples.corpus_metrics import timed
 
     found = []
-    makers = {"edgec TFLite int8 (default options)": lambda: edgec_tflite(tmp, calib, None)[:2],
-              "onnx2tf int8 (float io)": lambda: onnx2tf_int8(tmp, float_path, calib)}
+    makers = {"edgec TFLite int8 (default options)": lambda: edgec_tflite(tmp, calib, None),
+              "onnx2tf int8 (float io)": lambda: (*onnx2tf_int8(tmp, float_path, calib), {})}
     for name, make in makers.items():
         start = time.perf_counter()
         try:
-            run, size = make()
+            run, size, report = make()
         except Exception as exc:  # a converter that cannot take the model is a row note, not a crash
             print(f"  {name}: failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
             continue
@@ -137,8 +137,11 @@ def _tflite_rows(tmp: Path, float_path: Path, calib: np.ndarray, test: np.ndarra
         got = np.concatenate([run({"inputs": x[None]})[0] for x in test])
         call = timed(run, {"inputs": test[:1]})
         ms = _latency(lambda _x, call=call: call(), test[:1])
-        found.append(_row(name, reference, got, size, float_size, ms, float_ms, compile_s=seconds))
-        print(f"  {name}: agreement {found[-1]['agreement']:.3f} (built in {seconds} s)", flush=True)
+        floats = (report.get("tflite") or {}).get("float_ops")
+        found.append(_row(name, reference, got, size, float_size, ms, float_ms, compile_s=seconds,
+                          **({"float_ops": floats} if floats is not None else {})))
+        print(f"  {name}: agreement {found[-1]['agreement']:.3f} (built in {seconds} s)"
+              + (f"; ops kept float: {', '.join(floats) or 'none'}" if floats is not None else ""), flush=True)
     return found
 
 

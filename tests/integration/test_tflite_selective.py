@@ -46,7 +46,8 @@ def test_a_deny_listed_op_stays_float_in_an_otherwise_int8_model_with_int8_io(ke
     assert [op.op for op in requantizer.weighted] == ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "FULLY_CONNECTED"]
     depthwise = requantizer.weighted[1]
     assert depthwise.params == 3 * 3 * 8 and depthwise.macs == 16 * 16 * 8 * 9
-    content = requantizer.quantize(exclude=[depthwise.name])
+    assert depthwise.label == "DEPTHWISE_CONV_2D#1"
+    content = requantizer.quantize(exclude=[depthwise.label])
     ops, interpreter, tensors = _ops_and_io(content)
     assert "DEQUANTIZE" in ops and "QUANTIZE" in ops
     assert interpreter.get_input_details()[0]["dtype"] == np.int8
@@ -60,7 +61,7 @@ def test_a_deny_listed_op_stays_float_in_an_otherwise_int8_model_with_int8_io(ke
     assert tfl.float_ops(content) == [("DEPTHWISE_CONV_2D", depthwise.name)]
     full = requantizer.quantize()
     assert "DEQUANTIZE" not in _ops_and_io(full)[0] and tfl.float_ops(full) == []  # full integer: no float island
-    alone = requantizer.quantize(only=[depthwise.name])
+    alone = requantizer.quantize(only=[depthwise.label])
     assert [kind for kind, _ in tfl.float_ops(alone)].count("CONV_2D") == 2  # only the depthwise op quantized
     assert "DEPTHWISE_CONV_2D" not in [kind for kind, _ in tfl.float_ops(alone)]
 
@@ -69,7 +70,7 @@ def test_the_guard_keeps_the_ops_that_carry_the_noise_in_float(tmp_path):
     """A Keras CNN whose first conv writes a junk channel of 1000s that the next conv ignores: the per-tensor
     int8 range of that tensor crushes the real channels, at the conv that writes it and the one that reads it.
     The TFLite guard must find those two ops by their measured sensitivity and keep them float, while the third
-    conv (same op type) and the head stay int8, and say so in the report."""
+    conv (same op type) and the head stay int8, say so in the report, and give the same bytes twice."""
     import keras
 
     from edgec import api
@@ -90,8 +91,14 @@ def test_the_guard_keeps_the_ops_that_carry_the_noise_in_float(tmp_path):
     path = tmp_path / "junk.keras"
     model.save(path)
     np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).random((96, 12, 12, 3), np.float32))
-    bundle = api.compile(str(path), tmp_path / "out", target="rpi4", format="tflite", quantize="int8",
-                         calibration=str(tmp_path / "calib.npz"), max_accuracy_drop=1.0)
+    options = {"target": "rpi4", "format": "tflite", "quantize": "int8", "calibration": str(tmp_path / "calib.npz"),
+               "max_accuracy_drop": 1.0}
+    bundle = api.compile(str(path), tmp_path / "out", **options)
+    again = api.compile(str(path), tmp_path / "again", **options)
+    # the same mixed model (the manifests differ in-process only: the Keras front-end numbers graph names per
+    # process; test_tflite_bundles compares whole bundles from two processes)
+    assert (tmp_path / "out/model.tflite").read_bytes() == (tmp_path / "again/model.tflite").read_bytes()
+    assert again.manifest["report"]["tflite"]["float_ops"] == bundle.manifest["report"]["tflite"]["float_ops"]
     report = bundle.manifest["report"]
     rows = report["quantization"]["nodes"]
     assert [row["op"] for row in rows] == ["CONV_2D"] * 3 + ["FULLY_CONNECTED"], rows

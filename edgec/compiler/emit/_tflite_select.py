@@ -63,20 +63,24 @@ def _ops(content: bytes) -> tuple[list[str], list[TFLiteOp]]:
 class Requantizer:
     """One calibrated TFLite model, quantized to int8 with any set of its ops left in float.
 
-    ``quantize(exclude=names)`` keeps those ops float; ``quantize(only=names)`` quantizes those alone (every other
-    op float): the interface ``quantize_guard.run_guard`` drives.
+    Ops are named by label (``CONV_2D#0``). ``quantize(exclude=labels)`` keeps those ops float;
+    ``quantize(only=labels)`` quantizes those alone (every other op float): the interface
+    ``quantize_guard.run_guard`` drives.
     """
 
     def __init__(self, calibrated: bytes, io_dtype: str):
         self.calibrated, self.io_dtype = calibrated, io_dtype
         self.nodes, self.weighted = _ops(calibrated)
-        self.labels = {op.name: op.label for op in self.weighted}
+        self.names = {op.label: op.name for op in self.weighted}
 
     def quantize(self, exclude=(), only=None) -> bytes:
         if only is not None:
-            exclude = [name for name in self.nodes if name not in set(only)]
-        return tfl.quantize_calibrated(self.calibrated, self.io_dtype, list(exclude))
+            keep = {self.names[label] for label in only}
+            denied = [name for name in self.nodes if name not in keep]
+        else:
+            denied = [self.names[label] for label in exclude]
+        return tfl.quantize_calibrated(self.calibrated, self.io_dtype, denied)
 
     def figures(self) -> dict[str, tuple[int, int]]:
-        """Weighted op name -> (MACs per sample, weight parameters), for ``quantize_cost.costs_from_figures``."""
-        return {op.name: (op.macs, op.params) for op in self.weighted}
+        """Weighted op label -> (MACs per sample, weight parameters), for ``quantize_cost.costs_from_figures``."""
+        return {op.label: (op.macs, op.params) for op in self.weighted}

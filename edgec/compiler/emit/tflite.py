@@ -163,7 +163,7 @@ def _guard(requantizer, evaluator, budget: float, profile, runner):
     from edgec.compiler.stages.quantize_cost import costs_from_figures
     from edgec.compiler.stages.quantize_guard import run_guard
 
-    candidates = [op.name for op in requantizer.weighted]
+    candidates = [op.label for op in requantizer.weighted]
     costs = costs_from_figures(requantizer.figures(), candidates, profile)
     try:
         return run_guard(requantizer, evaluator, candidates, budget, always_measure=len(candidates) <=
@@ -176,18 +176,18 @@ def _layer_rows(requantizer, result, budget: float) -> list[dict]:
     """A row per weighted TFLite op: precision, sensitivity, cost and why (the ONNX report's schema)."""
     rows = []
     for op in requantizer.weighted:
-        sens, cost = result.sensitivity.get(op.name), result.costs.get(op.name)
+        sens, cost = result.sensitivity.get(op.label), result.costs.get(op.label)
         row = {"node": op.label, "tensor": op.name, "op": op.op,
-               "precision": "float32" if op.name in result.excluded else "int8",
+               "precision": "float32" if op.label in result.excluded else "int8",
                "sensitivity": None if sens is None else {k: sens[k] for k in ("drop", "rel_error", "sqnr_db",
                                                                               "noise")}}
         if cost:
             row["cost"] = {k: cost[k] for k in ("bytes", "size_share", "time_share")}
-        if op.name in result.cheap:
+        if op.label in result.cheap:
             row["reason"] = (f"kept float for its cost by the accuracy guard: alone it gives output SQNR "
                              f"{sens['sqnr_db']:.1f} dB for {cost['bytes']:,} extra bytes and "
                              f"{cost['time_share']:.1%} of the time in float, and the measured output noise fell")
-        elif op.name in result.excluded:
+        elif op.label in result.excluded:
             row["reason"] = (f"returned to float by the accuracy guard: alone it gives output SQNR "
                              f"{sens['sqnr_db']:.1f} dB for {cost['bytes']:,} extra bytes and "
                              f"{cost['time_share']:.1%} of the time in float; among the best noise removed per cost "
@@ -260,7 +260,7 @@ def _int8(tf_model, io, calibration, evaluator, measured_on, path, profile, stat
     excluded = result.excluded if result is not None else []
     if full is not None and len(full) > len(calibration):  # the guard measured on part: calibrate on all now
         requantizer = _requantizer(tf_model, io, full, requantizer.io_dtype)
-        missing = [name for name in excluded if name not in requantizer.labels]
+        missing = [label for label in excluded if label not in requantizer.names]
         if missing:
             raise CompileError(f"TFLite op {missing[0]} chosen to stay float is gone after calibrating again; "
                                "use --format onnx")
