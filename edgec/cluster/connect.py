@@ -78,7 +78,9 @@ def ray_session(address: str, timeout: float = 15.0, log: Path | None = None):
         with contextlib.redirect_stdout(sink):
             yield ray
     finally:
-        with _quiet(log):
+        # Shutdown too: a notice that arrives late (a raylet that died during the run) is printed while Ray's
+        # threads stop; in a CI run it preceded a sweep's --json document on stdout.
+        with contextlib.redirect_stdout(sink), _quiet(log):
             ray.shutdown()
         sink.close()
 

@@ -207,8 +207,14 @@ def test_filters_and_the_command_line(world, tmp_path):
     injected = comparisons[(world["bundles"]["a_fp32"].bundle_id, "local")]
     assert injected["flagged"] and injected["verdict"] == "regression" and 0.3 < injected["change"] < 0.5
     # The injected +40% is beyond the noise but under a 50% threshold: reported, not flagged.
-    lenient = CliRunner().invoke(cli, ["report", "--results", str(world["db"]), "--min-change", "50", "-o", str(out)])
-    assert lenient.exit_code == 0 and "badge regression" not in out.read_text() and "below threshold" in out.read_text()
+    # (Only the injected pair is judged: the real runs beside it are two benches on a shared 2-core machine, which
+    # can differ by more than 50% and be flagged rightly.)
+    lenient = CliRunner().invoke(cli, ["report", "--results", str(world["db"]), "--min-change", "50", "--json",
+                                       "-o", str(out)])
+    assert lenient.exit_code == 0 and "below threshold" in out.read_text()
+    comparisons = {(c["bundle_id"], c["device"]): c for c in json.loads(lenient.output)["comparisons"]}
+    injected = comparisons[(world["bundles"]["a_fp32"].bundle_id, "local")]
+    assert not injected["flagged"] and 0.3 < injected["change"] < 0.5
     bad = CliRunner().invoke(cli, ["report", "--results", str(world["db"]), "--bundle", "not-a-bundle", "-o", str(out)])
     assert bad.exit_code != 0 and "neither a bundle directory nor a bundle id" in str(bad.exception)
 
