@@ -304,6 +304,7 @@ def goals(results: list[dict], names: list[str]) -> list[dict]:
                     "; ".join(missing) or f"{len(found)} models x 4 bundles")]
     for result in results:
         rows = result["rows"]
+        records += _tflite_goal(rows)
         mine = next((r for r in rows if r["variant"] == "edgec host int8"), None)
         peers = [r for r in rows if not r["variant"].startswith("edgec") and "error" not in r
                  and (r["variant"].startswith(ORT) or "int8" in r["variant"])]
@@ -314,19 +315,22 @@ def goals(results: list[dict], names: list[str]) -> list[dict]:
         if metric is None or metric not in best:
             records.append(goal(f"{mine['model']}: edgec host int8 measured", False, mine.get("error", "no metric")))
             continue
-        records.append(goal(f"{mine['model']}: edgec host int8 at or above the best int8 peer",
-                            mine[metric] >= best[metric],
-                            f"{METRIC_KEYS[metric]} {mine[metric]:.3f} cosine {mine['cosine']:.4f} vs "
-                            f"{best[metric]:.3f} / {best['cosine']:.4f} ({best['variant']})"))
-        records += _tflite_goal(rows)
+        records.append(_versus(f"{mine['model']}: edgec host int8 at or above the best int8 peer", mine, best,
+                               metric))
     return records
+
+
+def _versus(name: str, mine: dict, best: dict, metric: str) -> dict:
+    """The goal record ``name``: ``mine`` at or above ``best`` on ``metric``, both figures and cosines shown."""
+    from benchmarks._goals import goal
+
+    return goal(name, mine[metric] >= best[metric], f"{METRIC_KEYS[metric]} {mine[metric]:.3f} cosine "
+                f"{mine['cosine']:.4f} vs {best[metric]:.3f} / {best['cosine']:.4f} ({best['variant']})")
 
 
 def _tflite_goal(rows: list[dict]) -> list[dict]:
     """edgec's rpi4 int8 bundle (TFLite, or ONNX where TFLite cannot hold the budget) at or above the best int8
     TFLite peer (onnx2tf, TFLiteConverter, a package's own file) on the model's metric."""
-    from benchmarks._goals import goal
-
     mine = next((r for r in rows if r["variant"] == "edgec rpi4 int8" and "error" not in r), None)
     peers = [r for r in rows if not r["variant"].startswith("edgec") and "error" not in r
              and r.get("format") == "tflite" and "int8" in r["variant"]]
@@ -336,10 +340,8 @@ def _tflite_goal(rows: list[dict]) -> list[dict]:
     best = max(peers, key=_score)
     if metric not in best:
         return []
-    return [goal(f"{mine['model']}: edgec rpi4 int8 ({mine.get('format')}) at or above the best TFLite int8 peer",
-                 mine[metric] >= best[metric],
-                 f"{METRIC_KEYS[metric]} {mine[metric]:.3f} cosine {mine['cosine']:.4f} vs {best[metric]:.3f} / "
-                 f"{best['cosine']:.4f} ({best['variant']})")]
+    return [_versus(f"{mine['model']}: edgec rpi4 int8 ({mine.get('format')}) at or above the best TFLite int8 peer",
+                    mine, best, metric)]
 
 
 def print_table(results: list[dict]) -> None:

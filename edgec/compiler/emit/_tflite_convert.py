@@ -20,7 +20,8 @@ import numpy as np
 
 from edgec.errors import CompileError
 
-__all__ = ["VARIANTS", "calibrate", "convert_function", "float_ops", "quantize_calibrated", "serving_function"]
+__all__ = ["VARIANTS", "calibrate", "convert_function", "float_ops", "op_table", "quantize_calibrated",
+           "serving_function"]
 
 VARIANTS = ("fp32", "fp16", "int8", "dynamic")
 
@@ -106,14 +107,20 @@ def quantize_calibrated(calibrated: bytes, io_dtype: str, float_nodes=()) -> byt
     return content
 
 
-def float_ops(content: bytes) -> list[tuple[str, str]]:
-    """(op type, output tensor name) of the ops computing float32 values (not QUANTIZE/DEQUANTIZE) in a model."""
+def op_table(content: bytes) -> tuple[list[dict], dict[int, dict]]:
+    """(the ops of a TFLite model in execution order, tensor index -> tensor details), as LiteRT reads them."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=content)
     tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
+    return interpreter._get_ops_details(), tensors  # pylint: disable=protected-access
+
+
+def float_ops(content: bytes) -> list[tuple[str, str]]:
+    """(op type, output tensor name) of the ops computing float32 values (not QUANTIZE/DEQUANTIZE) in a model."""
+    ops, tensors = op_table(content)
     found = []
-    for op in interpreter._get_ops_details():  # pylint: disable=protected-access
+    for op in ops:
         if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
             continue
         outputs = [tensors[i] for i in op["outputs"] if i >= 0]

@@ -37,12 +37,9 @@ class TFLiteOp:
 
 def _ops(content: bytes) -> tuple[list[str], list[TFLiteOp]]:
     """(output tensor name of every op, the weighted ops with their figures) of a TFLite model."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=content)
-    tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
+    ops, tensors = tfl.op_table(content)
     names, weighted = [], []
-    for position, op in enumerate(interpreter._get_ops_details()):  # pylint: disable=protected-access
+    for position, op in enumerate(ops):
         outputs = [i for i in op["outputs"] if i >= 0]
         if not outputs:
             continue

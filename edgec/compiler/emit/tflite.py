@@ -174,6 +174,8 @@ def _guard(requantizer, evaluator, budget: float, profile, runner):
 
 def _layer_rows(requantizer, result, budget: float) -> list[dict]:
     """A row per weighted TFLite op: precision, sensitivity, cost and why (the ONNX report's schema)."""
+    from edgec.compiler.stages.quantize import guard_reason
+
     rows = []
     for op in requantizer.weighted:
         sens, cost = result.sensitivity.get(op.label), result.costs.get(op.label)
@@ -183,15 +185,8 @@ def _layer_rows(requantizer, result, budget: float) -> list[dict]:
                                                                               "noise")}}
         if cost:
             row["cost"] = {k: cost[k] for k in ("bytes", "size_share", "time_share")}
-        if op.label in result.cheap:
-            row["reason"] = (f"kept float for its cost by the accuracy guard: alone it gives output SQNR "
-                             f"{sens['sqnr_db']:.1f} dB for {cost['bytes']:,} extra bytes and "
-                             f"{cost['time_share']:.1%} of the time in float, and the measured output noise fell")
-        elif op.label in result.excluded:
-            row["reason"] = (f"returned to float by the accuracy guard: alone it gives output SQNR "
-                             f"{sens['sqnr_db']:.1f} dB for {cost['bytes']:,} extra bytes and "
-                             f"{cost['time_share']:.1%} of the time in float; among the best noise removed per cost "
-                             f"to meet --max-accuracy-drop {budget:g}")
+        if op.label in result.excluded:
+            row["reason"] = guard_reason(op.label in result.cheap, sens, cost, budget)
         else:
             row["reason"] = "quantized" + ("" if result.measured is None else "; the accuracy budget holds")
         rows.append(row)
@@ -244,11 +239,11 @@ def _wrap(path: Path, content: bytes, io: dict, tf_model: _TFModel, profile, var
 
 
 def _int8(tf_model, io, calibration, evaluator, measured_on, path, profile, state):
-    """(emitted, guard result, requantizer): the guarded int8 model, calibrated on all the samples."""
+    """(emitted, guard result or None, requantizer, accuracy report): the guarded int8 model, calibrated on all
+    the samples."""
     from edgec.compiler.stages.quantize import accuracy_report
 
     requantizer = _requantizer(tf_model, io, calibration, profile.quantization.tflite_io_dtype)
-    emitted = _wrap(path, requantizer.quantize(), io, tf_model, profile, "int8")
     result = None
     if evaluator is not None:
         def runner(content, _threads=0):
@@ -256,15 +251,18 @@ def _int8(tf_model, io, calibration, evaluator, measured_on, path, profile, stat
             return lambda inputs: model.from_model(model.runner(model.to_model(inputs)))
 
         result = _guard(requantizer, evaluator, state.budget, profile, runner)
-    full = state.calibration
     excluded = result.excluded if result is not None else []
+    full = state.calibration
     if full is not None and len(full) > len(calibration):  # the guard measured on part: calibrate on all now
         requantizer = _requantizer(tf_model, io, full, requantizer.io_dtype)
         missing = [label for label in excluded if label not in requantizer.names]
         if missing:
             raise CompileError(f"TFLite op {missing[0]} chosen to stay float is gone after calibrating again; "
                                "use --format onnx")
-    emitted = _wrap(path, requantizer.quantize(exclude=excluded), io, tf_model, profile, "int8")
+        content = requantizer.quantize(exclude=excluded)
+    else:  # the guard's chosen model is the final one
+        content = result.proto if result is not None else requantizer.quantize()
+    emitted = _wrap(path, content, io, tf_model, profile, "int8")
     accuracy = (accuracy_report(evaluator, result, state.budget, measured_on) if result is not None
                 else {"summary": f"accuracy not measured ({measured_on})", "measured": False})
     return emitted, result, requantizer, accuracy

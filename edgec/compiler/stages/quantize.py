@@ -33,7 +33,7 @@ from edgec.compiler.stages.quantize_select import WORTH, sensitivity_groups
 from edgec.compiler.state import pass_record as _record
 from edgec.errors import CalibrationDataError, CompileError, UsageError
 
-__all__ = ["accuracy_report", "apply", "guard_notes"]
+__all__ = ["accuracy_report", "apply", "guard_notes", "guard_reason"]
 
 # Samples used at most for calibration and for measuring accuracy without labelled data.
 CALIBRATION_LIMIT, HELD_OUT_LIMIT = 256, 256
@@ -93,21 +93,27 @@ def _reason(node, key: str, row: dict, result, spec, precision: str, budget: flo
     sens, cost = row["sensitivity"], row.get("cost")
     if node.name in kept:
         return f"kept float: {kept[node.name]}"
-    if key in result.cheap:
-        return (f"kept float for its cost by the accuracy guard: alone it gives output SQNR {sens['sqnr_db']:.1f} "
-                f"dB (noise {sens['noise']:.2e}) for {cost['bytes']:,} extra bytes and {cost['time_share']:.1%} of "
-                f"the time in float: noise share per cost share over {WORTH:g}, and the measured output noise fell")
-    if key in result.excluded:
-        what = "alone it" if key == node.name else f"quantized alone, the {len(row['group'])} {node.op_type} nodes"
-        return (f"returned to float by the accuracy guard: {what} give{'s' * (key == node.name)} output SQNR "
-                f"{sens['sqnr_db']:.1f} dB (noise {sens['noise']:.2e}) for {cost['bytes']:,} extra bytes and "
-                f"{cost['time_share']:.1%} of the time in float; among the best noise removed per cost to meet "
-                f"--max-accuracy-drop {budget:g}")
+    if key in result.cheap or key in result.excluded:
+        what = "alone it gives" if key == node.name else \
+            f"quantized alone, the {len(row['group'])} {node.op_type} nodes give"
+        return guard_reason(key in result.cheap, sens, cost, budget, what)
     if node.op_type in spec.float_ops:
         return f"kept float: quantization.float_ops lists {node.op_type} (slower quantized on the target)"
     if row["precision"] != "float32":
         return "quantized" + ("" if result.measured is None else "; the accuracy budget holds")
     return f"not quantized: no {precision} kernel for this op or its weights do not qualify"
+
+
+def guard_reason(cheap: bool, sens: dict, cost: dict, budget: float, what: str = "alone it gives") -> str:
+    """Why the accuracy guard left a layer in float (``cheap``: for its cost, whatever the budget), with its
+    measured sensitivity (``what`` output SQNR) and what float costs."""
+    figures = (f"{what} output SQNR {sens['sqnr_db']:.1f} dB (noise {sens['noise']:.2e}) for {cost['bytes']:,} "
+               f"extra bytes and {cost['time_share']:.1%} of the time in float")
+    if cheap:
+        return (f"kept float for its cost by the accuracy guard: {figures}: noise share per cost share over "
+                f"{WORTH:g}, and the measured output noise fell")
+    return (f"returned to float by the accuracy guard: {figures}; among the best noise removed per cost to meet "
+            f"--max-accuracy-drop {budget:g}")
 
 
 def _node_rows(model: ir.Model, precision: str, chosen: dict, result, spec, budget: float,
