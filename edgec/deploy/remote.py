@@ -8,7 +8,6 @@ device. A benchmark is never retried: a connection lost half way is reported as 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import shlex
@@ -173,8 +172,7 @@ class SshAgent:
         if self._session is not None and self._session.client is not self.conn.client:
             # The push reconnected to resume an upload: this serve process died with the old link (a bench on it
             # failed with "Socket is closed" over a lossy link). Start another on the new one.
-            with contextlib.suppress(DeviceError, OSError, EOFError):
-                self._session.proc.close()
+            self._session.proc.close()
             self._session = None
         if self._session is None:
             self._session = AgentSession(self.conn, self.device, self.agent)

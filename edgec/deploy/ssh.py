@@ -344,7 +344,10 @@ class RemoteProcess:
         return self.err.decode(errors="replace")
 
     def close(self) -> None:
-        self.channel.close()
+        """Close the channel; a link that broke meanwhile is not an error here (closing is clean-up: it must not
+        turn a finished command's result into an EOFError)."""
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            self.channel.close()
 
 
 class SftpWriteError(Exception):

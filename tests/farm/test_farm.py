@@ -184,6 +184,23 @@ def test_a_bench_after_a_push_that_reconnected_runs_on_a_new_agent_session(sshd,
     assert result["latency_ms"]["count"] == QUICK.runs
 
 
+def test_a_link_that_breaks_after_the_bench_does_not_turn_the_result_into_an_error(sshd, client_key, ssh_opts,
+                                                                                   bundles, device_python):
+    """Closing the agent session is clean-up: a socket that fails then (seen in CI: EOFError from paramiko's
+    channel close in ``SshAgent.__exit__``) must not replace the finished benchmark with a traceback."""
+    from edgec.deploy.remote import SshAgent
+
+    def broken(*_):
+        raise EOFError()
+
+    server = sshd()
+    trust(server, ssh_opts)
+    with SshAgent(server.device(client_key, "d1", python=device_python), ssh_opts, timeout=120) as agent:
+        result = agent.bench(agent.place(bundles["small"]), QUICK)
+        agent.conn.client.get_transport().packetizer.write_all = broken  # every later send fails, as on EPIPE
+    assert result["latency_ms"]["count"] == QUICK.runs
+
+
 def test_bench_over_a_lossy_slow_link_completes(netns_farm, client_key, ssh_opts, bundles, device_python):
     lossy, slow = netns_farm.add(1), netns_farm.add(2)
     for server in (lossy, slow):
