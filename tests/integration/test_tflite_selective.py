@@ -64,6 +64,12 @@ def test_a_deny_listed_op_stays_float_in_an_otherwise_int8_model_with_int8_io(ke
     alone = requantizer.quantize(only=[depthwise.label])
     assert [kind for kind, _ in tfl.float_ops(alone)].count("CONV_2D") == 2  # only the depthwise op quantized
     assert "DEPTHWISE_CONV_2D" not in [kind for kind, _ in tfl.float_ops(alone)]
+    # Weightless ops that compute (the pooling's MEAN) are one group per type; ops that only move values
+    # (RESHAPE) are none: int8 gives them their input's scale.
+    assert list(requantizer.groups) == ["ops:MEAN"]
+    mean = requantizer.groups["ops:MEAN"]
+    assert mean.params == 0 and mean.macs == 16 and requantizer.figures()["ops:MEAN"] == (16, 0)
+    assert tfl.float_ops(requantizer.quantize(exclude=["ops:MEAN"])) == [("MEAN", mean.name[0])]
 
 
 def test_the_guard_keeps_the_ops_that_carry_the_noise_in_float(tmp_path):

@@ -78,3 +78,49 @@ def test_every_output_counts_and_one_value_per_sample_is_compared_across_samples
 
     assert evaluator.measure(constant_probability)["drop"] > 5.0
     assert evaluator.measure(ruined_state)["drop"] > 100.0
+
+
+def _detector(inputs):
+    """A YOLO-like table [N, 50 anchors, 6]: four box fields of order 10 beside an objectness and a class score
+    of order 0.05."""
+    x = inputs[0]
+    boxes = 10.0 * np.abs(x[:, :, :4]) + 5.0
+    scores = 0.1 * (1.0 / (1.0 + np.exp(-x[:, :, 4:])))
+    return [np.concatenate([boxes, scores], axis=2).astype(np.float32)]
+
+
+def test_a_table_output_measures_its_scores_on_their_own_scale():
+    """Half of every score gone is a detector that finds nothing; over the table taken whole it would be noise
+    1e-5 and cosine 1.0000 beside boxes of order 10. Field by field it must outweigh a box error of 1%."""
+    from edgec.compiler.accuracy import balanced, field_scale
+
+    x = np.random.default_rng(3).standard_normal((12, 50, 6)).astype(np.float32)
+    evaluator = Evaluator(_detector, CalibrationSet("calib", [x]), batch=4)
+    reference = evaluator.reference[0]
+    scale = field_scale(reference)
+    assert scale is not None and scale[:4].min() > 100 * scale[4:].max()
+
+    def scores_halved(inputs):
+        out = _detector(inputs)[0].copy()
+        out[:, :, 4:] *= 0.5
+        return [out]
+
+    def boxes_off(inputs):
+        out = _detector(inputs)[0].copy()
+        out[:, :, :4] *= 1.01
+        return [out]
+
+    lost, shifted = evaluator.measure(scores_halved), evaluator.measure(boxes_off)
+    assert lost["noise"] > 10 * shifted["noise"] and lost["drop"] > shifted["drop"]
+    assert lost["drop"] > 1.0  # over the default 1-point budget: the guard must act on it
+    whole = np.sum((scores_halved([x])[0] - reference) ** 2) / np.sum(reference.astype(np.float64) ** 2)
+    assert whole < 1e-4  # what the measure saw before: nothing
+    # A field that never fires is floored at 1/1000 of the largest field's scale: its rounding is not the measure.
+    dead = reference.copy()
+    dead[:, :, 5] = 0.0
+    assert field_scale(dead)[5] == pytest.approx(1e-3 * field_scale(dead).max())
+    # Per-step class probabilities and plain feature maps are not tables: measured as before.
+    probs = np.random.default_rng(4).dirichlet(np.ones(5), size=(8, 7)).astype(np.float32)
+    assert field_scale(probs) is None and field_scale(np.ones((4, 3, 8, 8), np.float32)) is None
+    same, scaled = balanced(probs, probs * 0.9)
+    assert same is probs and np.array_equal(scaled, probs * 0.9)

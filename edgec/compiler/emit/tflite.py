@@ -158,13 +158,14 @@ def _refused(exc: AccuracyBudgetError) -> AccuracyBudgetError:
 
 
 def _guard(requantizer, evaluator, budget: float, profile, runner):
-    """The accuracy guard over the TFLite model's weighted ops (``_tflite_select``)."""
+    """The accuracy guard over the TFLite model's weighted ops and weightless op types (``_tflite_select``)."""
     from edgec.compiler.stages.quantize import ALWAYS_MEASURE_LAYERS
     from edgec.compiler.stages.quantize_cost import costs_from_figures
     from edgec.compiler.stages.quantize_guard import run_guard
 
-    candidates = [op.label for op in requantizer.weighted]
-    costs = costs_from_figures(requantizer.figures(), candidates, profile)
+    candidates = [op.label for op in requantizer.weighted] + list(requantizer.groups)
+    totals = (sum(op.macs for op in requantizer.weighted), sum(op.params for op in requantizer.weighted))
+    costs = costs_from_figures(requantizer.figures(), candidates, profile, totals)
     try:
         return run_guard(requantizer, evaluator, candidates, budget, always_measure=len(candidates) <=
                          ALWAYS_MEASURE_LAYERS, costs=costs, cheap=True, runner=runner)
@@ -173,13 +174,15 @@ def _guard(requantizer, evaluator, budget: float, profile, runner):
 
 
 def _layer_rows(requantizer, result, budget: float) -> list[dict]:
-    """A row per weighted TFLite op: precision, sensitivity, cost and why (the ONNX report's schema)."""
+    """A row per weighted TFLite op, and per weightless op type the guard kept float: precision, sensitivity,
+    cost and why (the ONNX report's schema; a group's row lists its tensors)."""
     from edgec.compiler.stages.quantize import guard_reason
 
     rows = []
-    for op in requantizer.weighted:
+    groups = [group for label, group in requantizer.groups.items() if label in result.excluded]
+    for op in [*requantizer.weighted, *groups]:
         sens, cost = result.sensitivity.get(op.label), result.costs.get(op.label)
-        row = {"node": op.label, "tensor": op.name, "op": op.op,
+        row = {"node": op.label, ("group" if isinstance(op.name, list) else "tensor"): op.name, "op": op.op,
                "precision": "float32" if op.label in result.excluded else "int8",
                "sensitivity": None if sens is None else {k: sens[k] for k in ("drop", "rel_error", "sqnr_db",
                                                                               "noise")}}
@@ -314,5 +317,6 @@ def _int8_report(state, emitted, requantizer, result, accuracy) -> None:
     state.report["accuracy"] = accuracy
     emitted.notes.extend(guard_notes(accuracy, rows) if result is not None else [accuracy["summary"]])
     if floats:
-        emitted.notes.append(f"selective int8: {len(floats)} of {len(rows)} weighted ops kept in float "
-                             f"({', '.join(row['node'] for row in floats)}) by the accuracy guard")
+        emitted.notes.append(f"selective int8: kept in float by the accuracy guard: "
+                             f"{', '.join(row['node'] for row in floats)} ({len(floats)} of {len(rows)} weighted ops "
+                             "and op types)")
