@@ -72,6 +72,42 @@ def test_a_deny_listed_op_stays_float_in_an_otherwise_int8_model_with_int8_io(ke
     assert tfl.float_ops(requantizer.quantize(exclude=["ops:MEAN"])) == [("MEAN", mean.name[0])]
 
 
+def test_an_op_type_the_guard_keeps_float_is_one_report_row_listing_its_tensors(keras_cnn, monkeypatch):
+    """The guard's candidates include the weightless op types, costed by their output elements (one operation
+    each) as a share of the weighted ops' MACs, with no bytes; a group it keeps float is one row naming its
+    tensors."""
+    from edgec.compiler.emit import _tflite_convert as tfl
+    from edgec.compiler.emit import tflite
+    from edgec.compiler.emit._tflite_select import Requantizer
+    from edgec.compiler.stages.quantize_cost import int8_speedup
+    from edgec.compiler.stages.quantize_guard import GuardResult
+    from edgec.targets import load_profile
+
+    samples = [[np.random.default_rng(k).random((1, 16, 16, 3), np.float32)] for k in range(8)]
+    requantizer = Requantizer(tfl.calibrate(_holder(keras_cnn), ["x"], samples), "int8")
+    seen = {}
+    noisy = {"drop": 2.0, "rel_error": 0.1, "sqnr_db": 20.0, "noise": 0.01}
+
+    def guard(quantizer, evaluator, candidates, budget, **kwargs):
+        seen.update(candidates=candidates, costs=kwargs["costs"])
+        return GuardResult(quantizer.quantize(exclude=["ops:MEAN"]), {"drop": 0.5}, ["ops:MEAN"],
+                           {"ops:MEAN": noisy}, [], costs=kwargs["costs"])
+
+    monkeypatch.setattr("edgec.compiler.stages.quantize_guard.run_guard", guard)
+    result = tflite._guard(requantizer, None, 1.0, load_profile("rpi4"), runner=None)
+    assert seen["candidates"] == [op.label for op in requantizer.weighted] + ["ops:MEAN"]
+    cost = seen["costs"]["ops:MEAN"]
+    speedup, _ = int8_speedup(load_profile("rpi4"))
+    share = (1 - 1 / speedup) * 16 / sum(op.macs for op in requantizer.weighted)
+    assert cost["bytes"] == 0 and cost["time_share"] == round(share, 6) > 0
+    rows = tflite._layer_rows(requantizer, result, 1.0)
+    assert [row["node"] for row in rows] == seen["candidates"]
+    group = rows[-1]
+    assert group["precision"] == "float32" and group["group"] == requantizer.groups["ops:MEAN"].name
+    assert "accuracy guard" in group["reason"] and "SQNR 20.0 dB" in group["reason"]
+    assert all(row["precision"] == "int8" for row in rows[:-1])
+
+
 def test_the_guard_keeps_the_ops_that_carry_the_noise_in_float(tmp_path):
     """A Keras CNN whose first conv writes a junk channel of 1000s that the next conv ignores: the per-tensor
     int8 range of that tensor crushes the real channels, at the conv that writes it and the one that reads it.
