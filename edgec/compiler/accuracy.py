@@ -211,13 +211,14 @@ class Evaluator:
 
         outputs = run_all(runner, self.samples, self.batch)
         first, ref = outputs[0], self.reference[0]
-        fair_ref, fair = balanced(ref, first)  # a detector's scores count as much as its pixel boxes
+        fair_pairs = [balanced(r, o) for r, o in zip(self.reference, outputs)]  # a table's scores count as its boxes
+        fair_ref, fair = fair_pairs[0]
         cosines = cosine_rows(fair_ref, fair)
         noise = float(np.sum((fair.astype(np.float64) - fair_ref) ** 2) /
                       max(np.sum(fair_ref.astype(np.float64) ** 2), 1e-30))
         n = int(ref.shape[0])
         result = {"metric": self.metric, "samples": n, "float_score": round(self.float_score, 4),
-                  "cosine": round(min(output_cosine(*balanced(r, o)) for r, o in zip(self.reference, outputs)), 6),
+                  "cosine": round(min(output_cosine(*pair) for pair in fair_pairs), 6),
                   "labels": self.labels is not None,
                   "noise": noise, "sqnr_db": round(float(-10 * np.log10(max(noise, 1e-30))), 2),
                   "rel_error": round(max(relative_error(r, o) for r, o in zip(self.reference, outputs)), 6)}
