@@ -5,6 +5,8 @@ For each parameter reduction (15%, 30%), in the same process and with the same u
 
 * ``edgec``: ``edgec.api.compile --prune R`` (removal-cost channels, sensitivity spread, least squares) then
   distillation for ``--recover-time`` seconds;
+* ``edgec ... -parameters``: the same with ``--prune-spread parameters`` (the ratio spread by sensitivity per
+  parameter a channel holds), its own R;
 * edgec without recovery: the same compile's model before distillation (the recovery report's first stage, scored
   by the compile's guard on the same held-out crops);
 * ``torch-pruning``: Torch-Pruning's DepGraph with magnitude (L1) importance on the PyTorch source, the classifier
@@ -91,7 +93,7 @@ def _cached_ratio(key: str, find) -> float:
     return known[key]
 
 
-def _edgec_ratio(path: Path, calib: np.ndarray, target: float) -> float:
+def _edgec_ratio(path: Path, calib: np.ndarray, target: float, spread: str = "channels") -> float:
     """The filter ratio whose sensitivity-spread pruning removes ``target`` of the parameters (no refit)."""
     from edgec import ir as edgec_ir
     from edgec.compiler.passes.prune_filters import PruneFilters
@@ -105,14 +107,15 @@ def _edgec_ratio(path: Path, calib: np.ndarray, target: float) -> float:
     for _ in range(7):
         ratio = (low + high) / 2
         trial = edgec_ir.from_proto(proto)
-        PruneFilters(ratio, batches=batches, reconstruct=False, sensitivity_cache=cache,
+        PruneFilters(ratio, batches=batches, reconstruct=False, sensitivity_cache=cache, spread=spread,
                      channel_multiple=channel_multiple(load_profile("host")))(trial)
         removed = 1 - _parameters(trial) / before
         low, high = (ratio, high) if removed < target else (low, ratio)
     return high
 
 
-def _compile(source: Path, tmp: Path, name: str, ratio: float, seconds: float, files: dict) -> dict:
+def _compile(source: Path, tmp: Path, name: str, ratio: float, seconds: float, files: dict,
+             spread: str = "channels") -> dict:
     """``edgec compile`` of the float IR (the PyTorch source after edgec's front-end, cached) with --prune.
 
     The pruned model and its report are kept in the cache by name and budget (delete the cache after changing
@@ -128,7 +131,8 @@ def _compile(source: Path, tmp: Path, name: str, ratio: float, seconds: float, f
         return {**json.loads(meta_path.read_text()), "name": name, "path": path}
     start = time.perf_counter()
     bundle = api.compile(str(source), tmp / name, progress=Progress(enabled=True), target="host", format="onnx",
-                         quantize="none", prune=ratio, recover_time=seconds, calibration=str(files["calib"]),
+                         quantize="none", prune=ratio, prune_spread=spread, recover_time=seconds,
+                         calibration=str(files["calib"]),
                          eval_data=str(files["eval"]), max_accuracy_drop=100.0)
     report = bundle.manifest["report"]["compression"]
     meta = {"ratio": ratio, "compile_s": time.perf_counter() - start,
@@ -254,12 +258,17 @@ def _variants(tmp: Path, source: Path, target: float, seconds: float, calib, fil
     edgec = _compile(source, tmp, f"edgec{tag}", ratio, seconds, files)
     edgec["agreement"] = check(edgec["path"])
     _say(edgec)
+    # --prune-spread parameters: the goal is stated in parameters, and this spread buys the most per parameter
+    ratio = _cached_ratio(f"edgec-parameters {target:g}", lambda: _edgec_ratio(source, calib, target, "parameters"))
+    sized = _compile(source, tmp, f"edgec{tag}-parameters", ratio, seconds, files, "parameters")
+    sized["agreement"] = check(sized["path"])
+    _say(sized)
     peer = _torch_pruning(target, seconds, calib, f"torch-pruning{tag}")
     peer["agreement"] = check(peer["path"])
     plain = {**peer, "name": f"{peer['name']}-norecover", "path": peer["plain"], "recovery": None}
     plain["agreement"] = check(plain["path"])
     _say(peer)
-    return [edgec, peer, plain]
+    return [edgec, sized, peer, plain]
 
 
 def _row(v: dict, latency: dict) -> dict:

@@ -42,6 +42,7 @@ class PruneRatio(click.ParamType):
 @click.option("--recover-time", type=float, help="Seconds of distillation on calibration data after pruning [default: 180 with --calibration; 0 = off].")
 @click.option("--max-latency", type=float, metavar="MS", help="Prune until the target's estimated latency is at most MS milliseconds.")
 @click.option("--prune-rules", type=click.Path(), help="TOML file of per-layer pruning ratios.")
+@click.option("--prune-spread", type=click.Choice(["channels", "parameters"]), help="Spread --prune over layers by sensitivity per channel (faster model) or per parameter a channel holds (smaller model for the same accuracy) [default: channels].")
 @click.option("--sparsity", type=float, help="Fraction of weights to zero (unstructured), compressed bundle.")
 @click.option("--low-rank", type=float, help="Factorise large Gemm/MatMul weights keeping this fraction of energy.")
 @click.option("--rtol", type=float, default=FLOAT_RTOL, show_default=True, help="Float stages match the source when |a-b| <= atol + rtol*|ref| per element.")
@@ -55,7 +56,7 @@ class PruneRatio(click.ParamType):
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write the compile report as HTML.")
 @click.pass_context
 def compile_cmd(ctx, source, target, out, fmt, input_shapes, quantize, calibration, calibration_method, preprocess,
-                eval_data, max_accuracy_drop, prune, recover_time, max_latency, prune_rules, sparsity, low_rank, rtol, atol, seed, force,
+                eval_data, max_accuracy_drop, prune, recover_time, max_latency, prune_rules, prune_spread, sparsity, low_rank, rtol, atol, seed, force,
                 explain, as_json, report_path, ignore_limits=False, trust_source=False):
     """Compile SOURCE (.onnx, .keras, .h5, SavedModel dir, .pt2, TorchScript, file.py:factory) for a target.
 
@@ -76,7 +77,7 @@ def compile_cmd(ctx, source, target, out, fmt, input_shapes, quantize, calibrati
         target=target, format=fmt, quantize=quantize, input_shapes=api.parse_input_shapes(input_shapes),
         calibration=calibration, calibration_method=calibration_method, preprocess=preprocess, eval_data=eval_data,
         max_accuracy_drop=max_accuracy_drop, prune=prune, recover_time=recover_time, max_latency=max_latency,
-        prune_rules=prune_rules, sparsity=sparsity,
+        prune_rules=prune_rules, prune_spread=prune_spread, sparsity=sparsity,
         low_rank=low_rank, rtol=rtol, atol=atol, seed=seed, force=force, ignore_limits=ignore_limits,
         trust_source=trust_source,
     )

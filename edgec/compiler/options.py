@@ -13,6 +13,7 @@ __all__ = ["CompileOptions"]
 Format = Literal["onnx", "tflite", "auto"]
 Quantize = Literal["none", "fp16", "int8", "int4", "auto"]
 CalibrationMethod = Literal["minmax", "entropy", "percentile", "mse"]
+PruneSpread = Literal["channels", "parameters"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class CompileOptions:
     # A fraction of filters, or "auto": the strongest pruning within the accuracy budget (or --max-latency).
     prune: Optional[float | Literal["auto"]] = None
     prune_rules: Optional[str] = None
+    # How the global --prune ratio is spread over layers: by sensitivity per channel (None = "channels": faster
+    # models at a given ratio) or per parameter a channel holds ("parameters": smaller models for the accuracy)
+    prune_spread: Optional[PruneSpread] = None
     sparsity: Optional[float] = None
     low_rank: Optional[float] = None
     # Seconds of distillation after pruning (None = the default when calibration data are given; 0 = off);
@@ -62,6 +66,7 @@ class CompileOptions:
         _choice("--format", self.format, Format)
         _choice("--quantize", self.quantize, Quantize)
         _choice("--calibration-method", self.calibration_method, CalibrationMethod)
+        _choice("--prune-spread", self.prune_spread, PruneSpread)
         if self.prune == "auto" and self.prune_rules:
             raise UsageError("--prune auto searches one global ratio; it cannot be combined with --prune-rules")
         _pruning_checks(self)

@@ -6,9 +6,12 @@ errors of earlier pruned layers are compensated too), as in ThiNet (Luo et al. 2
 al. 2017). Convolutions become linear regressions on sampled ``k x k`` input patches. The bias is refitted with
 the weights (an intercept column), which corrects the mean shift that removed channels leave behind.
 
-Each layer keeps whichever candidate predicts held-out rows best: the plain pruned weights with a corrected bias,
-or a ridge refit at one of a few regularisation strengths. Reconstruction therefore never makes a layer worse on
-the calibration data than plain pruning.
+Each layer keeps whichever candidate predicts held-out samples best (a fifth of the calibration samples, all rows
+of each: rows of one image are alike): the plain pruned weights with a corrected bias, or a ridge refit at one of a
+few regularisation strengths. The ridge pulls towards the layer's own bias-corrected weights, not towards zero:
+where the calibration samples never go (few photos of one kind), a pull to zero erased weights the data had no
+evidence against. On EfficientNet-Lite2 with its head pruned by half and 256 calibration crops of 8 photos, top-1
+agreement with float on crops of 8 other photos went 0.570 -> 0.812 (64 crops: 0.781 -> 0.812; no refit: 0.734).
 """
 
 from __future__ import annotations
@@ -124,21 +127,32 @@ def _store(graph: ir.Graph, node: ir.Node, matrix: np.ndarray, bias: np.ndarray 
         set_const(graph, node, 2, bias.astype(dtype), "refit")
 
 
-def _fit(x: np.ndarray, y: np.ndarray, matrix: np.ndarray, bias: np.ndarray | None, with_bias: bool):
-    """Best of {plain weights + corrected bias, ridge refits} on held-out rows: (matrix, bias, label)."""
-    cut = max(1, int(len(x) * 0.8))
-    order = np.random.default_rng(0).permutation(len(x))
-    train, test = order[:cut], order[cut:] if len(x) - cut >= 1 else order[:cut]
+def _split(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, held-out rows): a fifth of the *samples* held out with all their rows, since rows of one
+    sample (positions of one image) are alike and a held-out row beside its neighbours flatters a loose fit."""
+    ids = np.unique(samples)
+    if len(ids) < 5:
+        ids, samples = np.arange(len(samples)), np.arange(len(samples))
+    held = np.random.default_rng(0).permutation(ids)[: max(1, len(ids) // 5)]
+    mask = np.isin(samples, held)
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def _fit(x: np.ndarray, y: np.ndarray, matrix: np.ndarray, bias: np.ndarray | None, with_bias: bool,
+         samples: np.ndarray):
+    """Best of {plain weights + corrected bias, ridge refits} on held-out samples: (matrix, bias, label)."""
+    train, test = _split(samples)
     b0 = np.zeros(matrix.shape[1]) if bias is None else bias
     shift = (y[train] - x[train] @ matrix - b0).mean(axis=0) if with_bias else 0.0
     candidates = [(matrix, b0 + shift if with_bias else bias, "bias-corrected")]
     a = np.hstack([x, np.ones((len(x), 1))]) if with_bias else x
+    prior = np.vstack([matrix, (b0 + shift)[None, :]]) if with_bias else matrix
     gram = a[train].T @ a[train]
     rhs = a[train].T @ y[train]
     scale = float(np.mean(np.diag(gram))) or 1.0
     for alpha in RIDGE:
-        try:
-            solution = np.linalg.solve(gram + alpha * scale * np.eye(len(gram)), rhs)
+        try:  # ridge towards the layer's own (bias-corrected) weights, not towards zero
+            solution = np.linalg.solve(gram + alpha * scale * np.eye(len(gram)), rhs + alpha * scale * prior)
         except np.linalg.LinAlgError:
             continue
         w = solution[:-1] if with_bias else solution
@@ -205,14 +219,16 @@ def reconstruct_layers(original: ir.Model, pruned: ir.Model, layer_names: list[s
 
 
 def _refit(pruned: ir.Model, node: ir.Node, positions: list, y: np.ndarray, batches) -> str:
-    rows = []
+    rows, samples, seen = [], [], 0
     kernel = tuple(const_array(node.inputs[1]).shape[2:]) if node.op_type == "Conv" else None
     for (x,), where in zip(capture(pruned, [node.inputs[0].name], batches, f"reconstruction of {node.name}"),
                            positions):
         rows.append(_patches(node, x, kernel, where) if kernel else x[where[:, 0]])
+        samples.append(seen + where[:, 0])
+        seen += len(x)
     x = np.concatenate(rows).astype(np.float64)
     matrix, bias = _layer_weight(node)
     with_bias = node.op_type != "MatMul"
-    new_matrix, new_bias, label = _fit(x, y, matrix, bias, with_bias)
+    new_matrix, new_bias, label = _fit(x, y, matrix, bias, with_bias, np.concatenate(samples))
     _store(pruned.graph, node, new_matrix, new_bias)
     return f"{node.name}: {label} on {len(x)} rows x {x.shape[1]} features"

@@ -128,7 +128,8 @@ def _passes(options, profile, batches, factor: float, rules, ratio: float | None
         base = ratio if ratio is not None else default if default is not None else options.prune or 0.0
         scaled = None if table is None else [(glob, r * factor) for glob, r in table]
         passes.append(PruneFilters(base * factor, scaled, batches, channel_multiple=channel_multiple(profile),
-                                   seed=options.seed, sensitivity_cache=cache))
+                                   seed=options.seed, sensitivity_cache=cache,
+                                   spread=options.prune_spread or "channels"))
     if options.low_rank:
         passes.append(FactorizeLinear(1.0 - (1.0 - options.low_rank) * factor))
     if options.sparsity:

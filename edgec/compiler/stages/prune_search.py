@@ -56,21 +56,24 @@ def _accuracy_search(trials, budget: float):
         raise UsageError("--prune auto: nothing to judge the accuracy on; give --calibration (held-out samples are "
                          "scored) or --eval-data")
     seconds = trials.recover_seconds()
-    low, high, curve = 0.0, MAX_RATIO, []
+    low, high, curve, kept = 0.0, MAX_RATIO, [], None
     for _ in range(AUTO_PROBES):
         ratio = (low + high) / 2
-        candidate, _, _, measured = trials.run(ratio=ratio, seconds=seconds * PROBE_SHARE)
-        curve.append({**_point(ratio, candidate, measured), "within_budget": within_budget(measured, budget)})
+        probe = trials.run(ratio=ratio, seconds=seconds * PROBE_SHARE)
+        curve.append({**_point(ratio, probe[0], probe[3]), "within_budget": within_budget(probe[3], budget)})
         low, high = (ratio, high) if curve[-1]["within_budget"] else (low, ratio)
+        kept = probe if curve[-1]["within_budget"] else kept  # the strongest probe within the budget so far
     notes = [f"--prune auto: {len(curve)} probes (each with {seconds * PROBE_SHARE:.0f} s of recovery); the "
              f"strongest ratio within the {budget:g}-point budget is {low:g}"]
     if low == 0.0:
         notes.append("--prune auto: every probed ratio exceeded the budget: nothing pruned")
     final = trials.run(ratio=low, seconds=seconds)
     if not within_budget(final[3], budget):
+        # the probe at this ratio was within the budget; its shorter recovery is what differs
         notes.append(f"--prune auto: ratio {low:g} with full recovery measured {final[3]['drop']:.2f} points; "
-                     "falling back to no pruning")
-        final = trials.run(ratio=0.0, seconds=0.0)
+                     + ("kept the probe's model at that ratio (within the budget)" if kept is not None
+                        else "falling back to no pruning"))
+        final = kept if kept is not None else trials.run(ratio=0.0, seconds=0.0)
     return final, {"mode": "auto", "budget": budget, "ratio": round(low, 4), "curve": curve, "notes": notes}
 
 

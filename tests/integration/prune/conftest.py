@@ -40,6 +40,7 @@ def digits_files(tmp_path_factory):
     from edgec.examples.torch_models import digits_cnn, train_classifier
 
     torch.set_num_threads(1)
+    torch.manual_seed(0)  # the initial weights: the same trained model whichever tests ran first in this worker
     work = tmp_path_factory.mktemp("digits")
     (x_train, y_train), (x_test, y_test) = digits("nchw")
     model = train_classifier(digits_cnn(), x_train, y_train, epochs=10)
