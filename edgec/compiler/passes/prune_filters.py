@@ -41,6 +41,11 @@ SENSITIVITY_SAMPLES = 8  # one trial per group: a few samples rank the groups we
 # sensitivities its first probe measured, so they must not depend on the ratio
 SENSITIVITY_RATIO = 0.3
 COST_SAMPLES = 32  # per-channel activation energy: cheap, one run
+# Each channel's activation energy is shrunk towards its layer's mean (this share of the mean added to every
+# channel): measured on a few photos, a channel those photos do not excite looks dead although other inputs use
+# it. EfficientNet-Lite2, 8 calibration photos, agreement on 8 other photos (least squares, no recovery): 15% of
+# the parameters 0.723 -> 0.773 (shrink 0.1: 0.781, 0.5: 0.773, 1.0: 0.734); 30%: 0.637 -> 0.695 (0.5: 0.703)
+ENERGY_SHRINK = 0.3
 
 
 def _first_samples(batches: list, count: int) -> list:
@@ -83,7 +88,8 @@ def filter_importance(group: ChannelGroup) -> np.ndarray:
 def removal_cost(model: ir.Model, analysis: GroupAnalysis, groups: list[ChannelGroup], batches) -> dict:
     """Per group, what removing each channel costs its consumers on calibration data: sum over consumer layers
     of E[x_c^2] * ||W[:, c]||^2 (the energy channel c adds to the layer's output; the diagonal of the OBS cost),
-    each consumer normalised by its mean so consumers vote equally. Groups without a measurable consumer: L1."""
+    E[x_c^2] shrunk towards the layer's mean (``ENERGY_SHRINK``), each consumer normalised by its mean so
+    consumers vote equally. Groups without a measurable consumer: L1."""
     edits = {id(e): e for g in groups for e in g.edits if e.kind == "in" and const_array(e.node.inputs[1]) is not None}
     names = sorted({e.node.inputs[0].name for e in edits.values()})
     power = {name: 0.0 for name in names}
@@ -95,7 +101,8 @@ def removal_cost(model: ir.Model, analysis: GroupAnalysis, groups: list[ChannelG
     for group in groups:
         total, offset_ok = np.zeros(group.size), False
         for edit in (e for e in group.edits if id(e) in edits):
-            cost = _consumer_cost(edit, power[edit.node.inputs[0].name], analysis, group)
+            energy = power[edit.node.inputs[0].name]
+            cost = _consumer_cost(edit, energy + ENERGY_SHRINK * np.mean(energy), analysis, group)
             if cost is not None:
                 total += cost / (cost.mean() or 1.0)
                 offset_ok = True
