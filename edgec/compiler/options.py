@@ -101,6 +101,9 @@ def _pruning_checks(options: CompileOptions) -> None:
                          "samples; give --calibration DATA (unlabelled samples are enough)")
     if recovering and not (options.prune or options.prune_rules or options.max_latency):
         raise UsageError("--recover-time: recovery follows pruning; give --prune R, --prune auto or --max-latency")
+    if options.prune_spread and not (options.prune or options.max_latency):
+        raise UsageError(f"--prune-spread {options.prune_spread}: it spreads the global pruning ratio over the layers; "
+                         "give --prune R, --prune auto or --max-latency (a --prune-rules file sets each ratio itself)")
 
 
 def _choice(flag: str, value, kind) -> None:

@@ -10,8 +10,9 @@ Each layer keeps whichever candidate predicts held-out samples best (a fifth of 
 of each: rows of one image are alike): the plain pruned weights with a corrected bias, or a ridge refit at one of a
 few regularisation strengths. The ridge pulls towards the layer's own bias-corrected weights, not towards zero:
 where the calibration samples never go (few photos of one kind), a pull to zero erased weights the data had no
-evidence against. On EfficientNet-Lite2 with its head pruned by half and 256 calibration crops of 8 photos, top-1
-agreement with float on crops of 8 other photos went 0.570 -> 0.812 (64 crops: 0.781 -> 0.812; no refit: 0.734).
+evidence against. On EfficientNet-Lite2 with its head pruned by half, top-1 agreement with float on crops of 8
+other photos, calibration crops of 8 photos: ridge towards zero 0.625 -> towards the own weights 0.801 with 256
+crops, 0.746 -> 0.816 with 64 (no refit: 0.715; same code otherwise, held-out samples in both).
 """
 
 from __future__ import annotations

@@ -179,3 +179,24 @@ def test_max_latency_on_an_uncalibrated_profile_says_so_in_one_line(digits_files
     assert len(notes) == 1 and notes[0].startswith("edgec: note: --max-latency: rpi4 is not calibrated"), err
     assert "targets calibrate" in notes[0] and "Traceback" not in err
     assert (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_prune_spread_without_a_global_ratio_is_one_line(digits_files, tmp_path, capsys):
+    line = _one_line_error(["compile", str(digits_files["model"]), "-o", str(tmp_path / "out"), "--prune-spread",
+                            "parameters", "--calibration", str(digits_files["calibration"])], capsys, 2)
+    assert "--prune-spread parameters" in line and "--prune R" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_prune_spread_parameters_reaches_the_pass_and_prunes_heavier_channels_harder(digits_files, tmp_path):
+    runs = {}
+    for spread in ("channels", "parameters"):
+        bundle = api.compile(str(digits_files["model"]), tmp_path / spread, target="host", format="onnx",
+                             quantize="none", prune=0.3, prune_spread=spread, recover_time=0,
+                             calibration=str(digits_files["calibration"]), max_accuracy_drop=100.0)
+        settings = next(p for p in bundle.manifest["passes"] if p["name"] == "prune-filters")["settings"]
+        assert settings["spread"] == spread
+        runs[spread] = bundle.manifest["report"]["compression"]
+    # the same share of channels, spread by sensitivity per parameter: more parameters go
+    assert runs["parameters"]["parameters_after"] < runs["channels"]["parameters_after"]
+    assert api.verify_bundle(tmp_path / "parameters")["ok"]
