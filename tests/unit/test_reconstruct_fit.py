@@ -41,3 +41,11 @@ def test_the_held_out_rows_are_whole_samples():
     few = np.array([0, 0, 1, 1])  # under five samples: rows are held out one by one
     train, test = _split(few)
     assert len(test) == 1 and len(train) == 3
+
+
+def test_a_single_row_is_fitted_and_judged_on_itself():
+    """One calibration sample gives a Gemm one row: holding it out would leave nothing to fit (NaN weights)."""
+    with np.errstate(all="raise"):
+        matrix, bias, _ = _fit(np.ones((1, 3)), np.full((1, 2), 2.0), np.zeros((3, 2)), np.zeros(2), True,
+                               np.arange(1))
+    assert np.all(np.isfinite(matrix)) and np.all(np.isfinite(bias))
