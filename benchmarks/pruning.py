@@ -177,10 +177,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--targets", default="0.15,0.30", help="parameter reductions to reach")
     args = parser.parse_args(argv if argv is not None else [])
     if args.imagenet:
-        from benchmarks._pruning_imagenet import print_result, run_imagenet
+        from benchmarks._pruning_imagenet import goals, print_result, run_imagenet
 
         result = run_imagenet([float(t) for t in args.targets.split(",")], args.recover_time, args.rounds)
+        result["goals"] = goals(result)
         print_result(result)
+        print_goals(result["goals"])
         out = OUT.with_name(f"pruning_imagenet_{args.targets.replace(',', '_')}.json")
     else:
         result = run(args.ratio, args.rounds)
