@@ -200,3 +200,13 @@ def test_prune_spread_parameters_reaches_the_pass_and_prunes_heavier_channels_ha
     # the same share of channels, spread by sensitivity per parameter: more parameters go
     assert runs["parameters"]["parameters_after"] < runs["channels"]["parameters_after"]
     assert api.verify_bundle(tmp_path / "parameters")["ok"]
+
+
+def test_the_refit_sees_every_calibration_sample_up_to_256(digits_files, tmp_path):
+    # the least-squares refit generalises better on more images (EfficientNet-Lite2 15%: 64 samples 0.848, 256
+    # samples 0.887 agreement on other crops): all 256 calibration digits must reach the pass, not the first 64
+    bundle = api.compile(str(digits_files["model"]), tmp_path / "out", target="host", format="onnx", quantize="none",
+                         prune=0.3, recover_time=0, calibration=str(digits_files["calibration"]),
+                         eval_data=str(digits_files["eval"]), max_accuracy_drop=100.0)
+    settings = next(p for p in bundle.manifest["passes"] if p["name"] == "prune-filters")["settings"]
+    assert settings["calibration_samples"] == 256
