@@ -18,8 +18,8 @@ issue's "other crops": new views of the scenes calibrated on, what a deployed mo
 own camera's frames; the goals are stated on it) and crops of *other* photos (a shift of content the calibration
 never saw: reported beside it). The compile's guard and its recovery stages score the first. Latency is the median
 of single-thread onnxruntime runs at batch 1, all variants interleaved round by round; ratios are against the float
-model measured in the same rounds. The machine is shared: every process runs under ``nice``, so wall-clock budgets buy fewer
-steps than on an idle machine. The last target's edgec model is also compiled to TFLite for rpi4 (every
+model measured in the same rounds. The machine is shared: every process runs under ``nice``, so wall-clock budgets
+buy fewer steps than on an idle machine. The last target's edgec model is also compiled to TFLite for rpi4 (every
 verification stage). The float IR, crops, ratios and each pruned model are cached in build/cache/pruning_imagenet
 (delete it after changing the pruning code), so one target per run also works on a loaded machine.
 """
@@ -260,8 +260,9 @@ def _agreements(path: Path, crops: dict) -> dict:
 def _say(variant: dict) -> None:
     """One line per variant as soon as it exists (the machine is shared: a long run may be cut short)."""
     stages = [(s["stage"], s.get("score")) for s in (variant.get("recovery") or {}).get("stages", [])]
+    steps = (variant.get("recovery") or {}).get("steps")
     print(f"{variant['name']}: filter ratio {variant['ratio']:.3f}, params x{variant['params_ratio']:.3f}, "
-          f"agreement {variant['agreement']:.3f} (other photos {variant['other_photos']:.3f}), steps {(variant.get('recovery') or {}).get('steps')} {stages}",
+          f"agreement {variant['agreement']:.3f} (other photos {variant['other_photos']:.3f}), steps {steps} {stages}",
           flush=True)
 
 

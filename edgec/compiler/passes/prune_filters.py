@@ -10,9 +10,10 @@ leaves residual streams (channels joined by an Add across a stage) alone, as AMC
 2018): on EfficientNet-Lite2 at 15% fewer parameters, agreement with float went 0.680 -> 0.715 without the streams.
 The spread per parameter buys the most agreement per parameter at 15% (other crops of the calibration photos 0.898
 against 0.883 per channel, other photos 0.828 against 0.797, same run) but not at 30% (0.844 both; other photos
-0.641 against 0.688), and removes fewer FLOPs (1.08x against 1.14x faster at 15%): the default stays per channel. Rules files reach every group. Kept channel counts are rounded to the target's
-SIMD width where that keeps the ratio honest. Pruned consumer layers are then refitted by least squares
-(``reconstruct_layers``). The graph keeps symbolic dimensions: nothing is specialised to one input size.
+0.641 against 0.688), and removes fewer FLOPs (1.08x against 1.14x faster at 15%): the default stays per channel.
+Rules files reach every group. Kept channel counts are rounded to the target's SIMD width where that keeps the ratio
+honest. Pruned consumer layers are then refitted by least squares (``reconstruct_layers``). The graph keeps symbolic
+dimensions: nothing is specialised to one input size.
 """
 
 from __future__ import annotations
