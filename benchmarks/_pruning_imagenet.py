@@ -80,8 +80,10 @@ def _crops() -> dict[str, np.ndarray]:
     from edgec.examples.imagenet import efficientnet_lite2, photo_crops
 
     path = CACHE / "crops.npz"
-    if path.exists() and "same" in np.load(path).files:
-        return dict(np.load(path))
+    if path.exists():
+        with np.load(path) as cached:
+            if "same" in cached.files:  # an older cache has only the other photos' crops: made again
+                return dict(cached)
     calib = photo_crops(CALIB, "calib", seed=0)
     same, other = photo_crops(EVAL, "calib", seed=2), photo_crops(EVAL, "eval", seed=1)
     model = efficientnet_lite2()
