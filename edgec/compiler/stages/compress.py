@@ -32,12 +32,12 @@ from edgec.errors import AccuracyBudgetError, UsageError
 
 __all__ = ["Trials", "apply", "channel_multiple", "load_rules", "within_budget"]
 
-# Samples the pruning pass sees (its cost and sensitivity use the first few; the least-squares refit all of them,
-# its rows spread over more images within the same row budget). EfficientNet-Lite2 at 15% fewer parameters,
-# agreement on other crops of the calibration photos / crops of other photos (hand-runs, no recovery): 64 samples
-# 0.848 / 0.762, 256 samples 0.887 / 0.785; at 30% 0.805 -> 0.844 (other photos 0.688 both). Twice the time.
+# Samples the pruning pass and distillation see, read once for both (the pass's cost and sensitivity use the first
+# few; its least-squares refit all of them, its rows spread over more images within the same row budget).
+# EfficientNet-Lite2 at 15% fewer parameters, agreement on other crops of the calibration photos / crops of other
+# photos (hand-runs, no recovery): 64 samples 0.848 / 0.762, 256 samples 0.887 / 0.785; at 30% 0.805 -> 0.844
+# (other photos 0.688 both). The pass takes twice the time.
 CALIBRATION_LIMIT = 256
-RECOVERY_LIMIT = 256  # samples distillation trains on
 DEFAULT_RECOVER_SECONDS = 180.0
 BACKOFF = (1.0, 0.5, 0.25)
 
@@ -148,7 +148,6 @@ class Trials:
         self.model, self.proto, self.options, self.profile = model, edgec_ir.to_proto(model), options, profile
         self.rules, self.evaluator, self.progress = rules, evaluator, progress
         self.batches = [] if samples is None else list(samples.batches(batch, limit=CALIBRATION_LIMIT))
-        self.recovery_batches = [] if samples is None else list(samples.batches(batch, limit=RECOVERY_LIMIT))
         self.cache: dict = {}  # sensitivities measured once, reused by every trial
         self.spent = 0.0  # seconds of recovery so far: the guard's retries share one --recover-time
 
@@ -156,7 +155,7 @@ class Trials:
         """The distillation budget: --recover-time, else the default when there are calibration samples."""
         if self.options.recover_time is not None:
             return self.options.recover_time
-        return DEFAULT_RECOVER_SECONDS if self.recovery_batches else 0.0
+        return DEFAULT_RECOVER_SECONDS if self.batches else 0.0
 
     def measure(self, candidate: ir.Model) -> dict | None:
         from edgec.compiler import verify
@@ -180,7 +179,7 @@ class Trials:
             return pass_record("recover-distill", {}, ["recovery skipped: training would refill the zeros --sparsity "
                                                        "made"], False)
         say = self.progress.info if self.progress is not None else None
-        result = recover(self.model, model, self.recovery_batches, pruned.kept_inputs, seconds, self.options.seed,
+        result = recover(self.model, model, self.batches, pruned.kept_inputs, seconds, self.options.seed,
                          self.options.recover_steps, self.measure, say)
         self.spent += result.seconds
         return pass_record("recover-distill",

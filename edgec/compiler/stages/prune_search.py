@@ -5,7 +5,8 @@ of the recovery budget), then scored by the accuracy guard; the strongest ratio 
 with the full recovery budget (distillation keeps the stage closest to float in output error, which is not the
 guard's metric: when that run measures over the budget, the probe's model at the same ratio, which held, is
 kept). ``--max-latency`` bisects the ratio on the latency estimate of ``edgec.targets.estimate`` (cheap: no
-recovery) for the weakest pruning that meets it; the guard then judges that one model. Both record the ratio-versus-fidelity (or -latency) curve they explored in the compile report.
+recovery) for the weakest pruning that meets it; the guard then judges that one model. Both record the
+ratio-versus-fidelity (or -latency) curve they explored in the compile report.
 
 On a profile without ``[performance.measured]`` the estimate is a roofline one: the search proceeds and says so.
 """
